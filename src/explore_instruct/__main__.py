@@ -1,0 +1,5 @@
+import sys
+
+from explore_instruct.cli import main
+
+sys.exit(main())

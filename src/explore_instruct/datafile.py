@@ -1,0 +1,85 @@
+"""Reading and writing record files: a JSON list (Alpaca style) or JSONL, detected from the content.
+
+Writes are atomic (temporary file + rename), so a failed command never leaves half a file behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+from explore_instruct.errors import UserError
+
+RecordFormat = Literal["json", "jsonl"]
+
+
+def read_records(path: str | Path) -> tuple[list[dict[str, Any]], RecordFormat]:
+    """Records of a JSON list or a JSONL file, and which of the two it was.
+
+    Raises UserError naming the file (and line, for JSONL) when the content is neither.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{p}: no such file") from None
+    except IsADirectoryError:
+        raise UserError(f"{p}: is a directory, expected a JSON or JSONL file") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    stripped = text.lstrip()
+    if not stripped:
+        raise UserError(f"{p}: the file is empty")
+    if stripped.startswith("["):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{p}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+        for i, rec in enumerate(data):
+            if not isinstance(rec, dict):
+                raise UserError(f"{p}: record {i} is a {type(rec).__name__}, expected an object")
+        return data, "json"
+    records: list[dict[str, Any]] = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{p}: line {lineno} is not valid JSON ({exc.msg})") from None
+        if not isinstance(rec, dict):
+            raise UserError(f"{p}: line {lineno} is a {type(rec).__name__}, expected an object")
+        records.append(rec)
+    return records, "jsonl"
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write `text` to `path` via a temporary file in the same folder and a rename."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_records(path: str | Path, records: Iterable[dict[str, Any]], fmt: RecordFormat) -> None:
+    """Write records atomically as a JSON list (indented) or as JSONL."""
+    if fmt == "json":
+        text = json.dumps(list(records), ensure_ascii=False, indent=2) + "\n"
+    else:
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    atomic_write_text(path, text)
+
+
+def format_for_path(path: str | Path) -> RecordFormat:
+    """The format a file name asks for: `.jsonl` means JSONL, anything else a JSON list."""
+    return "jsonl" if str(path).endswith(".jsonl") else "json"

@@ -1,0 +1,97 @@
+"""The LLM protocol every backend implements: one async `complete(request) -> Completion`.
+
+Everything else (cache, call log, retries, concurrency, usage accounting) lives in `client.py`, so a
+backend only has to turn a request into text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str  # "system" | "user" | "assistant"
+    content: str
+
+
+@dataclass(frozen=True)
+class CompletionRequest:
+    """A full, self-describing request. Its `key()` identifies it in the cache."""
+
+    messages: tuple[Message, ...]
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int = 1024
+    # When set, the backend asks for output matching this JSON schema (or a text format it can parse).
+    json_schema: dict[str, Any] | None = None
+    schema_name: str = "response"
+    # Deterministic per-request seed: lets servers that honour it reproduce, and makes otherwise
+    # identical requests (e.g. a repeated exploration round) distinct in the cache.
+    seed: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["messages"] = [asdict(m) for m in self.messages]
+        return d
+
+    def key(self, model_id: str) -> str:
+        payload = json.dumps({"model": model_id, **self.to_dict()}, sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+    @staticmethod
+    def chat(user: str, *, system: str | None = None, **kwargs: Any) -> CompletionRequest:
+        messages = ([Message("system", system)] if system else []) + [Message("user", user)]
+        return CompletionRequest(messages=tuple(messages), **kwargs)
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def __iadd__(self, other: Usage) -> Usage:
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        return self
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass
+class Completion:
+    text: str
+    usage: Usage = field(default_factory=Usage)
+    finish_reason: str | None = None
+
+
+class TransientLLMError(Exception):
+    """A failure worth retrying: 429, 5xx, timeout, dropped connection."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class FatalLLMError(Exception):
+    """A failure no retry can fix: endpoint unreachable, credentials refused, model missing."""
+
+
+class ParseError(ValueError):
+    """The reply could not be turned into the records asked for (malformed or truncated)."""
+
+
+@runtime_checkable
+class LLM(Protocol):
+    """A backend. `model_id` names the model for the cache key and the call log."""
+
+    model_id: str
+
+    async def complete(self, request: CompletionRequest) -> Completion: ...
+
+    async def aclose(self) -> None: ...

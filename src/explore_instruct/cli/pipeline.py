@@ -1,7 +1,200 @@
-"""Commands of this group (registered into the main app)."""
+"""Pipeline commands: `run` (every stage) and one command per stage, plus export, import, stats."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from explore_instruct.config import RunConfig, load_config, parse_override
+from explore_instruct.errors import UserError
+from explore_instruct.pipeline import ALL_STAGES, import_tree, run_stages, stored_config
+from explore_instruct.store import RunStore
+from explore_instruct.summary import run_summary
+
+console = Console(stderr=True)
+out = Console()
+
+RunDir = Annotated[Path, typer.Option("--run-dir", "-r", help="The run directory.")]
+Sets = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override a config value: section.field=value (repeatable)."),
+]
+
+
+class RichProgress:
+    """Progress bars on stderr, one per stage."""
+
+    def __init__(self) -> None:
+        self._bars = Progress(
+            TextColumn("[bold]{task.description:<9}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        )
+        self._tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> RichProgress:
+        self._bars.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._bars.stop()
+
+    def start(self, stage: str, total: int | None) -> None:
+        self._tasks[stage] = self._bars.add_task(stage, total=total)
+
+    def advance(self, stage: str, amount: int = 1, *, total: int | None = None) -> None:
+        task = self._tasks.get(stage)
+        if task is None:
+            return
+        if total:
+            current = self._bars.tasks[self._bars.task_ids.index(task)].total or 0
+            self._bars.update(task, total=current + total)
+        self._bars.advance(task, amount)
+
+    def finish(self, stage: str) -> None:
+        task = self._tasks.get(stage)
+        if task is not None:
+            t = self._bars.tasks[self._bars.task_ids.index(task)]
+            self._bars.update(task, total=t.completed)
+
+
+def _overrides(sets: list[str] | None, **flags: Any) -> dict[str, Any]:
+    values = dict(parse_override(s) for s in sets or [])
+    values.update({k: v for k, v in flags.items() if v is not None})
+    return values
+
+
+def print_summary(store: RunStore, session: Any = None) -> None:
+    s = run_summary(store, session)
+    table = Table(title=f"run {store.run_dir}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    depths = ", ".join(f"depth {d}: {n}" for d, n in s["tasks_per_depth"].items())
+    table.add_row("tasks", f"{depths}  ({s['pruned_tasks']} pruned)")
+    e = s["examples"]
+    table.add_row(
+        "examples",
+        f"{e['written']} written → {e['dropped_quality']} failed quality, {e['dropped_duplicate']} exact "
+        f"duplicates, {e['dropped_filter']} too similar → {e['kept']} kept → {e['sampled']} sampled",
+    )
+    for stage, reasons in s["drop_reasons"].items():
+        top = ", ".join(f"{reason} ({n})" for reason, n in list(reasons.items())[:4])
+        table.add_row(f"  dropped: {stage}", top)
+    session_stats = s.get("this_session", {})
+    for stage, c in s["calls"].items():
+        here = session_stats.get(stage)
+        extra = f"; this session {here['calls']} new, {here['cache_hits']} from cache" if here else ""
+        table.add_row(
+            f"calls: {stage}",
+            f"{c['calls']} ok, {c['failed']} failed; tokens {c['prompt_tokens']} in / "
+            f"{c['completion_tokens']} out{extra}",
+        )
+    console.print(table)
+
+
+def _run(config: RunConfig, run_dir: Path, stages: tuple[str, ...], resume: bool) -> None:
+    with RichProgress() as progress:
+        ctx, results = run_stages(config, run_dir, stages, resume=resume, progress=progress)
+    session = ctx.client.stats if ctx.client else None
+    print_summary(ctx.store, session)
+    if "filter" in results:
+        kept, total = results["filter"]
+        console.print(f"diversity filter: kept {kept} / {total}")
+    exports = ", ".join(p for p in ("tree.json", "data/kept.jsonl", "data/sample.json") if (run_dir / p).exists())
+    console.print(f"wrote {exports} in {run_dir}")
+    ctx.store.close()
 
 
 def register(app: typer.Typer) -> None:
-    """Add this group's commands to `app`."""
+    @app.command()
+    def run(
+        config: Annotated[Path, typer.Argument(help="The run config (YAML).")],
+        run_dir: Annotated[Path | None, typer.Option("--run-dir", "-r", help="Default: runs/<config name>.")] = None,
+        resume: Annotated[bool, typer.Option("--resume", help="Continue a killed or finished run.")] = False,
+        sets: Sets = None,
+        backend: Annotated[str | None, typer.Option(help="LLM backend: local | openai.")] = None,
+        base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint.")] = None,
+        model: Annotated[str | None, typer.Option(help="Model name at the endpoint.")] = None,
+        max_depth: Annotated[int | None, typer.Option(help="Max depth K.")] = None,
+        sample_size: Annotated[int | None, typer.Option(help="Examples to sample.")] = None,
+        concurrency: Annotated[int | None, typer.Option(help="LLM calls in flight.")] = None,
+    ) -> None:
+        """Run every stage: explore, prune, generate, filter, sample; then export."""
+        cfg = load_config(
+            config,
+            _overrides(
+                sets,
+                **{
+                    "llm.backend": backend,
+                    "llm.base_url": base_url,
+                    "llm.model": model,
+                    "explore.max_depth": max_depth,
+                    "sample.size": sample_size,
+                    "llm.max_concurrency": concurrency,
+                },
+            ),
+        )
+        _run(cfg, run_dir or Path("runs") / config.stem, ALL_STAGES, resume)
+
+    def stage_command(stage: str, doc: str) -> None:
+        def command(run_dir: RunDir, sets: Sets = None) -> None:
+            cfg = stored_config(run_dir, _overrides(sets))
+            _run(cfg, run_dir, (stage,), resume=True)
+
+        command.__doc__ = doc
+        app.command(name=stage)(command)
+
+    stage_command("explore", "Grow the task tree (lookahead + backtracking depth-first search).")
+    stage_command("generate", "Write N examples for every task (enrichment).")
+    stage_command("prune", "Mark tasks whose names are too close to an earlier task's.")
+    stage_command("filter", "Drop instructions too similar (ROUGE-L) to a kept one.")
+    stage_command("sample", "Draw the target number of examples across tasks.")
+
+    @app.command()
+    def export(
+        run_dir: RunDir,
+        fmt: Annotated[str, typer.Option("--format", "-f", help="upstream | alpaca | jsonl | messages")] = "alpaca",
+        out_path: Annotated[Path | None, typer.Option("--out", "-o", help="File (or folder for upstream).")] = None,
+        which: Annotated[str, typer.Option(help="sample | kept | dropped | all")] = "sample",
+    ) -> None:
+        """Write the run's data in one format."""
+        from explore_instruct.export import export as do_export
+
+        if which not in ("sample", "kept", "dropped", "all"):
+            raise UserError(f"--which {which!r}: choose sample, kept, dropped or all")
+        store = RunStore.open(run_dir)
+        default = {"upstream": "upstream", "alpaca": "alpaca.json", "jsonl": "data.jsonl", "messages": "messages.jsonl"}
+        target = out_path or run_dir / "exports" / default.get(fmt, fmt)
+        n = do_export(store, fmt, target, which=which)  # type: ignore[arg-type]
+        console.print(f"wrote {n} {'tasks' if fmt == 'upstream' else 'records'} to {target}")
+
+    @app.command("import-tree")
+    def import_tree_cmd(
+        source: Annotated[Path, typer.Argument(help="A tree in the original release's directory format.")],
+        run_dir: RunDir,
+        domain: Annotated[str, typer.Option(help="Domain profile.")] = "generic",
+    ) -> None:
+        """Start a run from an existing tree (e.g. the original release's data)."""
+        store = import_tree(source, run_dir, domain=domain)
+        print_summary(store)
+
+    @app.command()
+    def stats(
+        run_dir: RunDir,
+        as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    ) -> None:
+        """Summarise a run: tasks, examples kept at each step, drops by reason, calls, tokens."""
+        store = RunStore.open(run_dir)
+        if as_json:
+            out.print_json(json.dumps(run_summary(store)))
+        else:
+            print_summary(store)

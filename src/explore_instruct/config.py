@@ -1,0 +1,202 @@
+"""The run config: pydantic models of the YAML file, with the paper's defaults.
+
+Paper settings: max depth K = 2, breadth B = [8, 6], task-pruning and diversity-filter threshold 0.7,
+10,000 sampled examples. Unknown keys are errors, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from explore_instruct.errors import UserError
+
+PROFILES = ("rewriting", "brainstorming", "math", "generic")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SeedExample(Strict):
+    instruction: str = Field(min_length=1)
+    input: str = ""
+    output: str = ""
+
+
+class RootTask(Strict):
+    name: str = Field(min_length=1)
+    description: str = ""
+    examples: list[SeedExample] = Field(default_factory=list)
+
+
+def per_depth(values: list[int], depth: int) -> int:
+    """The value for `depth` from a per-depth list; depths past its end reuse the last value."""
+    return values[min(depth, len(values) - 1)]
+
+
+class ExploreConfig(Strict):
+    max_depth: int = Field(2, ge=0, le=6, description="K: how deep the tree grows (0 = no exploration)")
+    breadth: list[int] = Field(default_factory=lambda: [8, 6], min_length=1)
+    new_per_call: int = Field(5, ge=1, le=20, description="M: new subtasks asked for per lookahead call")
+    examples_per_subtask: int = Field(2, ge=1, le=10)
+    demonstrations: int = Field(2, ge=0, le=10, description="node examples shown in each exploration prompt")
+    max_fruitless_rounds: int = Field(3, ge=1, le=20)
+
+    @field_validator("breadth")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        if any(b < 1 for b in v):
+            raise ValueError("every breadth must be at least 1")
+        return v
+
+
+class GenerateConfig(Strict):
+    examples_per_task: list[int] = Field(default_factory=lambda: [100], min_length=1)
+    per_call: int = Field(10, ge=1, le=50)
+    demonstrations: int = Field(2, ge=0, le=10)
+    max_extra_calls: int = Field(3, ge=0, le=50, description="top-up calls when a task falls short")
+    bootstrap: bool = Field(False, description="draw demonstrations from the growing pool (self-instruct)")
+
+    @field_validator("examples_per_task")
+    @classmethod
+    def _non_negative(cls, v: list[int]) -> list[int]:
+        if any(n < 0 for n in v):
+            raise ValueError("examples per task cannot be negative")
+        return v
+
+
+class PruneConfig(Strict):
+    enabled: bool = True
+    threshold: float = Field(0.7, ge=0.0, le=1.0)
+
+
+class FilterConfig(Strict):
+    enabled: bool = True
+    threshold: float = Field(0.7, ge=0.0, le=1.0)
+    scope: Literal["node", "global"] = "global"
+    tokenizer: Literal["rouge", "unicode", "cjk"] = "rouge"
+    stem: bool = False
+
+
+class SampleConfig(Strict):
+    size: int = Field(10_000, ge=1)
+    max_depth: int | None = Field(None, ge=0)
+    skip_pruned: bool = True
+    seed: int | None = None
+
+
+class LLMConfig(Strict):
+    backend: Literal["local", "openai"] = "local"
+    base_url: str | None = None
+    model: str | None = None
+    model_path: str | None = Field(None, description="GGUF file for the local backend")
+    api_key_env: str | None = Field(None, description="name of the environment variable holding the key")
+    temperature: float = Field(1.0, ge=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_tokens: int = Field(2048, ge=16)
+    max_concurrency: int = Field(8, ge=1, le=512)
+    timeout: float = Field(120.0, gt=0)
+    retries: int = Field(4, ge=0, le=20)
+    structured_output: Literal["auto", "json_schema", "json_object", "text"] = "auto"
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, v: str | None) -> str | None:
+        # A key pasted here by mistake would end up in config.yaml: refuse anything not env-name-like.
+        if v is not None and (not v.replace("_", "").isalnum() or v.startswith("sk-")):
+            raise ValueError("must be the NAME of an environment variable (e.g. OPENAI_API_KEY), not a key")
+        return v
+
+    @model_validator(mode="after")
+    def _openai_needs_model(self) -> LLMConfig:
+        if self.backend == "openai" and not self.model:
+            raise ValueError("backend 'openai' needs 'model'")
+        return self
+
+
+class RunConfig(Strict):
+    domain: Literal["rewriting", "brainstorming", "math", "generic"] = "generic"
+    seed: int = 0
+    root: RootTask | None = None
+    seed_tree: str | None = Field(None, description="a tree in the release's directory format to start from")
+    explore: ExploreConfig = Field(default_factory=ExploreConfig)
+    generate: GenerateConfig = Field(default_factory=GenerateConfig)
+    prune: PruneConfig = Field(default_factory=PruneConfig)
+    filter: FilterConfig = Field(default_factory=FilterConfig)
+    sample: SampleConfig = Field(default_factory=SampleConfig)
+    llm: LLMConfig = Field(default_factory=LLMConfig)
+
+    @model_validator(mode="after")
+    def _one_start(self) -> RunConfig:
+        if (self.root is None) == (self.seed_tree is None):
+            raise ValueError("give exactly one of 'root' (name, description, examples) or 'seed_tree'")
+        return self
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise UserError(f"override {dotted}: '{part}' is not a section")
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`section.field=value` with a YAML value (so `breadth=[4,3]` and `enabled=false` work)."""
+    if "=" not in text:
+        raise UserError(f"--set {text!r}: expected section.field=value")
+    key, raw = text.split("=", 1)
+    try:
+        return key.strip(), yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return key.strip(), raw
+
+
+def _location(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    return f"{loc}: {err['msg']}"
+
+
+def build_config(data: dict[str, Any], source: str, overrides: dict[str, Any] | None = None) -> RunConfig:
+    data = dict(data)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(data, key, value)
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise UserError(f"{source}: {_location(exc)}") from None
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read and validate a YAML run config; any problem is one UserError naming file and field."""
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{p}: no such config file") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise UserError(f"{p}: not valid YAML{where}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{p}: expected a mapping of config sections at the top level")
+    config = build_config(data, str(p), overrides)
+    if config.seed_tree is not None:
+        seed_tree = Path(config.seed_tree)
+        if not seed_tree.is_absolute():  # relative to the config file, so configs travel with their trees
+            seed_tree = (p.parent / seed_tree).resolve()
+        if not (seed_tree / "tree_meta_info.json").is_file():
+            raise UserError(f"{p}: seed_tree: {seed_tree} has no tree_meta_info.json")
+        config.seed_tree = str(seed_tree)
+    return config

@@ -1,0 +1,60 @@
+"""What every stage needs, bundled: the store, the LLM client, the config, the profile, progress."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from explore_instruct.config import RunConfig
+from explore_instruct.llm.client import LLMClient
+from explore_instruct.profiles import Profile, load_profile
+from explore_instruct.store import RunStore
+
+
+class Progress(Protocol):
+    """A progress sink; the CLI passes a rich one, the Python API a silent one by default."""
+
+    def start(self, stage: str, total: int | None) -> None: ...
+
+    def advance(self, stage: str, amount: int = 1, *, total: int | None = None) -> None: ...
+
+    def finish(self, stage: str) -> None: ...
+
+
+class SilentProgress:
+    def start(self, stage: str, total: int | None) -> None:
+        pass
+
+    def advance(self, stage: str, amount: int = 1, *, total: int | None = None) -> None:
+        pass
+
+    def finish(self, stage: str) -> None:
+        pass
+
+
+@dataclass
+class RunContext:
+    store: RunStore
+    config: RunConfig
+    client: LLMClient | None = None
+    progress: Progress = field(default_factory=SilentProgress)
+
+    @property
+    def profile(self) -> Profile:
+        return load_profile(self.config.domain)
+
+    @property
+    def output_format(self) -> str:
+        """What the prompts ask for: JSON unless the config forces the labelled text format."""
+        return "text" if self.config.llm.structured_output == "text" else "json"
+
+    def require_client(self) -> LLMClient:
+        if self.client is None:
+            raise RuntimeError("this stage needs an LLM client")
+        return self.client
+
+    def stable_seed(self, *parts: Any) -> int:
+        """A seed derived from the run's seed and `parts`: the same on every run and resume."""
+        text = "\x1f".join(str(p) for p in (self.config.seed, *parts))
+        return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big") & 0x7FFFFFFF

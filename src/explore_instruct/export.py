@@ -1,0 +1,92 @@
+"""Exports of a run: the release's tree directory, Alpaca JSON, JSONL with provenance, chat messages.
+
+`write_run_exports` writes the standard set after a run (`tree.json`, `data/kept.jsonl`,
+`data/dropped.jsonl`, `data/sample.json`); `export` writes one format anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any, Literal
+
+from explore_instruct.datafile import atomic_write_text, write_records
+from explore_instruct.errors import UserError
+from explore_instruct.store import NodeRow, RunStore, Which
+from explore_instruct.tree import save_upstream
+
+ExportFormat = Literal["upstream", "alpaca", "jsonl", "messages"]
+FORMATS: tuple[str, ...] = ("upstream", "alpaca", "jsonl", "messages")
+
+
+def alpaca_record(rec: dict[str, Any]) -> dict[str, str]:
+    return {"instruction": rec["instruction"], "input": rec["input"], "output": rec["output"]}
+
+
+def messages_record(rec: dict[str, Any]) -> dict[str, Any]:
+    """Chat format for SFT trainers: the input, when there is one, follows the instruction."""
+    user = rec["instruction"] if not rec["input"] else f"{rec['instruction']}\n\n{rec['input']}"
+    return {
+        "messages": [
+            {"role": "user", "content": user},
+            {"role": "assistant", "content": rec["output"]},
+        ]
+    }
+
+
+def tree_json(store: RunStore) -> dict[str, Any]:
+    """The tree with reasons, pruned flags and kept-example counts (no example bodies)."""
+    rows = store.nodes()
+    names = {r.id: r.name for r in rows}
+    counts = Counter(r.node_id for r in store.examples(status="ok") if r.origin != "seed")
+    children: dict[int | None, list[NodeRow]] = defaultdict(list)
+    for r in rows:
+        children[r.parent_id].append(r)
+
+    def node_json(row: NodeRow) -> dict[str, Any]:
+        return {
+            "name": row.name,
+            "slug": row.slug,
+            "reason": row.reason,
+            "depth": row.depth,
+            "pruned": row.pruned,
+            "pruned_by": names.get(row.pruned_by) if row.pruned_by else None,
+            "pruned_score": row.pruned_score,
+            "examples": counts[row.id],
+            "children": [node_json(c) for c in children[row.id]],
+        }
+
+    if not children[None]:
+        raise UserError(f"{store.run_dir}: the run has no tree yet")
+    return node_json(children[None][0])
+
+
+def export(store: RunStore, fmt: str, out: str | Path, *, which: Which = "sample") -> int:
+    """Write one export; returns the number of records (or tasks, for `upstream`)."""
+    if fmt not in FORMATS:
+        raise UserError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    if fmt == "upstream":
+        tree = store.load_tree()
+        save_upstream(tree, out)
+        return sum(1 for _ in tree.level_order())
+    records = store.dataset(which)
+    if fmt == "alpaca":
+        write_records(out, [alpaca_record(r) for r in records], "json")
+    elif fmt == "messages":
+        write_records(out, [messages_record(r) for r in records], "jsonl")
+    else:
+        write_records(out, records, "jsonl")
+    return len(records)
+
+
+def write_run_exports(store: RunStore) -> dict[str, int]:
+    d = store.run_dir
+    atomic_write_text(d / "tree.json", json.dumps(tree_json(store), ensure_ascii=False, indent=2) + "\n")
+    counts = {
+        "data/kept.jsonl": export(store, "jsonl", d / "data" / "kept.jsonl", which="kept"),
+        "data/dropped.jsonl": export(store, "jsonl", d / "data" / "dropped.jsonl", which="dropped"),
+    }
+    if store.sample_ids():
+        counts["data/sample.json"] = export(store, "alpaca", d / "data" / "sample.json", which="sample")
+    return counts

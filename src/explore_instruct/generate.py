@@ -1,0 +1,181 @@
+"""Enrichment: N[depth] instruction-input-output examples for every task in the tree.
+
+Each call asks for about `per_call` examples, showing the parent task, the task and its reason,
+and demonstrations sampled from the parent's examples (the root uses its own). A task that falls
+short after its first batch gets top-up calls, up to `max_extra_calls`. With `bootstrap` (the
+self-instruct baseline) demonstrations come from the task's growing pool instead, batch by batch.
+
+Every request is a function of the tree and the run's seed, and each example's key names the call
+and position it came from, so the outcome does not depend on the order replies arrive in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+from dataclasses import dataclass, field
+
+from explore_instruct.config import per_depth
+from explore_instruct.context import RunContext
+from explore_instruct.llm.base import CompletionRequest
+from explore_instruct.parse import examples_schema, parse_examples
+from explore_instruct.profiles import render_prompt
+from explore_instruct.quality import drop_reason, exact_key
+from explore_instruct.start import LiveNode, insert_start, load_live_tree
+from explore_instruct.tree import Example
+
+STAGE = "generate"
+
+
+@dataclass
+class NodeWork:
+    """One task's enrichment state: examples per key (key order = call, then position)."""
+
+    node: LiveNode
+    target: int
+    results: dict[str, tuple[Example, str | None]] = field(default_factory=dict)
+    calls_made: int = 0
+
+    def kept(self) -> list[Example]:
+        """Examples that pass quality and are not exact duplicates, in key order."""
+        seen = {exact_key(e) for e in self.node.examples}
+        out = []
+        for key in sorted(self.results):
+            ex, reason = self.results[key]
+            if reason is None and exact_key(ex) not in seen:
+                seen.add(exact_key(ex))
+                out.append(ex)
+        return out
+
+
+def example_key(node_key: str, call_index: int, position: int) -> str:
+    return f"{node_key}#g{call_index:05d}.{position:03d}"
+
+
+def build_request(
+    ctx: RunContext, work: NodeWork, call_index: int, count: int, pool: list[Example]
+) -> CompletionRequest:
+    cfg = ctx.config
+    node = work.node
+    seed = ctx.stable_seed(STAGE, node.key, call_index)
+    rng = random.Random(seed)
+    demos = rng.sample(pool, min(cfg.generate.demonstrations, len(pool)))
+    prompt = render_prompt(
+        cfg.domain,
+        "generate.txt",
+        domain_summary=ctx.profile.summary[0].lower() + ctx.profile.summary[1:],
+        parent=node.parent.name if node.parent else None,
+        task=node,
+        demonstrations=demos,
+        count=count,
+        input_rule=ctx.profile.input,
+        output_format=ctx.output_format,
+    )
+    return CompletionRequest.chat(
+        prompt,
+        temperature=cfg.llm.temperature,
+        top_p=cfg.llm.top_p,
+        max_tokens=cfg.llm.max_tokens,
+        json_schema=examples_schema(count),
+        schema_name="examples",
+        seed=seed,
+    )
+
+
+def demonstration_pool(work: NodeWork, bootstrap: bool) -> list[Example]:
+    node = work.node
+    if bootstrap:
+        return node.examples + work.kept()
+    source = node.parent if node.parent is not None else node
+    return source.examples or node.examples
+
+
+async def _call(ctx: RunContext, work: NodeWork, call_index: int, count: int, pool: list[Example]) -> None:
+    node = work.node
+
+    def commit(examples: list[Example], call_id: int) -> None:
+        for i, ex in enumerate(examples):
+            reason = drop_reason(ex, ctx.profile)
+            key = example_key(node.key, call_index, i)
+            ctx.store.add_example(
+                key=key, node_id=node.id, origin="generate", example=ex, call_id=call_id, drop_reason=reason
+            )
+            work.results[key] = (ex, reason)
+
+    result = await ctx.require_client().call(
+        build_request(ctx, work, call_index, count, pool),
+        stage=STAGE,
+        parse=lambda c: parse_examples(c.text),
+        commit=commit,
+    )
+    ctx.progress.advance(STAGE, 0 if result.failed else 1)
+
+
+async def _enrich(ctx: RunContext, work: NodeWork) -> None:
+    cfg = ctx.config.generate
+    per_call = cfg.per_call
+    batch_limit = ctx.config.llm.max_concurrency if cfg.bootstrap else None
+    first_batch_calls = math.ceil(work.target / per_call)
+    extra_used = 0
+    while True:
+        missing = work.target - len(work.kept())
+        if missing <= 0:
+            return
+        if work.calls_made >= first_batch_calls:
+            if extra_used >= cfg.max_extra_calls:
+                return
+            calls = min(math.ceil(missing / per_call), cfg.max_extra_calls - extra_used)
+            extra_used += calls
+            ctx.progress.advance(STAGE, 0, total=calls)
+        else:
+            calls = first_batch_calls - work.calls_made
+        if batch_limit:
+            calls = min(calls, batch_limit)
+        pool = demonstration_pool(work, cfg.bootstrap)
+        # Split what is missing over the batch's calls: per_call each, the remainder in the last.
+        counts = [per_call] * calls
+        counts[-1] = max(1, min(per_call, missing - per_call * (calls - 1)))
+        start = work.calls_made
+        work.calls_made += calls
+        await asyncio.gather(
+            *(_call(ctx, work, start + i, count, pool) for i, count in enumerate(counts))
+        )
+
+
+async def generate(ctx: RunContext, *, skip_pruned: bool = True) -> dict[str, int]:
+    """Enrich every (unpruned) task; returns examples generated per task key."""
+    insert_start(ctx.store, ctx.config)
+    root = load_live_tree(ctx.store)
+    pruned = {row.id for row in ctx.store.nodes() if row.pruned} if skip_pruned else set()
+    cfg = ctx.config.generate
+    works = [
+        NodeWork(node, per_depth(cfg.examples_per_task, node.depth))
+        for node in root.walk()
+        if node.id not in pruned
+    ]
+    ctx.progress.start(STAGE, sum(math.ceil(w.target / cfg.per_call) for w in works))
+    await asyncio.gather(*(_enrich(ctx, w) for w in works))
+    mark_exact_duplicates(ctx)
+    ctx.progress.finish(STAGE)
+    return {w.node.key: len(w.kept()) for w in works}
+
+
+def mark_exact_duplicates(ctx: RunContext) -> int:
+    """Drop generated examples that repeat an earlier example of the same task exactly."""
+    store = ctx.store
+    rows = store.examples(status="ok") + [
+        r for r in store.examples(status="dropped") if r.drop_stage == "duplicate"
+    ]
+    rows.sort(key=lambda r: (r.node_id, r.origin == "generate", r.key))
+    seen: dict[tuple[int, tuple[str, str]], int] = {}
+    drops = []
+    for r in rows:
+        k = (r.node_id, exact_key(Example(r.instruction, r.input, r.output)))
+        if k in seen:
+            drops.append((r.id, "exact duplicate", seen[k], 1.0))
+        else:
+            seen[k] = r.id
+    with store.transaction():
+        store.mark_dropped("duplicate", drops)
+    return len(drops)

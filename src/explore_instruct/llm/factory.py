@@ -1,0 +1,49 @@
+"""Build a backend from the fields of a run config's `llm` section."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from explore_instruct.errors import UserError
+from explore_instruct.llm.base import LLM
+
+BACKENDS = ("openai", "local")
+
+
+def build_backend(
+    backend: str,
+    *,
+    base_url: str | None = None,
+    model: str | None = None,
+    api_key_env: str | None = None,
+    timeout: float = 120.0,
+    structured_output: Literal["auto", "json_schema", "json_object", "text"] = "auto",
+    model_path: str | None = None,
+    n_ctx: int = 4096,
+    n_threads: int | None = None,
+    extra_body: dict | None = None,
+) -> LLM:
+    """`openai`: any OpenAI-compatible endpoint (needs base_url and model); `local`: embedded GGUF.
+
+    Backends are imported here, not at module top, so a run on one never loads the other's library.
+    """
+    if backend == "openai":
+        if not base_url:
+            raise UserError("llm.base_url is required for the openai backend (e.g. http://127.0.0.1:8000/v1)")
+        if not model:
+            raise UserError("llm.model is required for the openai backend")
+        from explore_instruct.llm.openai_compat import OpenAICompatLLM
+
+        return OpenAICompatLLM(
+            base_url=base_url,
+            model=model,
+            api_key_env=api_key_env,
+            timeout=timeout,
+            structured_output=structured_output,
+            extra_body=extra_body,
+        )
+    if backend == "local":
+        from explore_instruct.llm.local import LocalLLM
+
+        return LocalLLM(model_path=model_path, n_ctx=n_ctx, n_threads=n_threads)
+    raise UserError(f"llm.backend must be one of {', '.join(BACKENDS)} (got {backend!r})")

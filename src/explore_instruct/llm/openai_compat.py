@@ -1,0 +1,325 @@
+"""Backend for any OpenAI-compatible chat endpoint: OpenAI, vLLM, SGLang, Ollama, llama.cpp servers.
+
+It speaks through the official `openai` SDK with the SDK's own retries switched off: retries, backoff
+and the cache belong to `client.py`. This module only turns a request into one HTTP call and sorts
+the SDK's exceptions into the protocol's two kinds: transient (worth a retry) and fatal (stop the run).
+
+Structured output differs between servers, so the mode is configurable and, in "auto", discovered:
+`json_schema` first (OpenAI, vLLM, SGLang, Ollama), then `json_object` with a `schema` (what
+`python -m llama_cpp.server` takes; it answers HTTP 500 to `json_schema`), then plain text, where the
+prompt asks for the labelled text format and the caller's tolerant parser reads it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import os
+import re
+import time
+import urllib.parse
+from typing import Any, Literal
+
+import openai
+from openai import AsyncOpenAI
+
+from explore_instruct.errors import UserError
+from explore_instruct.llm.base import (
+    Completion,
+    CompletionRequest,
+    FatalLLMError,
+    TransientLLMError,
+    Usage,
+)
+
+StructuredMode = Literal["json_schema", "json_object", "text"]
+StructuredSetting = Literal["auto", "json_schema", "json_object", "text"]
+
+# The order "auto" tries modes in: the most precise first.
+_FALLBACK_ORDER: tuple[StructuredMode, ...] = ("json_schema", "json_object", "text")
+# Words in an error body that show the server objected to `response_format` rather than to the prompt.
+_FORMAT_WORDS = re.compile(r"response_format|json_schema|json_object|schema|grammar", re.IGNORECASE)
+# Local servers ignore the key, but the SDK refuses to start without one.
+_PLACEHOLDER_KEY = "not-needed"
+
+
+def redact_url(url: str) -> str:
+    """The URL without user:password@ and without a query string (either may carry a secret)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    netloc = parts.hostname or ""
+    if parts.port is not None:
+        netloc = f"{netloc}:{parts.port}"
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def parse_retry_after(headers: Any) -> float | None:
+    """Seconds to wait from `retry-after-ms`, or `Retry-After` in seconds or as an HTTP date."""
+    if headers is None:
+        return None
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(float(ms) / 1000.0, 0.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+def _schema_name(name: str) -> str:
+    # OpenAI requires ^[a-zA-Z0-9_-]{1,64}$ for json_schema.name.
+    cleaned = re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_")[:64]
+    return cleaned or "response"
+
+
+def _error_text(exc: openai.APIStatusError) -> str:
+    """A short, single-line description of an HTTP error (the body's message when it has one)."""
+    body = exc.body
+    message: Any = None
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        message = inner.get("message") if isinstance(inner, dict) else inner
+        if message is None:
+            message = body.get("detail") or body.get("message")
+    if message is None:
+        message = exc.message
+    text = " ".join(str(message).split())
+    return text[:300]
+
+
+class OpenAICompatLLM:
+    """One model behind an OpenAI-compatible `/v1/chat/completions` endpoint.
+
+    The API key is read from the environment variable named by `api_key_env` and handed straight to
+    the SDK client; it is never kept on this object, in `model_id`, in `repr()` or in error messages.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key_env: str | None = None,
+        timeout: float = 120.0,
+        structured_output: Literal["auto", "json_schema", "json_object", "text"] = "auto",
+        extra_body: dict | None = None,
+    ) -> None:
+        if structured_output not in ("auto", *_FALLBACK_ORDER):
+            raise UserError(
+                f"llm.structured_output must be one of auto, json_schema, json_object, text "
+                f"(got {structured_output!r})"
+            )
+        if not model:
+            raise UserError("llm.model is required for the openai backend")
+        if api_key_env:
+            api_key = os.environ.get(api_key_env)
+            if not api_key:
+                raise UserError(
+                    f"environment variable {api_key_env} (named by llm.api_key_env) is not set or empty"
+                )
+        else:
+            api_key = _PLACEHOLDER_KEY
+        self.model = model
+        self.model_id = f"openai:{model}"
+        self.base_url = base_url
+        self._display_url = redact_url(base_url)
+        self._api_key_env = api_key_env
+        self.structured_output: StructuredSetting = structured_output
+        self.extra_body = dict(extra_body) if extra_body else None
+        # The mode in use for requests with a schema. In "auto" it starts at the top of the fallback
+        # order and is confirmed by the first structured request that succeeds.
+        self.structured_mode: StructuredMode = (
+            "json_schema" if structured_output == "auto" else structured_output
+        )
+        self._mode_confirmed = structured_output != "auto"
+        # Serialises structured requests until the mode is known, so concurrent first calls do not
+        # all run the fallback ladder at once.
+        self._discovery = asyncio.Lock()
+        self._client = AsyncOpenAI(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=0)
+
+    def __repr__(self) -> str:
+        return (
+            f"OpenAICompatLLM(base_url={self._display_url!r}, model={self.model!r}, "
+            f"structured_output={self.structured_output!r}, structured_mode={self.structured_mode!r})"
+        )
+
+    # ------------------------------------------------------------------ protocol
+
+    async def complete(self, request: CompletionRequest) -> Completion:
+        if request.json_schema is None or self._mode_confirmed:
+            return await self._send(request, self.structured_mode)
+        async with self._discovery:
+            if self._mode_confirmed:  # another request found it while this one waited
+                return await self._send(request, self.structured_mode)
+            return await self._discover(request)
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    async def check(self) -> None:
+        """One cheap call before a run starts: raise FatalLLMError with one clear line if the
+        endpoint cannot be reached, refuses the key, or does not serve the model."""
+        try:
+            page = await self._client.models.list()
+            served = {m.id for m in page.data}
+        except openai.NotFoundError:
+            served = None  # the server has no /models route: probe with a 1-token completion below
+        except openai.APIStatusError as exc:
+            raise self._fatal_or_transient(exc, probing=True) from exc
+        except openai.APIConnectionError as exc:
+            raise FatalLLMError(self._unreachable(exc)) from exc
+        if served is not None and self.model in served:
+            return
+        # Not listed (some servers list aliases only, llama.cpp serves whatever was loaded): ask once.
+        probe = CompletionRequest.chat("Say OK.", max_tokens=1, temperature=0.0)
+        try:
+            await self._send(probe, "text")
+        except TransientLLMError as exc:
+            raise FatalLLMError(f"{self._display_url} did not answer a test request: {exc}") from exc
+
+    # ------------------------------------------------------------------ internals
+
+    async def _discover(self, request: CompletionRequest) -> Completion:
+        """Walk the fallback order from the current mode until the server accepts a structured request."""
+        start = _FALLBACK_ORDER.index(self.structured_mode)
+        rejections: list[str] = []
+        for mode in _FALLBACK_ORDER[start:]:
+            try:
+                completion = await self._send(request, mode, discovering=True)
+            except _FormatRejected as exc:
+                rejections.append(f"{mode}: {exc}")
+                continue
+            self.structured_mode = mode
+            self._mode_confirmed = True
+            return completion
+        # Every mode failed, text included, so the server is failing rather than rejecting a format
+        # (a plain 500 during the first call). Start over next time and let the client retry.
+        self.structured_mode = _FALLBACK_ORDER[0]
+        raise TransientLLMError(f"{self._display_url} failed every structured-output mode: {'; '.join(rejections)}")
+
+    def _params(self, request: CompletionRequest, mode: StructuredMode) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "model": self.model,
+            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "temperature": request.temperature,
+            "top_p": request.top_p,
+            "max_tokens": request.max_tokens,
+        }
+        if request.seed is not None:
+            params["seed"] = request.seed
+        if request.json_schema is not None:
+            if mode == "json_schema":
+                params["response_format"] = {
+                    "type": "json_schema",
+                    # strict=False: OpenAI's strict mode rejects minItems/maxItems and optional fields.
+                    "json_schema": {
+                        "name": _schema_name(request.schema_name),
+                        "schema": request.json_schema,
+                        "strict": False,
+                    },
+                }
+            elif mode == "json_object":
+                params["response_format"] = {"type": "json_object", "schema": request.json_schema}
+        if self.extra_body:
+            params["extra_body"] = self.extra_body
+        return params
+
+    async def _send(
+        self, request: CompletionRequest, mode: StructuredMode, *, discovering: bool = False
+    ) -> Completion:
+        structured = request.json_schema is not None and mode != "text"
+        try:
+            response = await self._client.chat.completions.create(**self._params(request, mode))
+        except openai.APIStatusError as exc:
+            if structured and discovering and self._is_format_rejection(exc):
+                raise _FormatRejected(f"HTTP {exc.status_code} {_error_text(exc)}") from exc
+            if discovering and mode == "text" and exc.status_code >= 500:
+                raise _FormatRejected(f"HTTP {exc.status_code} {_error_text(exc)}") from exc
+            raise self._fatal_or_transient(exc) from exc
+        except openai.APITimeoutError as exc:  # subclass of APIConnectionError: test it first
+            raise TransientLLMError(f"timed out waiting for {self._display_url}") from exc
+        except openai.APIConnectionError as exc:
+            raise TransientLLMError(self._unreachable(exc)) from exc
+        except (openai.APIResponseValidationError, ValueError) as exc:
+            # A 200 whose body is not a chat completion (truncated or malformed JSON): a server glitch.
+            raise TransientLLMError(f"malformed reply from {self._display_url}: {type(exc).__name__}") from exc
+        return self._to_completion(response)
+
+    def _to_completion(self, response: Any) -> Completion:
+        choices = getattr(response, "choices", None)
+        if not choices:
+            raise TransientLLMError(f"reply from {self._display_url} has no choices")
+        choice = choices[0]
+        message = getattr(choice, "message", None)
+        text = getattr(message, "content", None) or ""
+        usage = getattr(response, "usage", None)
+        return Completion(
+            text=text,
+            usage=Usage(
+                prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+                completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+            ),
+            finish_reason=getattr(choice, "finish_reason", None),
+        )
+
+    @staticmethod
+    def _is_format_rejection(exc: openai.APIStatusError) -> bool:
+        """Did the server refuse the `response_format` (rather than fail or refuse the request)?"""
+        if exc.status_code >= 500:
+            # llama_cpp.server answers 500 to json_schema with no useful text; during discovery any
+            # 500 counts as a rejection (the ladder ends at text, which a healthy server accepts).
+            return True
+        if exc.status_code in (400, 422):
+            return bool(_FORMAT_WORDS.search(_error_text(exc)))
+        return False
+
+    def _fatal_or_transient(self, exc: openai.APIStatusError, *, probing: bool = False) -> Exception:
+        status = exc.status_code
+        detail = _error_text(exc)
+        if isinstance(exc, openai.RateLimitError) or status == 429:
+            return TransientLLMError(
+                f"rate limited by {self._display_url} (HTTP 429): {detail}",
+                retry_after=parse_retry_after(exc.response.headers),
+            )
+        if status in (401, 403):
+            source = f"from ${self._api_key_env}" if self._api_key_env else "none set: llm.api_key_env"
+            return FatalLLMError(
+                f"{self._display_url} refused the credentials (HTTP {status}, API key {source}): {detail}"
+            )
+        if status == 404:
+            return FatalLLMError(
+                f"{self._display_url} has no model {self.model!r} or no chat completions route "
+                f"(HTTP 404): {detail}"
+            )
+        if probing and status < 500:
+            return FatalLLMError(f"{self._display_url} rejected a test request (HTTP {status}): {detail}")
+        # 5xx, 408, 409, and 400/413/422 on one request (e.g. a prompt over the context length): the
+        # client retries, then records the call as failed and the run goes on.
+        return TransientLLMError(
+            f"{self._display_url} answered HTTP {status}: {detail}",
+            retry_after=parse_retry_after(exc.response.headers),
+        )
+
+    def _unreachable(self, exc: Exception) -> str:
+        cause = exc.__cause__ or exc
+        reason = " ".join(str(cause).split())[:200] or type(cause).__name__
+        return f"cannot reach {self._display_url}: {reason}"
+
+
+class _FormatRejected(Exception):
+    """Internal: the server refused this structured-output mode; try the next one."""

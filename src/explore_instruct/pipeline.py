@@ -1,0 +1,151 @@
+"""The Python API: open or resume a run, and run one stage or all of them over the run store.
+
+The CLI is a thin layer over these functions; so are the baselines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from explore_instruct.config import RunConfig, build_config
+from explore_instruct.context import Progress, RunContext, SilentProgress
+from explore_instruct.errors import RunStopped, UserError
+from explore_instruct.explore import explore
+from explore_instruct.export import write_run_exports
+from explore_instruct.generate import generate
+from explore_instruct.llm.base import LLM, FatalLLMError
+from explore_instruct.llm.client import LLMClient, RetryPolicy
+from explore_instruct.select.stages import diversity, prune, sample
+from explore_instruct.start import insert_start, starting_tree
+from explore_instruct.store import CONFIG_FILE, RunStore
+
+# Stage order of a full run. Pruning needs only task names, so it runs before enrichment and no
+# call is spent on a task that will be pruned.
+ALL_STAGES = ("explore", "prune", "generate", "filter", "sample")
+LLM_STAGES = {"explore", "generate"}
+
+
+def open_run(config: RunConfig, run_dir: str | Path, *, resume: bool) -> RunStore:
+    """A new run directory, or the existing one when resuming (its config is replaced by `config`)."""
+    if RunStore.exists(run_dir):
+        if not resume:
+            raise UserError(f"{run_dir}: already holds a run; pass --resume to continue it")
+        store = RunStore.open(run_dir)
+        (Path(run_dir) / CONFIG_FILE).write_text(config.to_yaml(), encoding="utf-8")
+        return store
+    return RunStore.create(run_dir, config.to_yaml())
+
+
+def stored_config(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """The resolved config a run directory was started with (plus CLI overrides)."""
+    import yaml
+
+    store = RunStore.open(run_dir)  # says clearly when this is not a run
+    store.close()
+    path = Path(run_dir) / CONFIG_FILE
+    return build_config(yaml.safe_load(path.read_text(encoding="utf-8")), str(path), overrides)
+
+
+def build_backend(config: RunConfig) -> LLM:
+    from explore_instruct.llm.factory import build_backend as make
+
+    llm = config.llm
+    return make(
+        llm.backend,
+        base_url=llm.base_url,
+        model=llm.model,
+        api_key_env=llm.api_key_env,
+        timeout=llm.timeout,
+        structured_output=llm.structured_output,
+        model_path=llm.model_path,
+    )
+
+
+def make_client(config: RunConfig, store: RunStore, backend: LLM | None = None) -> LLMClient:
+    backend = backend if backend is not None else build_backend(config)
+    return LLMClient(
+        backend,
+        store.calls,
+        max_concurrency=config.llm.max_concurrency,
+        retry=RetryPolicy(retries=config.llm.retries),
+    )
+
+
+async def _check_backend(client: LLMClient) -> None:
+    check = getattr(client.backend, "check", None)
+    if check is not None:
+        await check()
+
+
+async def run_stages_async(ctx: RunContext, stages: Sequence[str]) -> dict[str, Any]:
+    """Run `stages` in order on `ctx`; returns what each stage reported."""
+    unknown = [s for s in stages if s not in ALL_STAGES]
+    if unknown:
+        raise UserError(f"unknown stage(s): {', '.join(unknown)}")
+    results: dict[str, Any] = {}
+    try:
+        if any(s in LLM_STAGES for s in stages):
+            await _check_backend(ctx.require_client())
+        for stage in stages:
+            if stage == "explore":
+                root = await explore(ctx)
+                results[stage] = len(root.walk())
+            elif stage == "generate":
+                results[stage] = await generate(ctx)
+            elif stage == "prune":
+                insert_start(ctx.store, ctx.config)
+                results[stage] = prune(ctx)
+            elif stage == "filter":
+                results[stage] = diversity(ctx)
+            elif stage == "sample":
+                results[stage] = sample(ctx)
+    except FatalLLMError as exc:
+        raise RunStopped(f"{exc} (finished work is saved; fix it and rerun with --resume)") from None
+    finally:
+        if ctx.store.nodes():  # exports reflect whatever finished, even when a stage stopped
+            write_run_exports(ctx.store)
+    return results
+
+
+def run_stages(
+    config: RunConfig,
+    run_dir: str | Path,
+    stages: Sequence[str] = ALL_STAGES,
+    *,
+    resume: bool = True,
+    backend: LLM | None = None,
+    progress: Progress | None = None,
+) -> tuple[RunContext, dict[str, Any]]:
+    """Open (or resume) the run at `run_dir` and run `stages`. Returns the context and results."""
+    starting_tree(config)  # a malformed seed tree fails here, before anything is written
+    store = open_run(config, run_dir, resume=resume)
+    needs_llm = any(s in LLM_STAGES for s in stages)
+    client = make_client(config, store, backend) if needs_llm else None
+    ctx = RunContext(store, config, client, progress or SilentProgress())
+
+    async def go() -> dict[str, Any]:
+        try:
+            return await run_stages_async(ctx, stages)
+        finally:
+            if client is not None:
+                await client.aclose()
+
+    return ctx, asyncio.run(go())
+
+
+def import_tree(source_dir: str | Path, run_dir: str | Path, *, domain: str = "generic") -> RunStore:
+    """Start a run from a tree in the release's directory format (nothing is explored)."""
+    if not (Path(source_dir) / "tree_meta_info.json").is_file():
+        raise UserError(f"{source_dir}: no tree_meta_info.json (not a tree in the release's format)")
+    config = build_config(
+        {"domain": domain, "seed_tree": str(Path(source_dir).resolve()), "explore": {"max_depth": 0}},
+        "import-tree",
+    )
+    starting_tree(config)  # validates the whole tree before the run directory is created
+    store = RunStore.create(run_dir, config.to_yaml())
+    insert_start(store, config)
+    write_run_exports(store)
+    return store

@@ -1,0 +1,334 @@
+"""The run store: one SQLite file per run holding the tree, every example, every LLM call.
+
+Keys are deterministic (a node's key is its path of child positions, an example's key names the
+call and position it came from), and inserts are idempotent, so replaying a run after a kill
+rebuilds exactly the same rows without duplicating any.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from explore_instruct.errors import UserError
+from explore_instruct.llm.cache import CallLog, connect, transaction
+from explore_instruct.tree import DomainTree, Example, TaskNode, slugify
+
+DB_FILE = "run.db"
+CONFIG_FILE = "config.yaml"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS nodes (
+    id INTEGER PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,
+    parent_id INTEGER REFERENCES nodes(id),
+    position INTEGER NOT NULL,
+    depth INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    slug TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT '',
+    call_id INTEGER,
+    pruned INTEGER NOT NULL DEFAULT 0,
+    pruned_by INTEGER REFERENCES nodes(id),
+    pruned_score REAL
+);
+CREATE TABLE IF NOT EXISTS examples (
+    id INTEGER PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,
+    node_id INTEGER NOT NULL REFERENCES nodes(id),
+    origin TEXT NOT NULL,          -- seed | explore | generate | import
+    instruction TEXT NOT NULL,
+    input TEXT NOT NULL DEFAULT '',
+    output TEXT NOT NULL DEFAULT '',
+    call_id INTEGER,
+    status TEXT NOT NULL DEFAULT 'ok' CHECK (status IN ('ok', 'dropped')),
+    drop_stage TEXT,               -- quality | duplicate | filter
+    drop_reason TEXT,
+    dup_of INTEGER REFERENCES examples(id),
+    score REAL
+);
+CREATE INDEX IF NOT EXISTS examples_node ON examples(node_id, status);
+CREATE TABLE IF NOT EXISTS sample (position INTEGER PRIMARY KEY, example_id INTEGER NOT NULL REFERENCES examples(id));
+"""
+
+Which = Literal["sample", "kept", "all", "dropped"]
+
+
+@dataclass
+class NodeRow:
+    id: int
+    key: str
+    parent_id: int | None
+    position: int
+    depth: int
+    name: str
+    slug: str
+    reason: str
+    pruned: bool
+    pruned_by: int | None
+    pruned_score: float | None
+
+
+@dataclass
+class ExampleRow:
+    id: int
+    key: str
+    node_id: int
+    origin: str
+    instruction: str
+    input: str
+    output: str
+    status: str
+    drop_stage: str | None
+    drop_reason: str | None
+    dup_of: int | None
+    score: float | None
+
+
+class RunStore:
+    """A run directory: `config.yaml`, `run.db` and the exports written from it."""
+
+    def __init__(self, run_dir: Path, conn: sqlite3.Connection) -> None:
+        self.run_dir = run_dir
+        self.conn = conn
+        conn.executescript(SCHEMA)
+        self.calls = CallLog(conn)
+
+    # --- opening ---------------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, run_dir: str | Path, config_yaml: str) -> RunStore:
+        """Start a new run directory (it must not hold a run already)."""
+        d = Path(run_dir)
+        if (d / DB_FILE).exists():
+            raise UserError(f"{d}: already holds a run; pass --resume to continue it or pick another --run-dir")
+        d.mkdir(parents=True, exist_ok=True)
+        store = cls(d, connect(d / DB_FILE))
+        (d / CONFIG_FILE).write_text(config_yaml, encoding="utf-8")
+        return store
+
+    @classmethod
+    def open(cls, run_dir: str | Path) -> RunStore:
+        d = Path(run_dir)
+        if not (d / DB_FILE).is_file():
+            raise UserError(f"{d}: not a run directory (no {DB_FILE}); start one with 'explore-instruct run'")
+        return cls(d, connect(d / DB_FILE))
+
+    @staticmethod
+    def exists(run_dir: str | Path) -> bool:
+        return (Path(run_dir) / DB_FILE).is_file()
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def transaction(self) -> Any:
+        return transaction(self.conn)
+
+    # --- meta ------------------------------------------------------------------------------------
+
+    def get_meta(self, key: str, default: str | None = None) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row["value"] if row else default
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    # --- nodes -----------------------------------------------------------------------------------
+
+    def add_node(
+        self,
+        *,
+        key: str,
+        parent_id: int | None,
+        position: int,
+        depth: int,
+        name: str,
+        reason: str = "",
+        call_id: int | None = None,
+        slug: str | None = None,
+    ) -> int:
+        """Insert a node once; a replay with the same key returns the existing id."""
+        self.conn.execute(
+            "INSERT OR IGNORE INTO nodes (key, parent_id, position, depth, name, slug, reason, call_id)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (key, parent_id, position, depth, name, slug or slugify(name), reason, call_id),
+        )
+        return int(self.conn.execute("SELECT id FROM nodes WHERE key = ?", (key,)).fetchone()[0])
+
+    def nodes(self) -> list[NodeRow]:
+        """All nodes in level order (depth, then parent, then position)."""
+        rows = self.conn.execute(
+            "SELECT id, key, parent_id, position, depth, name, slug, reason, pruned, pruned_by, pruned_score"
+            " FROM nodes ORDER BY depth, parent_id, position"
+        ).fetchall()
+        return [NodeRow(**{**dict(r), "pruned": bool(r["pruned"])}) for r in rows]
+
+    def set_pruned(self, decisions: Iterable[tuple[int, int | None, float | None]]) -> None:
+        """(node id, pruned by node id or None, score) for every node; replaces earlier decisions."""
+        self.conn.execute("UPDATE nodes SET pruned = 0, pruned_by = NULL, pruned_score = NULL")
+        self.conn.executemany(
+            "UPDATE nodes SET pruned = 1, pruned_by = ?, pruned_score = ? WHERE id = ?",
+            [(by, score, nid) for nid, by, score in decisions if by is not None],
+        )
+
+    # --- examples --------------------------------------------------------------------------------
+
+    def add_example(
+        self,
+        *,
+        key: str,
+        node_id: int,
+        origin: str,
+        example: Example,
+        call_id: int | None = None,
+        drop_reason: str | None = None,
+        drop_stage: str = "quality",
+    ) -> None:
+        """Insert an example once (idempotent by key); a drop reason stores it as dropped."""
+        self.conn.execute(
+            "INSERT OR IGNORE INTO examples (key, node_id, origin, instruction, input, output, call_id,"
+            " status, drop_stage, drop_reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                key,
+                node_id,
+                origin,
+                example.instruction,
+                example.input,
+                example.output,
+                call_id,
+                "dropped" if drop_reason else "ok",
+                drop_stage if drop_reason else None,
+                drop_reason,
+            ),
+        )
+
+    def examples(
+        self,
+        *,
+        node_id: int | None = None,
+        status: str | None = None,
+        origins: Iterable[str] | None = None,
+    ) -> list[ExampleRow]:
+        """Examples in insertion order, optionally of one node / status / origins."""
+        where, args = [], []
+        if node_id is not None:
+            where.append("node_id = ?")
+            args.append(node_id)
+        if status is not None:
+            where.append("status = ?")
+            args.append(status)
+        if origins is not None:
+            origins = list(origins)
+            where.append(f"origin IN ({','.join('?' * len(origins))})")
+            args.extend(origins)
+        sql = (
+            "SELECT id, key, node_id, origin, instruction, input, output, status, drop_stage, drop_reason,"
+            " dup_of, score FROM examples"
+        )
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        return [ExampleRow(**dict(r)) for r in self.conn.execute(sql + " ORDER BY id", args)]
+
+    def mark_dropped(self, stage: str, drops: Iterable[tuple[int, str, int | None, float | None]]) -> None:
+        """(example id, reason, dup_of, score) dropped by `stage`; earlier drops by that stage are undone."""
+        self.conn.execute(
+            "UPDATE examples SET status = 'ok', drop_stage = NULL, drop_reason = NULL, dup_of = NULL,"
+            " score = NULL WHERE drop_stage = ?",
+            (stage,),
+        )
+        self.conn.executemany(
+            "UPDATE examples SET status = 'dropped', drop_stage = ?, drop_reason = ?, dup_of = ?, score = ?"
+            " WHERE id = ?",
+            [(stage, reason, dup, score, eid) for eid, reason, dup, score in drops],
+        )
+
+    def set_sample(self, example_ids: list[int]) -> None:
+        self.conn.execute("DELETE FROM sample")
+        self.conn.executemany(
+            "INSERT INTO sample (position, example_id) VALUES (?, ?)", list(enumerate(example_ids))
+        )
+
+    def sample_ids(self) -> list[int]:
+        return [r[0] for r in self.conn.execute("SELECT example_id FROM sample ORDER BY position")]
+
+    def drop_counts(self) -> dict[str, dict[str, int]]:
+        """Dropped examples per stage and reason."""
+        out: dict[str, dict[str, int]] = {}
+        for r in self.conn.execute(
+            "SELECT drop_stage, drop_reason, COUNT(*) AS n FROM examples WHERE status = 'dropped'"
+            " GROUP BY drop_stage, drop_reason ORDER BY n DESC"
+        ):
+            out.setdefault(r["drop_stage"], {})[r["drop_reason"]] = r["n"]
+        return out
+
+    # --- views used by exports and analysis ------------------------------------------------------
+
+    def load_tree(self, *, include_seeds: bool = True) -> DomainTree:
+        """The tree with each node's kept examples and its pruned flag."""
+        by_id: dict[int, TaskNode] = {}
+        root: TaskNode | None = None
+        for row in self.nodes():
+            node = TaskNode(name=row.name, reason=row.reason, slug=row.slug, pruned=row.pruned)
+            by_id[row.id] = node
+            if row.parent_id is None:
+                root = node
+            else:
+                by_id[row.parent_id].children.append(node)
+        if root is None:
+            raise UserError(f"{self.run_dir}: the run has no tree yet")
+        for ex in self.examples(status="ok"):
+            if include_seeds or ex.origin != "seed":
+                by_id[ex.node_id].examples.append(Example(ex.instruction, ex.input, ex.output))
+        return DomainTree(root)
+
+    def task_paths(self) -> dict[int, tuple[str, int, bool]]:
+        """node id -> (task path 'root > child > grandchild', depth, pruned)."""
+        paths: dict[int, tuple[str, int, bool]] = {}
+        for row in self.nodes():
+            prefix = paths[row.parent_id][0] + " > " if row.parent_id is not None else ""
+            paths[row.id] = (prefix + row.name, row.depth, row.pruned)
+        return paths
+
+    def dataset(self, which: Which = "kept") -> list[dict[str, Any]]:
+        """Records with provenance: instruction, input, output, task, task_path, depth, id, origin.
+
+        `sample` is the sampled dataset (falls back to `kept` when no sample was drawn yet),
+        `kept` every example that passed all filters (seed examples excluded), `dropped` the
+        rest with the reason and, for the diversity filter, the example it collided with.
+        """
+        paths = self.task_paths()
+        names = {row.id: row.name for row in self.nodes()}
+        if which == "sample" and not self.sample_ids():
+            which = "kept"
+        if which == "sample":
+            rows_by_id = {r.id: r for r in self.examples(status="ok")}
+            rows = [rows_by_id[i] for i in self.sample_ids() if i in rows_by_id]
+        elif which == "kept":
+            rows = [r for r in self.examples(status="ok") if r.origin != "seed"]
+        elif which == "dropped":
+            rows = self.examples(status="dropped")
+        else:
+            rows = self.examples()
+        out = []
+        for r in rows:
+            path, depth, _ = paths[r.node_id]
+            rec: dict[str, Any] = {
+                "instruction": r.instruction,
+                "input": r.input,
+                "output": r.output,
+                "task": names[r.node_id],
+                "task_path": path,
+                "depth": depth,
+                "id": r.id,
+                "origin": r.origin,
+            }
+            if r.status == "dropped":
+                rec.update(
+                    drop_stage=r.drop_stage, drop_reason=r.drop_reason, dup_of=r.dup_of, score=r.score
+                )
+            out.append(rec)
+        return out

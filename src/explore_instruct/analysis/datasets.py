@@ -45,7 +45,7 @@ def _text(value: Any) -> str:
 
 
 def _from_messages(messages: Any) -> dict[str, str] | None:
-    """A chat record as a triple: the first user message is the instruction, the next assistant reply the output."""
+    """A chat record as a triple: first user message = instruction, the assistant reply after it = output."""
     if not isinstance(messages, list):
         return None
     instruction = output = None
@@ -63,19 +63,22 @@ def _from_messages(messages: Any) -> dict[str, str] | None:
 
 
 def normalise_records(raw: list[dict[str, Any]], where: str) -> list[dict[str, str]]:
-    """Records with string `instruction/input/output` (provenance fields kept); UserError on the first bad one."""
+    """Records with string instruction/input/output (provenance kept); UserError on the first bad one."""
     out: list[dict[str, str]] = []
     for i, rec in enumerate(raw):
         if "instruction" in rec:
             if not isinstance(rec["instruction"], str):
                 raise UserError(f"{where}: record {i}: field 'instruction' must be a string")
             row = {k: _text(v) for k, v in rec.items() if k in ("task", "task_path", "depth")}
-            row.update(instruction=rec["instruction"], input=_text(rec.get("input")),
-                       output=_text(rec.get("output")))
+            row.update(
+                instruction=rec["instruction"], input=_text(rec.get("input")), output=_text(rec.get("output"))
+            )
         else:
             chat = _from_messages(rec.get("messages"))
             if chat is None:
-                raise UserError(f"{where}: record {i} has no 'instruction' field (nor chat 'messages' with a user turn)")
+                raise UserError(
+                    f"{where}: record {i} has no 'instruction' field (nor chat 'messages' with a user turn)"
+                )
             row = chat
         out.append(row)
     return out
@@ -117,8 +120,10 @@ def load_dataset(name: str, path: Path) -> AnalysedDataset:
             tree = load_upstream(path)
             ds = AnalysedDataset(name, _tree_records(tree), tree, str(path), "tree")
         else:
-            raise UserError(f"{path}: not a dataset (expected a JSON/JSONL file, a tree directory with "
-                            f"{META_FILE}, or a run directory with run.db)")
+            raise UserError(
+                f"{path}: not a dataset (expected a JSON/JSONL file, a tree directory with "
+                f"{META_FILE}, or a run directory with run.db)"
+            )
     elif path.exists():
         raw, _fmt = read_records(path)
         ds = AnalysedDataset(name, normalise_records(raw, str(path)), None, str(path), "file")

@@ -54,14 +54,34 @@ def verb_noun_sunburst(rings: Sequence[tuple[str, Sequence[tuple[str, int]]]], t
             outer_labels.append(noun if c / total >= 0.012 else "")
             fade = 0.35 + 0.5 * (j / max(1, len(nouns)))
             outer_colors.append((r + (1 - r) * fade, g + (1 - g) * fade, b + (1 - b) * fade, 1.0))
-    inner_labels = [verb if s / total >= 0.02 else "" for (verb, _), s in zip(rings, inner_sizes, strict=True)]
+    inner_labels = [
+        verb if s / total >= 0.02 else "" for (verb, _), s in zip(rings, inner_sizes, strict=True)
+    ]
     wedge = {"linewidth": 0.6, "edgecolor": "white"}
-    ax.pie(outer_sizes, radius=1.0, labels=outer_labels, labeldistance=0.86, colors=outer_colors,
-           wedgeprops={**wedge, "width": 0.3}, textprops={"fontsize": 7, "ha": "center", "va": "center"},
-           rotatelabels=True, startangle=90, counterclock=False)
-    ax.pie(inner_sizes, radius=0.7, labels=inner_labels, labeldistance=0.7, colors=inner_colors,
-           wedgeprops={**wedge, "width": 0.4}, textprops={"fontsize": 8, "ha": "center", "va": "center"},
-           rotatelabels=True, startangle=90, counterclock=False)
+    ax.pie(
+        outer_sizes,
+        radius=1.0,
+        labels=outer_labels,
+        labeldistance=0.86,
+        colors=outer_colors,
+        wedgeprops={**wedge, "width": 0.3},
+        textprops={"fontsize": 7, "ha": "center", "va": "center"},
+        rotatelabels=True,
+        startangle=90,
+        counterclock=False,
+    )
+    ax.pie(
+        inner_sizes,
+        radius=0.7,
+        labels=inner_labels,
+        labeldistance=0.7,
+        colors=inner_colors,
+        wedgeprops={**wedge, "width": 0.4},
+        textprops={"fontsize": 8, "ha": "center", "va": "center"},
+        rotatelabels=True,
+        startangle=90,
+        counterclock=False,
+    )
     ax.set(aspect="equal")
     return _png(fig)
 
@@ -74,8 +94,14 @@ def overlap_histogram(scores: dict[str, Sequence[float]], bins: int = 20) -> byt
     for name, values in scores.items():
         if not values:
             continue
-        ax.hist(values, bins=edges, weights=[1 / len(values)] * len(values), histtype="step",
-                linewidth=1.8, label=name)
+        ax.hist(
+            values,
+            bins=edges,
+            weights=[1 / len(values)] * len(values),
+            histtype="step",
+            linewidth=1.8,
+            label=name,
+        )
     ax.set_xlim(0, 1)
     ax.set_xlabel("highest ROUGE-L F1 against the seed instructions")
     ax.set_ylabel("share of instructions")
@@ -93,8 +119,9 @@ def length_boxplots(lengths: dict[str, dict[str, Sequence[int]]]) -> bytes:
     for ax, field in zip(axes, fields, strict=True):
         data = [list(lengths[n][field]) or [0] for n in names]
         ax.boxplot(data, vert=False, showfliers=False, widths=0.6)
-        ax.set_yticks(range(1, len(names) + 1), names if field == "instruction" else [""] * len(names),
-                      fontsize=8)
+        ax.set_yticks(
+            range(1, len(names) + 1), names if field == "instruction" else [""] * len(names), fontsize=8
+        )
         ax.set_title(field, fontsize=10)
         ax.set_xlabel("words")
         ax.grid(axis="x", alpha=0.3)
@@ -109,7 +136,13 @@ def examples_per_task(tasks: Sequence[tuple[str, int, bool]], title: str) -> byt
     xs = range(len(tasks))
     colors = ["#bbbbbb" if p else "#4c72b0" for _, _, p in tasks]
     ax.bar(xs, [n for _, n, _ in tasks], color=colors)
-    ax.set_xticks(list(xs), [name[:28] for name, _, _ in tasks], rotation=75, ha="right", fontsize=6)
+    ax.set_xticks(
+        list(xs),
+        [name if len(name) <= 28 else name[:27] + "…" for name, _, _ in tasks],
+        rotation=75,
+        ha="right",
+        fontsize=6,
+    )
     ax.set_ylabel("examples")
     ax.set_title(title, fontsize=10)
     ax.grid(axis="y", alpha=0.3)

@@ -49,6 +49,13 @@ class Section:
     blocks: list[Block] = field(default_factory=list)
 
 
+def _numeric_columns(t: Table) -> list[bool]:
+    """Columns whose every cell reads as a number (right-aligned); "–" marks a missing value."""
+    return [
+        i > 0 and all(row[i][:1].isdigit() or row[i] == "–" for row in t.rows) for i in range(len(t.headers))
+    ]
+
+
 def _md_cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
@@ -62,7 +69,7 @@ def to_markdown(title: str, sections: list[Section]) -> str:
                 if b.caption:
                     lines += [b.caption, ""]
                 lines.append("| " + " | ".join(_md_cell(h) for h in b.headers) + " |")
-                lines.append("|" + "|".join("---" if i == 0 else "---:" for i in range(len(b.headers))) + "|")
+                lines.append("|" + "|".join("---:" if num else "---" for num in _numeric_columns(b)) + "|")
                 lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in b.rows]
                 lines.append("")
             elif isinstance(b, Figure):
@@ -75,8 +82,8 @@ def to_markdown(title: str, sections: list[Section]) -> str:
 
 
 _CSS = """
-body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; max-width: 72em; margin: 1.5em auto;
-       padding: 0 1em; color: #222; }
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; max-width: 72em;
+       margin: 1.5em auto; padding: 0 1em; color: #222; }
 table { border-collapse: collapse; margin: 0.6em 0 1.2em; font-size: 0.92em; }
 th, td { border: 1px solid #ccc; padding: 3px 8px; }
 th { background: #f2f2f2; }
@@ -90,10 +97,11 @@ figcaption { color: #555; font-size: 0.9em; }
 
 def _html_table(t: Table) -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in t.headers)
+    numeric = _numeric_columns(t)
     body = "".join(
-        "<tr>" + "".join(
-            f'<td{" class=num" if i else ""}>{escape(c)}</td>' for i, c in enumerate(row)
-        ) + "</tr>"
+        "<tr>"
+        + "".join(f"<td{' class=num' if numeric[i] else ''}>{escape(c)}</td>" for i, c in enumerate(row))
+        + "</tr>"
         for row in t.rows
     )
     cap = f"<caption>{escape(t.caption)}</caption>" if t.caption else ""
@@ -103,7 +111,7 @@ def _html_table(t: Table) -> str:
 def to_html(title: str, sections: list[Section]) -> str:
     """One page with figures embedded as data: URIs, so it opens offline and travels as one file."""
     out = [
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">",
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">',
         f"<title>{escape(title)}</title><style>{_CSS}{TREE_CSS}</style></head><body>",
         f"<h1>{escape(title)}</h1>",
     ]
@@ -114,8 +122,10 @@ def to_html(title: str, sections: list[Section]) -> str:
                 out.append(_html_table(b))
             elif isinstance(b, Figure):
                 data = base64.b64encode(b.png).decode("ascii")
-                out.append(f'<figure><img alt="{escape(b.alt)}" src="data:image/png;base64,{data}">'
-                           f"<figcaption>{escape(b.alt)}</figcaption></figure>")
+                out.append(
+                    f'<figure><img alt="{escape(b.alt)}" src="data:image/png;base64,{data}">'
+                    f"<figcaption>{escape(b.alt)}</figcaption></figure>"
+                )
             elif isinstance(b, Text):
                 out.append(f"<p>{escape(b.text)}</p>")
             else:

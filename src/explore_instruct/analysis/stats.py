@@ -50,9 +50,9 @@ def verb_noun_stats(items: Sequence[VerbNoun], k: int = TOP_K) -> dict[str, Any]
     }
 
 
-def verb_noun_rings(items: Sequence[VerbNoun], top_verbs: int = 20, top_nouns: int = 4) -> list[
-    tuple[str, list[tuple[str, int]]]
-]:
+def verb_noun_rings(
+    items: Sequence[VerbNoun], top_verbs: int = 20, top_nouns: int = 4
+) -> list[tuple[str, list[tuple[str, int]]]]:
     """The top verbs (by pairs) and, for each, its top nouns with counts: the data of the two-ring figure."""
     by_verb: dict[str, Counter[str]] = {}
     for vn in items:
@@ -84,7 +84,9 @@ def overlap_stats(scores: Sequence[float], threshold: float = 0.7) -> dict[str, 
         hist[min(OVERLAP_BINS - 1, int(s * OVERLAP_BINS))] += 1
     return {
         **describe(scores),
-        f"share_above_{threshold}": (sum(1 for s in scores if s > threshold) / len(scores)) if scores else 0.0,
+        f"share_above_{threshold}": (sum(1 for s in scores if s > threshold) / len(scores))
+        if scores
+        else 0.0,
         "histogram": {"bin_width": 1 / OVERLAP_BINS, "counts": hist},
     }
 
@@ -120,7 +122,9 @@ def tree_stats(tree: DomainTree) -> dict[str, Any]:
         # The root holds the seeds once the tree has grown; it is not a task of the data.
         if not (depth == 0 and node.children):
             examples.append(len(node.examples))
-        tasks.append({"name": node.name, "depth": depth, "examples": len(node.examples), "pruned": node.pruned})
+        tasks.append(
+            {"name": node.name, "depth": depth, "examples": len(node.examples), "pruned": node.pruned}
+        )
     return {
         "tasks": sum(per_depth.values()),
         "max_depth": max(per_depth),

@@ -29,8 +29,10 @@ def _short(text: str) -> str:
 def _node_html(node: TaskNode, depth: int, open_depth: int) -> str:
     cls = ' class="pruned"' if node.pruned else ""
     opened = " open" if depth < open_depth else ""
-    badge = f"{len(node.examples)} examples, {len(node.children)} subtasks" + (", pruned" if node.pruned else "")
-    parts = [f"<details{cls}{opened}><summary>{escape(node.name)} <span class=\"n\">({badge})</span></summary>"]
+    badge = f"{len(node.examples)} examples, {len(node.children)} subtasks" + (
+        ", pruned" if node.pruned else ""
+    )
+    parts = [f'<details{cls}{opened}><summary>{escape(node.name)} <span class="n">({badge})</span></summary>']
     if node.reason:
         parts.append(f'<div class="reason">{_short(node.reason)}</div>')
     if node.examples:
@@ -55,7 +57,7 @@ def tree_fragment(tree: DomainTree, open_depth: int = 1) -> str:
 def tree_page(tree: DomainTree, title: str) -> str:
     """A standalone page holding just the tree (opens offline)."""
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{escape(title)}</title><style>body{{font-family:sans-serif;max-width:60em;margin:1em auto;}}"
         f"{TREE_CSS}</style></head><body><h1>{escape(title)}</h1>{tree_fragment(tree)}</body></html>\n"
     )

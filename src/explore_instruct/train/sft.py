@@ -1,0 +1,246 @@
+"""Supervised fine-tuning with TRL's SFTTrainer on Alpaca records, loss on the response only.
+
+Output: a Hugging Face model folder (weights, config, tokenizer) that transformers and vLLM load,
+`train_log.jsonl` (what the trainer logged at every step: loss, learning rate, grad norm) and
+`train_settings.json` (the resolved settings). Everything is written into a `.partial` folder that
+is renamed to `--out` at the end, so a crashed run never leaves something that looks finished.
+
+Multi-GPU / multi-node: `accelerate launch --config_file <accelerate_zero3.yaml> -m
+explore_instruct.train.sft --data ... --model ... --out ...` (the arguments of `explore-instruct train`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from explore_instruct.datafile import atomic_write_text, read_records
+from explore_instruct.errors import UserError
+from explore_instruct.train.config import ResolvedSettings, TrainConfig, resolve_batch
+from explore_instruct.train.deps import TRAIN_MODULES, require
+from explore_instruct.train.models import ModelSource, load_model, load_tokenizer, resolve_source
+from explore_instruct.train.prompting import build_pairs
+
+SETTINGS_FILE = "train_settings.json"
+LOG_FILE = "train_log.jsonl"
+SHIPPED = Path(__file__).resolve().parent
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    settings: dict[str, Any]
+    losses: list[float]  # training loss per logged step, in order
+    seconds: float
+
+
+def shipped_config(name: str) -> Path:
+    """A config file shipped with the package: `deepspeed_zero3.json` or `accelerate_zero3.yaml`."""
+    return SHIPPED / name
+
+
+def _deepspeed_path(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if value == "zero3":
+        return str(shipped_config("deepspeed_zero3.json"))
+    if not Path(value).is_file():
+        raise UserError(f"--deepspeed {value}: no such file (or use 'zero3' for the shipped config)")
+    return value
+
+
+def world_size() -> int:
+    """Data-parallel devices: the launcher's WORLD_SIZE, else every visible GPU (the Trainer then
+    splits batches over them), else 1 (CPU)."""
+    import torch
+
+    launched = int(os.environ.get("WORLD_SIZE", "0") or 0)
+    if launched:
+        return launched
+    return max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1
+
+
+def resolve_precision(requested: str) -> str:
+    """bf16 where the GPU supports it ("auto"), else fp32; an explicit choice is checked."""
+    import torch
+
+    has_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if requested == "auto":
+        return "bf16" if has_bf16 else "fp32"
+    if requested == "bf16" and not has_bf16:
+        raise UserError("--precision bf16: no GPU with bf16 support here (use auto or fp32)")
+    if requested == "fp16" and not torch.cuda.is_available():
+        raise UserError("--precision fp16 needs a GPU (use auto or fp32)")
+    return requested
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("explore-instruct", *TRAIN_MODULES, "deepspeed"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise UserError(f"{out}: already exists and is not empty (pass --overwrite to replace it)")
+
+
+def load_pairs(cfg: TrainConfig) -> list[dict[str, str]]:
+    records, _ = read_records(cfg.data)
+    if cfg.max_examples is not None:
+        records = records[: cfg.max_examples]
+    return build_pairs(records, str(cfg.data))
+
+
+def _step_logger(path: Path, losses: list[float]):
+    from transformers import TrainerCallback
+
+    class StepLog(TrainerCallback):
+        """Appends every log event of the main process to `train_log.jsonl` as it happens."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):  # type: ignore[override]
+            if not state.is_world_process_zero or not logs:
+                return
+            if "loss" in logs:
+                losses.append(float(logs["loss"]))
+            with path.open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps({"step": state.global_step, "epoch": state.epoch, **logs}) + "\n")
+
+    return StepLog()
+
+
+def _lora_config(cfg: TrainConfig):
+    from peft import LoraConfig
+
+    targets: str | list[str] = cfg.lora_target_modules
+    if targets != "all-linear":
+        targets = [t.strip() for t in targets.split(",") if t.strip()]
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=targets, task_type="CAUSAL_LM")
+
+
+def _merge_lora(src: ModelSource, adapter_dir: Path, final_dir: Path, dtype: Any) -> None:
+    """Fold the adapter into a fresh copy of the base model, so the output is a plain model folder."""
+    from peft import PeftModel
+
+    base = load_model(src, dtype=dtype)
+    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    merged.save_pretrained(final_dir)
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    """Fine-tune `cfg.model` on `cfg.data` and save the result to `cfg.out` (see module doc)."""
+    require(*TRAIN_MODULES)
+    cfg.validate()
+    import torch
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    src = resolve_source(cfg.model, cfg.gguf_file)
+    out = Path(cfg.out)
+    _check_out(out, cfg.overwrite)
+    pairs = load_pairs(cfg)
+    precision = resolve_precision(cfg.precision)
+    batch = resolve_batch(cfg.global_batch_size, cfg.per_device_batch_size, world_size())
+    work = out.parent / f".{out.name}.partial"
+    main_process = int(os.environ.get("RANK", "0") or 0) == 0
+    if main_process:
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+
+    # The trainer's arguments come before the model: under DeepSpeed ZeRO-3 they switch on the
+    # sharded initialisation that `from_pretrained` then uses.
+    args = SFTConfig(
+        output_dir=str(work / "trainer"),
+        learning_rate=cfg.learning_rate,
+        per_device_train_batch_size=batch.per_device_batch_size,
+        gradient_accumulation_steps=batch.gradient_accumulation_steps,
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        max_length=cfg.max_length,
+        weight_decay=cfg.weight_decay,
+        warmup_steps=cfg.warmup_ratio,  # a float below 1 is a ratio of the total steps
+        lr_scheduler_type=cfg.lr_scheduler,
+        optim=cfg.optim,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        logging_steps=cfg.logging_steps,
+        save_strategy="no",
+        report_to="none",
+        seed=cfg.seed,
+        completion_only_loss=True,
+        packing=False,
+        deepspeed=_deepspeed_path(cfg.deepspeed),
+        disable_tqdm=not sys.stderr.isatty(),
+    )
+    tokenizer = load_tokenizer(src)
+    model = load_model(src, dtype=torch.float32)
+    peft_config = _lora_config(cfg) if cfg.lora else None
+    losses: list[float] = []
+    log_path = work / LOG_FILE
+    trainer = SFTTrainer(
+        model=model, args=args, train_dataset=Dataset.from_list(pairs), processing_class=tokenizer,
+        peft_config=peft_config, callbacks=[_step_logger(log_path, losses)],
+    )
+    device = str(trainer.args.device)
+    settings = ResolvedSettings.from_parts(cfg, batch, precision, device, len(pairs), _versions())
+    settings.config["model_source"] = src.describe()
+    if main_process:
+        atomic_write_text(work / SETTINGS_FILE, json.dumps(settings.to_dict(), indent=2) + "\n")
+
+    start = time.monotonic()
+    output = trainer.train()
+    seconds = time.monotonic() - start
+
+    if cfg.lora and cfg.merge_lora:
+        adapter_dir = work / "adapter"
+        trainer.save_model(str(adapter_dir))
+        trainer.accelerator.wait_for_everyone()
+        if trainer.is_world_process_zero():
+            _merge_lora(src, adapter_dir, work, torch.bfloat16 if precision == "bf16" else torch.float32)
+            shutil.rmtree(adapter_dir)
+    else:
+        if precision == "bf16" and not args.deepspeed and not trainer.is_deepspeed_enabled:
+            trainer.model.to(torch.bfloat16)  # weights were fp32 masters; save what inference uses
+        trainer.save_model(str(work))
+    trainer.accelerator.wait_for_everyone()
+
+    settings.result = {
+        "train_loss": output.training_loss, "global_steps": output.global_step,
+        "seconds": round(seconds, 2), "first_loss": losses[0] if losses else None,
+        "last_loss": losses[-1] if losses else None,
+    }
+    if trainer.is_world_process_zero():
+        tokenizer.padding_side = "left"  # what batched generation wants; training set its own
+        tokenizer.save_pretrained(work)
+        atomic_write_text(work / SETTINGS_FILE, json.dumps(settings.to_dict(), indent=2) + "\n")
+        shutil.rmtree(work / "trainer", ignore_errors=True)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(work, out)
+    trainer.accelerator.wait_for_everyone()
+    return TrainResult(out, settings.to_dict(), losses, seconds)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m explore_instruct.train.sft ARGS` == `explore-instruct train ARGS` (for accelerate launch)."""
+    from explore_instruct.cli import main as cli_main
+
+    return cli_main(["train", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

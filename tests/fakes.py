@@ -8,12 +8,60 @@ import re
 
 from explore_instruct.llm.base import CompletionRequest
 
-VERBS = ["Summarise", "Explain", "Rewrite", "Classify", "Translate", "Outline", "Critique", "Expand",
-         "Simplify", "Compare", "Evaluate", "Paraphrase", "Shorten", "Formalise", "Organise", "Debug"]
-NOUNS = ["contracts", "poems", "recipes", "emails", "essays", "headlines", "reviews", "speeches",
-         "tweets", "abstracts", "lectures", "stories", "letters", "reports", "slogans", "dialogues"]
-TOPICS = ["oceans", "banking", "gardening", "chess", "volcanoes", "jazz", "robotics", "bread",
-          "astronomy", "elections", "forests", "trains", "medicine", "poetry", "deserts", "tennis"]
+VERBS = [
+    "Summarise",
+    "Explain",
+    "Rewrite",
+    "Classify",
+    "Translate",
+    "Outline",
+    "Critique",
+    "Expand",
+    "Simplify",
+    "Compare",
+    "Evaluate",
+    "Paraphrase",
+    "Shorten",
+    "Formalise",
+    "Organise",
+    "Debug",
+]
+NOUNS = [
+    "contracts",
+    "poems",
+    "recipes",
+    "emails",
+    "essays",
+    "headlines",
+    "reviews",
+    "speeches",
+    "tweets",
+    "abstracts",
+    "lectures",
+    "stories",
+    "letters",
+    "reports",
+    "slogans",
+    "dialogues",
+]
+TOPICS = [
+    "oceans",
+    "banking",
+    "gardening",
+    "chess",
+    "volcanoes",
+    "jazz",
+    "robotics",
+    "bread",
+    "astronomy",
+    "elections",
+    "forests",
+    "trains",
+    "medicine",
+    "poetry",
+    "deserts",
+    "tennis",
+]
 
 
 def _rng(request: CompletionRequest) -> random.Random:
@@ -29,17 +77,22 @@ def subtasks_reply(request: CompletionRequest) -> str:
     for _ in range(count):
         verb, noun = rng.choice(VERBS), rng.choice(NOUNS)
         topic = rng.choice(TOPICS)
-        subtasks.append({
-            "name": f"{verb} {noun} on {topic}",
-            "reason": f"Users often need to {verb.lower()} {noun}.",
-            "examples": [example(rng, verb, noun) for _ in range(per)],
-        })
+        subtasks.append(
+            {
+                "name": f"{verb} {noun} on {topic}",
+                "reason": f"Users often need to {verb.lower()} {noun}.",
+                "examples": [example(rng, verb, noun) for _ in range(per)],
+            }
+        )
     return json.dumps({"subtasks": subtasks})
 
 
 # Nonsense words, so that two fake instructions rarely share more than a word or two.
-FILLER = [a + b for a in ("ka", "lo", "mi", "ru", "te", "so", "pa", "ne", "di", "fo")
-          for b in ("ran", "lek", "mot", "sil", "bur", "cat", "dov", "gen", "hix", "jul")]
+FILLER = [
+    a + b
+    for a in ("ka", "lo", "mi", "ru", "te", "so", "pa", "ne", "di", "fo")
+    for b in ("ran", "lek", "mot", "sil", "bur", "cat", "dov", "gen", "hix", "jul")
+]
 
 
 def example(rng: random.Random, verb: str | None = None, noun: str | None = None) -> dict[str, str]:
@@ -59,8 +112,9 @@ def examples_reply(request: CompletionRequest) -> str:
     rng = _rng(request)
     task = re.search(r"^Task: (.*)$", request.messages[-1].content, re.MULTILINE)
     words = (task.group(1) if task else "Summarise reports").split()
-    return json.dumps({"examples": [example(rng, words[0], words[1] if len(words) > 1 else None)
-                                    for _ in range(count)]})
+    return json.dumps(
+        {"examples": [example(rng, words[0], words[1] if len(words) > 1 else None) for _ in range(count)]}
+    )
 
 
 def fake_model(request: CompletionRequest) -> str:

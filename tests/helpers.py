@@ -18,9 +18,21 @@ BASE: dict[str, Any] = {
         "name": "Assistance for text editing",
         "description": "Help people improve and transform written text.",
         "examples": [
-            {"instruction": "Rewrite this sentence to sound more formal.", "input": "gonna be late", "output": "I will be late."},
-            {"instruction": "Fix the grammar of the following text.", "input": "He go home.", "output": "He goes home."},
-            {"instruction": "Make this paragraph shorter without losing meaning.", "input": "A long text.", "output": "Short."},
+            {
+                "instruction": "Rewrite this sentence to sound more formal.",
+                "input": "gonna be late",
+                "output": "I will be late.",
+            },
+            {
+                "instruction": "Fix the grammar of the following text.",
+                "input": "He go home.",
+                "output": "He goes home.",
+            },
+            {
+                "instruction": "Make this paragraph shorter without losing meaning.",
+                "input": "A long text.",
+                "output": "Short.",
+            },
         ],
     },
     "explore": {"max_depth": 2, "breadth": [3, 2], "new_per_call": 2},

@@ -25,22 +25,35 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def small_tree() -> DomainTree:
     ex = [Example("Rewrite the sentence in a formal tone.", "gonna go", "I am going to leave.")]
     kids = [
-        TaskNode("Shorten text", "Brevity helps.", [Example(f"Shorten the paragraph number {i}.", "a b c", "a")
-                                                   for i in range(3)],
-                 [TaskNode("Shorten headlines", "", [Example("Shorten this headline.", "x", "y")])]),
-        TaskNode("Fix <grammar> & spelling", "Errors distract.",
-                 [Example("Correct the grammar mistakes in the text.", "He go.", "He goes.")]),
+        TaskNode(
+            "Shorten text",
+            "Brevity helps.",
+            [Example(f"Shorten the paragraph number {i}.", "a b c", "a") for i in range(3)],
+            [TaskNode("Shorten headlines", "", [Example("Shorten this headline.", "x", "y")])],
+        ),
+        TaskNode(
+            "Fix <grammar> & spelling",
+            "Errors distract.",
+            [Example("Correct the grammar mistakes in the text.", "He go.", "He goes.")],
+        ),
     ]
     return DomainTree(TaskNode("Text editing", "", ex, kids))
 
 
 def chat_records() -> list[dict]:
     rows = [
-        {"messages": [{"role": "system", "content": "be nice"}, {"role": "user", "content": f"Write a poem about {t}."},
-                      {"role": "assistant", "content": "Roses..."}]}
+        {
+            "messages": [
+                {"role": "system", "content": "be nice"},
+                {"role": "user", "content": f"Write a poem about {t}."},
+                {"role": "assistant", "content": "Roses..."},
+            ]
+        }
         for t in ("cats", "dogs", "rain", "the sea")
     ]
-    rows.append({"messages": [{"role": "user", "content": "请改写下面的句子。"}, {"role": "assistant", "content": "好"}]})
+    rows.append(
+        {"messages": [{"role": "user", "content": "请改写下面的句子。"}, {"role": "assistant", "content": "好"}]}
+    )
     return rows
 
 
@@ -68,9 +81,20 @@ def test_cli_succeeds(report):
 
 def test_every_output_file_exists(report):
     out, _ = report
-    for name in ("report.html", "report.md", "summary.json", "seed_overlap.png", "lengths.png",
-                 "verbnoun_explore.png", "verbnoun_chat.png", "verbnoun_small_run.png",
-                 "tasks_explore.png", "tasks_small_run.png", "tree_explore.html", "tree_small_run.html"):
+    for name in (
+        "report.html",
+        "report.md",
+        "summary.json",
+        "seed_overlap.png",
+        "lengths.png",
+        "verbnoun_explore.png",
+        "verbnoun_chat.png",
+        "verbnoun_small_run.png",
+        "tasks_explore.png",
+        "tasks_small_run.png",
+        "tree_explore.html",
+        "tree_small_run.html",
+    ):
         assert (out / name).is_file(), name
     for png in out.glob("*.png"):
         assert png.read_bytes().startswith(PNG_MAGIC), png.name
@@ -98,7 +122,7 @@ def test_summary_has_every_number(report):
     assert tree["examples_per_task"]["min"] == 512 and tree["pruned_tasks"] == 0
     chat = ds["chat"]
     assert chat["tree"] is None and chat["non_latin_instructions"] == 1
-    assert chat["verb_noun"]["with_pair"] == 4 and chat["verb_noun"]["unique_pairs"] == 4
+    assert chat["verb_noun"]["with_pair"] == 4 and chat["verb_noun"]["unique_pairs"] == 1
     run = ds["small run"]
     assert run["kind"] == "run" and run["tree"]["tasks_per_depth"] == {"0": 1, "1": 2, "2": 1}
 
@@ -164,8 +188,12 @@ def test_entropy_and_top_share():
 
 
 def test_verb_noun_stats_and_rings():
-    items = [VerbNoun("write", "poem")] * 3 + [VerbNoun("write", "story"), VerbNoun("fix", "bug"),
-                                                VerbNoun("think", None), VerbNoun(None, None)]
+    items = [VerbNoun("write", "poem")] * 3 + [
+        VerbNoun("write", "story"),
+        VerbNoun("fix", "bug"),
+        VerbNoun("think", None),
+        VerbNoun(None, None),
+    ]
     s = stats.verb_noun_stats(items)
     assert (s["instructions"], s["with_pair"], s["unique_pairs"], s["unique_verbs"], s["with_verb"]) == (7, 5, 3, 2, 6)
     assert stats.verb_noun_rings(items, top_verbs=1, top_nouns=1) == [("write", [("poem", 3)])]

@@ -55,7 +55,7 @@ def test_root_or_seed_tree_required(tmp_path):
 
 def test_api_key_in_config_is_refused(tmp_path):
     p = write(tmp_path, "root: {name: X}\nllm: {backend: openai, model: m, api_key_env: sk-abcdefghijklmnop}\n")
-    with pytest.raises(UserError, match="llm.api_key_env"):
+    with pytest.raises(UserError, match=r"llm\.api_key_env"):
         load_config(p)
 
 

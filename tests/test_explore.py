@@ -11,7 +11,7 @@ def explore_prompts(backend):
 
 
 def test_tree_shape_follows_breadth_and_depth(tmp_path):
-    ctx, _, backend = run_fake(tmp_path / "run", stages=("explore",))
+    ctx, _, _backend = run_fake(tmp_path / "run", stages=("explore",))
     nodes = ctx.store.nodes()
     depths = [n.depth for n in nodes]
     assert depths.count(0) == 1 and depths.count(1) == 3 and depths.count(2) == 6
@@ -93,8 +93,9 @@ def test_failed_calls_are_reported_and_run_goes_on(tmp_path):
 
 
 def test_seed_tree_is_extended(tmp_path, upstream_tree):
-    cfg = make_config(root=None, seed_tree=str(upstream_tree), explore={"max_depth": 2, "breadth": [8, 1]},
-                      domain="rewriting")
+    cfg = make_config(
+        root=None, seed_tree=str(upstream_tree), explore={"max_depth": 2, "breadth": [8, 1]}, domain="rewriting"
+    )
     ctx, _, backend = run_fake(tmp_path / "run", cfg, stages=("explore",))
     depths = [n.depth for n in ctx.store.nodes()]
     # the root already has its 8 children: only one child per subtask is explored

@@ -11,14 +11,16 @@ def gen_prompts(backend):
 
 def test_each_task_gets_n_examples_in_calls_of_per_call(tmp_path):
     cfg = make_config(generate={"examples_per_task": [6, 4, 2], "per_call": 4})
-    ctx, results, backend = run_fake(tmp_path / "run", cfg, stages=("explore", "generate"))
+    ctx, _results, backend = run_fake(tmp_path / "run", cfg, stages=("explore", "generate"))
     per_node = {}
     for e in ctx.store.examples(origins=["generate"], status="ok"):
         per_node[e.node_id] = per_node.get(e.node_id, 0) + 1
     depth = {n.id: n.depth for n in ctx.store.nodes()}
     for node_id, count in per_node.items():
         assert count == [6, 4, 2][depth[node_id]]
-    sizes = [r.json_schema["properties"]["examples"]["maxItems"] for r in backend.requests if r.schema_name == "examples"]
+    sizes = [
+        r.json_schema["properties"]["examples"]["maxItems"] for r in backend.requests if r.schema_name == "examples"
+    ]
     # root: 4 + 2, depth 1: 4 each, depth 2: 2 each
     assert sorted(sizes) == sorted([4, 2] + [4] * 3 + [2] * 6)
 
@@ -41,7 +43,9 @@ def test_top_up_when_replies_fall_short(tmp_path):
                 ex["instruction"] = "Draw a picture of the text"  # blacklisted: dropped by quality
         return json.dumps(reply)
 
-    cfg = make_config(explore={"max_depth": 0}, generate={"examples_per_task": [4], "per_call": 2, "max_extra_calls": 5})
+    cfg = make_config(
+        explore={"max_depth": 0}, generate={"examples_per_task": [4], "per_call": 2, "max_extra_calls": 5}
+    )
     ctx, _, backend = run_fake(tmp_path / "run", cfg, stages=("generate",), backend=ScriptedLLM(half_bad))
     kept = ctx.store.examples(origins=["generate"], status="ok")
     dropped = ctx.store.examples(origins=["generate"], status="dropped")
@@ -56,7 +60,9 @@ def test_exact_duplicates_are_dropped(tmp_path):
             ex.update(instruction="Rewrite the following text politely", input="Give me that.")
         return json.dumps(reply)
 
-    cfg = make_config(explore={"max_depth": 0}, generate={"examples_per_task": [4], "per_call": 2, "max_extra_calls": 1})
+    cfg = make_config(
+        explore={"max_depth": 0}, generate={"examples_per_task": [4], "per_call": 2, "max_extra_calls": 1}
+    )
     ctx, _, _ = run_fake(tmp_path / "run", cfg, stages=("generate",), backend=ScriptedLLM(repetitive))
     kept = ctx.store.examples(origins=["generate"], status="ok")
     dups = [e for e in ctx.store.examples(status="dropped") if e.drop_stage == "duplicate"]
@@ -71,12 +77,18 @@ def test_math_prompts_ask_for_boxed_answers(tmp_path):
 
 
 def test_text_mode_prompts_ask_for_labelled_format(tmp_path):
-    cfg = make_config(explore={"max_depth": 1, "breadth": [1]}, generate={"examples_per_task": [1], "per_call": 1},
-                      llm={"structured_output": "text"})
+    cfg = make_config(
+        explore={"max_depth": 1, "breadth": [1]},
+        generate={"examples_per_task": [1], "per_call": 1},
+        llm={"structured_output": "text"},
+    )
 
     def labelled(request):
         if request.schema_name == "subtasks":
-            return "Subtask: Shorten long emails\nReason: People are busy.\nInstruction: Shorten this email please.\nInput: A long email.\nOutput: Short."
+            return (
+                "Subtask: Shorten long emails\nReason: People are busy.\n"
+                "Instruction: Shorten this email please.\nInput: A long email.\nOutput: Short."
+            )
         return "Instruction: Shorten the message below.\nInput: Long message.\nOutput: Short message."
 
     ctx, _, backend = run_fake(tmp_path / "run", cfg, stages=("explore", "generate"), backend=ScriptedLLM(labelled))
@@ -86,8 +98,11 @@ def test_text_mode_prompts_ask_for_labelled_format(tmp_path):
 
 
 def test_bootstrap_draws_demonstrations_from_the_growing_pool(tmp_path):
-    cfg = make_config(explore={"max_depth": 0}, generate={"examples_per_task": [8], "per_call": 2, "bootstrap": True},
-                      llm={"max_concurrency": 2})
+    cfg = make_config(
+        explore={"max_depth": 0},
+        generate={"examples_per_task": [8], "per_call": 2, "bootstrap": True},
+        llm={"max_concurrency": 2},
+    )
     ctx, _, backend = run_fake(tmp_path / "run", cfg, stages=("generate",))
     prompts = gen_prompts(backend)
     assert len(prompts) == 4

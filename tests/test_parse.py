@@ -42,10 +42,14 @@ It continues here.
 
 
 def test_subtasks_json():
-    text = json.dumps({"subtasks": [
-        {"name": "Paraphrase", "reason": "r", "examples": [{"instruction": "i", "input": "", "output": "o"}]},
-        {"name": "", "reason": "skipped: no name"},
-    ]})
+    text = json.dumps(
+        {
+            "subtasks": [
+                {"name": "Paraphrase", "reason": "r", "examples": [{"instruction": "i", "input": "", "output": "o"}]},
+                {"name": "", "reason": "skipped: no name"},
+            ]
+        }
+    )
     [s] = parse_subtasks(text)
     assert s.name == "Paraphrase" and s.examples[0].output == "o"
 

@@ -33,7 +33,7 @@ def snapshot(run_dir: Path) -> dict:
 
 
 def test_full_run_writes_exports(tmp_path):
-    ctx, results, backend = run_fake(tmp_path / "run")
+    _ctx, _results, _backend = run_fake(tmp_path / "run")
     run_dir = tmp_path / "run"
     sample = json.loads((run_dir / "data" / "sample.json").read_text())
     assert len(sample) == 20 and set(sample[0]) == {"instruction", "input", "output"}
@@ -59,8 +59,16 @@ def test_rerun_with_resume_pays_nothing(tmp_path):
 
 
 def test_prune_marks_near_duplicate_task_names(tmp_path):
-    names = iter(["Paraphrase sentences", "Paraphrase short sentences", "Simplify legal language",
-                  "Translate idioms", "Fix grammar errors", "Shorten emails"])
+    names = iter(
+        [
+            "Paraphrase sentences",
+            "Paraphrase short sentences",
+            "Simplify legal language",
+            "Translate idioms",
+            "Fix grammar errors",
+            "Shorten emails",
+        ]
+    )
 
     def named(request):
         reply = json.loads(fake_model(request))
@@ -69,7 +77,7 @@ def test_prune_marks_near_duplicate_task_names(tmp_path):
         return json.dumps(reply)
 
     cfg = make_config(explore={"max_depth": 1, "breadth": [4], "new_per_call": 4}, sample={"size": 100})
-    ctx, results, _ = run_fake(tmp_path / "run", cfg, backend=ScriptedLLM(named))
+    ctx, _results, _ = run_fake(tmp_path / "run", cfg, backend=ScriptedLLM(named))
     pruned = [n for n in ctx.store.nodes() if n.pruned]
     assert [n.name for n in pruned] == ["Paraphrase short sentences"]
     assert ctx.store.nodes()[pruned[0].pruned_by - 1].name == "Paraphrase sentences"
@@ -86,7 +94,9 @@ def test_filter_drops_near_duplicates_and_explains(tmp_path):
             ex["instruction"] = f"Please rewrite the following short text in a formal tone version {i % 2}"
         return json.dumps(reply)
 
-    cfg = make_config(explore={"max_depth": 0}, generate={"examples_per_task": [6], "per_call": 3, "max_extra_calls": 0})
+    cfg = make_config(
+        explore={"max_depth": 0}, generate={"examples_per_task": [6], "per_call": 3, "max_extra_calls": 0}
+    )
     ctx, results, _ = run_fake(tmp_path / "run", cfg, backend=ScriptedLLM(similar))
     kept, total = results["filter"]
     assert kept < total

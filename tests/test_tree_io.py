@@ -24,8 +24,22 @@ def test_cli_import_then_export_upstream_unchanged(upstream_tree, tmp_path, caps
     assert main(["export", "--run-dir", str(run_dir), "--format", "upstream", "--out", str(out)]) == 0
     for src in sorted(upstream_tree.glob("*.json")):
         assert json.loads((out / src.name).read_text()) == json.loads(src.read_text()), src.name
-    assert main(["export", "--run-dir", str(run_dir), "--format", "alpaca", "--which", "kept",
-                 "--out", str(tmp_path / "a.json")]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "--run-dir",
+                str(run_dir),
+                "--format",
+                "alpaca",
+                "--which",
+                "kept",
+                "--out",
+                str(tmp_path / "a.json"),
+            ]
+        )
+        == 0
+    )
     records = json.loads((tmp_path / "a.json").read_text())
     assert len(records) == 4433 and set(records[0]) == {"instruction", "input", "output"}
 
@@ -52,7 +66,9 @@ def test_export_formats(upstream_tree, tmp_path):
     assert main(["export", "-r", str(run_dir), "-f", "jsonl", "--which", "kept", "-o", str(tmp_path / "d.jsonl")]) == 0
     first = json.loads(Path(tmp_path / "d.jsonl").read_text().splitlines()[0])
     assert first["task_path"] == "Assistance for text editting" and first["depth"] == 0
-    assert main(["export", "-r", str(run_dir), "-f", "messages", "--which", "kept", "-o", str(tmp_path / "m.jsonl")]) == 0
+    assert (
+        main(["export", "-r", str(run_dir), "-f", "messages", "--which", "kept", "-o", str(tmp_path / "m.jsonl")]) == 0
+    )
     msg = json.loads(Path(tmp_path / "m.jsonl").read_text().splitlines()[0])
     assert [m["role"] for m in msg["messages"]] == ["user", "assistant"]
     assert main(["export", "-r", str(run_dir), "-f", "csv"]) == 2

@@ -89,15 +89,24 @@ async def _explore_round(ctx: RunContext, node: LiveNode, want: int, round_no: i
             position = len(node.children) + len(added)
             key = f"{node.key}/{position}"
             child_id = ctx.store.add_node(
-                key=key, parent_id=node.id, position=position, depth=node.depth + 1,
-                name=sub.name, reason=sub.reason, call_id=call_id,
+                key=key,
+                parent_id=node.id,
+                position=position,
+                depth=node.depth + 1,
+                name=sub.name,
+                reason=sub.reason,
+                call_id=call_id,
             )
             child = LiveNode(child_id, key, sub.name, sub.reason, node.depth + 1, node)
             for i, ex in enumerate(sub.examples):
                 reason = drop_reason(ex, ctx.profile)
                 ctx.store.add_example(
-                    key=f"{key}#x{i}", node_id=child_id, origin="explore", example=ex,
-                    call_id=call_id, drop_reason=reason,
+                    key=f"{key}#x{i}",
+                    node_id=child_id,
+                    origin="explore",
+                    example=ex,
+                    call_id=call_id,
+                    drop_reason=reason,
                 )
                 if reason is None:
                     child.examples.append(ex)
@@ -141,4 +150,3 @@ async def explore(ctx: RunContext) -> LiveNode:
     await _visit(ctx, root)
     ctx.progress.finish(STAGE)
     return root
-

@@ -138,9 +138,7 @@ async def _enrich(ctx: RunContext, work: NodeWork) -> None:
         counts[-1] = max(1, min(per_call, missing - per_call * (calls - 1)))
         start = work.calls_made
         work.calls_made += calls
-        await asyncio.gather(
-            *(_call(ctx, work, start + i, count, pool) for i, count in enumerate(counts))
-        )
+        await asyncio.gather(*(_call(ctx, work, start + i, count, pool) for i, count in enumerate(counts)))
 
 
 async def generate(ctx: RunContext, *, skip_pruned: bool = True) -> dict[str, int]:
@@ -150,9 +148,7 @@ async def generate(ctx: RunContext, *, skip_pruned: bool = True) -> dict[str, in
     pruned = {row.id for row in ctx.store.nodes() if row.pruned} if skip_pruned else set()
     cfg = ctx.config.generate
     works = [
-        NodeWork(node, per_depth(cfg.examples_per_task, node.depth))
-        for node in root.walk()
-        if node.id not in pruned
+        NodeWork(node, per_depth(cfg.examples_per_task, node.depth)) for node in root.walk() if node.id not in pruned
     ]
     ctx.progress.start(STAGE, sum(math.ceil(w.target / cfg.per_call) for w in works))
     await asyncio.gather(*(_enrich(ctx, w) for w in works))
@@ -164,9 +160,7 @@ async def generate(ctx: RunContext, *, skip_pruned: bool = True) -> dict[str, in
 def mark_exact_duplicates(ctx: RunContext) -> int:
     """Drop generated examples that repeat an earlier example of the same task exactly."""
     store = ctx.store
-    rows = store.examples(status="ok") + [
-        r for r in store.examples(status="dropped") if r.drop_stage == "duplicate"
-    ]
+    rows = store.examples(status="ok") + [r for r in store.examples(status="dropped") if r.drop_stage == "duplicate"]
     rows.sort(key=lambda r: (r.node_id, r.origin == "generate", r.key))
     seen: dict[tuple[int, tuple[str, str]], int] = {}
     drops = []

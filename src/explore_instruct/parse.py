@@ -45,9 +45,7 @@ def examples_schema(count: int) -> dict[str, Any]:
     # minItems/maxItems: a grammar-constrained small model otherwise happily returns an empty list.
     return {
         "type": "object",
-        "properties": {
-            "examples": {"type": "array", "items": _example_schema(), "minItems": count, "maxItems": count}
-        },
+        "properties": {"examples": {"type": "array", "items": _example_schema(), "minItems": count, "maxItems": count}},
         "required": ["examples"],
     }
 
@@ -183,7 +181,9 @@ def _examples_from_fields(fields: list[tuple[str, str]]) -> list[Example]:
     for label, value in fields:
         if label == "instruction":
             if current:
-                out.append(Example(current["instruction"], _clean_input(current.get("input")), current.get("output", "")))
+                out.append(
+                    Example(current["instruction"], _clean_input(current.get("input")), current.get("output", ""))
+                )
             current = {"instruction": value}
         elif current is not None and label in ("input", "output"):
             current[label] = value

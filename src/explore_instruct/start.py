@@ -77,9 +77,7 @@ def insert_start(store: RunStore, config: RunConfig) -> LiveNode:
         live = LiveNode(node_id, key, node.name, node.reason, depth, parent, examples=list(node.examples))
         for i, ex in enumerate(node.examples):
             store.add_example(key=f"{key}#{origin}{i}", node_id=node_id, origin=origin, example=ex)
-        live.children = [
-            insert(child, f"{key}/{j}", depth + 1, j, live) for j, child in enumerate(node.children)
-        ]
+        live.children = [insert(child, f"{key}/{j}", depth + 1, j, live) for j, child in enumerate(node.children)]
         return live
 
     with store.transaction():

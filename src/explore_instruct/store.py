@@ -248,9 +248,7 @@ class RunStore:
 
     def set_sample(self, example_ids: list[int]) -> None:
         self.conn.execute("DELETE FROM sample")
-        self.conn.executemany(
-            "INSERT INTO sample (position, example_id) VALUES (?, ?)", list(enumerate(example_ids))
-        )
+        self.conn.executemany("INSERT INTO sample (position, example_id) VALUES (?, ?)", list(enumerate(example_ids)))
 
     def sample_ids(self) -> list[int]:
         return [r[0] for r in self.conn.execute("SELECT example_id FROM sample ORDER BY position")]
@@ -327,8 +325,6 @@ class RunStore:
                 "origin": r.origin,
             }
             if r.status == "dropped":
-                rec.update(
-                    drop_stage=r.drop_stage, drop_reason=r.drop_reason, dup_of=r.dup_of, score=r.score
-                )
+                rec.update(drop_stage=r.drop_stage, drop_reason=r.drop_reason, dup_of=r.dup_of, score=r.score)
             out.append(rec)
         return out

@@ -133,9 +133,7 @@ class CallLog:
             "SELECT stage, status, COUNT(*) AS n, SUM(prompt_tokens) AS p, SUM(completion_tokens) AS c "
             "FROM llm_calls GROUP BY stage, status"
         ):
-            s = out.setdefault(
-                row["stage"], {"calls": 0, "failed": 0, "prompt_tokens": 0, "completion_tokens": 0}
-            )
+            s = out.setdefault(row["stage"], {"calls": 0, "failed": 0, "prompt_tokens": 0, "completion_tokens": 0})
             s["calls" if row["status"] == "ok" else "failed"] += row["n"]
             s["prompt_tokens"] += row["p"] or 0
             s["completion_tokens"] += row["c"] or 0

@@ -127,8 +127,10 @@ class LLMClient:
                 if attempt:
                     stats.retries += 1
                 # A different seed per attempt, so a seeded backend does not repeat a bad reply.
-                sent = request if attempt == 0 or request.seed is None else dataclasses.replace(
-                    request, seed=request.seed + 7919 * attempt
+                sent = (
+                    request
+                    if attempt == 0 or request.seed is None
+                    else dataclasses.replace(request, seed=request.seed + 7919 * attempt)
                 )
                 retry_after: float | None = None
                 try:
@@ -150,8 +152,13 @@ class LLMClient:
                 completion.usage = usage
                 with transaction(self.conn):
                     call_id = self.log.record(
-                        key=key, stage=stage, model=self.backend.model_id, request=request,
-                        completion=completion, attempts=attempt + 1, seconds=time.monotonic() - start,
+                        key=key,
+                        stage=stage,
+                        model=self.backend.model_id,
+                        request=request,
+                        completion=completion,
+                        attempts=attempt + 1,
+                        seconds=time.monotonic() - start,
                     )
                     if commit is not None:
                         commit(value, call_id)
@@ -161,8 +168,14 @@ class LLMClient:
             stats.usage += usage
             with transaction(self.conn):
                 call_id = self.log.record(
-                    key=key, stage=stage, model=self.backend.model_id, request=request, completion=None,
-                    attempts=self.retry.retries + 1, error=error, seconds=time.monotonic() - start,
+                    key=key,
+                    stage=stage,
+                    model=self.backend.model_id,
+                    request=request,
+                    completion=None,
+                    attempts=self.retry.retries + 1,
+                    error=error,
+                    seconds=time.monotonic() - start,
                 )
             return CallResult(None, None, call_id, cached=False, error=error)
 

@@ -62,8 +62,7 @@ def diversity(ctx: RunContext) -> tuple[int, int]:
             if not result.kept[i]:
                 dup = result.dup_of[i]
                 drops.append(
-                    (row.id, f"ROUGE-L > {cfg.threshold}", rows[dup].id if dup is not None else None,
-                     result.score[i])
+                    (row.id, f"ROUGE-L > {cfg.threshold}", rows[dup].id if dup is not None else None, result.score[i])
                 )
     with ctx.store.transaction():
         ctx.store.mark_dropped("filter", drops)

@@ -41,7 +41,8 @@ def test_cli_import_then_export_upstream_unchanged(upstream_tree, tmp_path, caps
         == 0
     )
     records = json.loads((tmp_path / "a.json").read_text())
-    assert len(records) == 4433 and set(records[0]) == {"instruction", "input", "output"}
+    # the root's 2 examples are the seeds, not data
+    assert len(records) == 4431 and set(records[0]) == {"instruction", "input", "output"}
 
 
 def test_malformed_tree_names_file_and_field(tmp_path, capsys):
@@ -65,7 +66,7 @@ def test_export_formats(upstream_tree, tmp_path):
     assert main(["import-tree", str(upstream_tree), "--run-dir", str(run_dir)]) == 0
     assert main(["export", "-r", str(run_dir), "-f", "jsonl", "--which", "kept", "-o", str(tmp_path / "d.jsonl")]) == 0
     first = json.loads(Path(tmp_path / "d.jsonl").read_text().splitlines()[0])
-    assert first["task_path"] == "Assistance for text editting" and first["depth"] == 0
+    assert first["task_path"] == "Assistance for text editting > Paraphrase" and first["depth"] == 1
     assert (
         main(["export", "-r", str(run_dir), "-f", "messages", "--which", "kept", "-o", str(tmp_path / "m.jsonl")]) == 0
     )

@@ -62,7 +62,7 @@ def starting_tree(config: RunConfig) -> DomainTree:
 def insert_start(store: RunStore, config: RunConfig) -> LiveNode:
     """Insert the starting tree (once) and return its root as live nodes."""
     tree = starting_tree(config)
-    origin = "import" if config.seed_tree is not None else "seed"
+    imported = config.seed_tree is not None
 
     def insert(node: TaskNode, key: str, depth: int, position: int, parent: LiveNode | None) -> LiveNode:
         node_id = store.add_node(
@@ -75,6 +75,9 @@ def insert_start(store: RunStore, config: RunConfig) -> LiveNode:
             slug=node.slug,
         )
         live = LiveNode(node_id, key, node.name, node.reason, depth, parent, examples=list(node.examples))
+        # The root's examples are the seeds (hand-written in the release too); the rest of an
+        # imported tree is data.
+        origin = "import" if imported and parent is not None else "seed"
         for i, ex in enumerate(node.examples):
             store.add_example(key=f"{key}#{origin}{i}", node_id=node_id, origin=origin, example=ex)
         live.children = [insert(child, f"{key}/{j}", depth + 1, j, live) for j, child in enumerate(node.children)]

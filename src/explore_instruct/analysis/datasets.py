@@ -70,9 +70,7 @@ def normalise_records(raw: list[dict[str, Any]], where: str) -> list[dict[str, s
             if not isinstance(rec["instruction"], str):
                 raise UserError(f"{where}: record {i}: field 'instruction' must be a string")
             row = {k: _text(v) for k, v in rec.items() if k in ("task", "task_path", "depth")}
-            row.update(
-                instruction=rec["instruction"], input=_text(rec.get("input")), output=_text(rec.get("output"))
-            )
+            row.update(instruction=rec["instruction"], input=_text(rec.get("input")), output=_text(rec.get("output")))
         else:
             chat = _from_messages(rec.get("messages"))
             if chat is None:

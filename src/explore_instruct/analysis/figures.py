@@ -54,9 +54,7 @@ def verb_noun_sunburst(rings: Sequence[tuple[str, Sequence[tuple[str, int]]]], t
             outer_labels.append(noun if c / total >= 0.012 else "")
             fade = 0.35 + 0.5 * (j / max(1, len(nouns)))
             outer_colors.append((r + (1 - r) * fade, g + (1 - g) * fade, b + (1 - b) * fade, 1.0))
-    inner_labels = [
-        verb if s / total >= 0.02 else "" for (verb, _), s in zip(rings, inner_sizes, strict=True)
-    ]
+    inner_labels = [verb if s / total >= 0.02 else "" for (verb, _), s in zip(rings, inner_sizes, strict=True)]
     wedge = {"linewidth": 0.6, "edgecolor": "white"}
     ax.pie(
         outer_sizes,
@@ -119,9 +117,7 @@ def length_boxplots(lengths: dict[str, dict[str, Sequence[int]]]) -> bytes:
     for ax, field in zip(axes, fields, strict=True):
         data = [list(lengths[n][field]) or [0] for n in names]
         ax.boxplot(data, vert=False, showfliers=False, widths=0.6)
-        ax.set_yticks(
-            range(1, len(names) + 1), names if field == "instruction" else [""] * len(names), fontsize=8
-        )
+        ax.set_yticks(range(1, len(names) + 1), names if field == "instruction" else [""] * len(names), fontsize=8)
         ax.set_title(field, fontsize=10)
         ax.set_xlabel("words")
         ax.grid(axis="x", alpha=0.3)

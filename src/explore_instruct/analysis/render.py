@@ -51,9 +51,7 @@ class Section:
 
 def _numeric_columns(t: Table) -> list[bool]:
     """Columns whose every cell reads as a number (right-aligned); "–" marks a missing value."""
-    return [
-        i > 0 and all(row[i][:1].isdigit() or row[i] == "–" for row in t.rows) for i in range(len(t.headers))
-    ]
+    return [i > 0 and all(row[i][:1].isdigit() or row[i] == "–" for row in t.rows) for i in range(len(t.headers))]
 
 
 def _md_cell(text: str) -> str:

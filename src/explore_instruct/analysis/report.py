@@ -21,8 +21,7 @@ from explore_instruct.analysis import figures, stats
 from explore_instruct.analysis.datasets import AnalysedDataset
 from explore_instruct.analysis.render import Figure, RawHtml, Section, Table, Text, to_html, to_markdown
 from explore_instruct.analysis.treeview import tree_fragment, tree_page
-from explore_instruct.analysis.verbnoun import extract, is_mostly_latin, load_nlp
-from explore_instruct.datafile import atomic_write_text
+from explore_instruct.analysis.verbnoun import extract, is_mostly_latin, load_nlp, parse_keys
 from explore_instruct.tree import slugify
 
 SUMMARY_VERSION = 1
@@ -69,22 +68,30 @@ def rich_progress() -> Iterator[ProgressHook]:
         yield start
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temporary file in the same folder and a rename: never half a PNG."""
+def _file_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def atomic_write_file(path: Path, data: bytes | str) -> None:
+    """Write via a temporary file in the same folder and a rename: never half a PNG or page.
+
+    The file gets the usual permissions (mkstemp's are owner-only), since a report is meant to be shared.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def seed_overlap_scores(
-    texts: Sequence[str], seeds: Sequence[str], advance: Callable[[int], None]
-) -> list[float]:
+def seed_overlap_scores(texts: Sequence[str], seeds: Sequence[str], advance: Callable[[int], None]) -> list[float]:
     """Each text's highest ROUGE-L F1 against any seed instruction."""
     from explore_instruct.select.rouge import max_overlap
 
@@ -124,7 +131,7 @@ def compute(
             nlp,
             batch_size=options.batch_size,
             n_process=options.n_process,
-            on_batch=progress(f"verb–noun pairs: {ds.name}", len(set(instructions))),
+            on_batch=progress(f"verb–noun pairs: {ds.name}", len(parse_keys(instructions))),
         )
         summary: dict[str, Any] = {
             "source": ds.source,
@@ -141,10 +148,7 @@ def compute(
         summary["seed_overlap"] = stats.overlap_stats(overlap, options.overlap_threshold) if overlap else None
         summary["lengths"] = stats.length_stats(ds.records)
         summary["tree"] = stats.tree_stats(ds.tree) if ds.tree is not None else None
-        lengths = {
-            f: [stats.word_count(r.get(f, "")) for r in ds.records]
-            for f in ("instruction", "input", "output")
-        }
+        lengths = {f: [stats.word_count(r.get(f, "")) for r in ds.records] for f in ("instruction", "input", "output")}
         rings = stats.verb_noun_rings(vn, options.top_verbs, options.top_nouns)
         results.append(DatasetResult(ds, summary, rings, overlap, lengths))
     return results
@@ -263,8 +267,7 @@ def build_sections(
             Figure(
                 name,
                 png,
-                f"{r.ds.name}: top {options.top_verbs} verbs and their top "
-                f"{options.top_nouns} direct-object nouns",
+                f"{r.ds.name}: top {options.top_verbs} verbs and their top {options.top_nouns} direct-object nouns",
             )
         )
 
@@ -412,9 +415,9 @@ def write_report(
     for sec in sections:
         for b in sec.blocks:
             if isinstance(b, Figure):
-                atomic_write_bytes(out_dir / b.filename, b.png)
+                atomic_write_file(out_dir / b.filename, b.png)
     for page, html in tree_pages.items():
-        atomic_write_text(out_dir / page, html)
+        atomic_write_file(out_dir / page, html)
     summary = {
         "version": SUMMARY_VERSION,
         "seeds": {"count": len(seeds), "source": seeds_note} if seeds else None,
@@ -428,10 +431,10 @@ def write_report(
         "figures": fig_index,
         "tree_pages": sorted(tree_pages),
     }
-    atomic_write_text(out_dir / "summary.json", json.dumps(summary, ensure_ascii=False, indent=2) + "\n")
+    atomic_write_file(out_dir / "summary.json", json.dumps(summary, ensure_ascii=False, indent=2) + "\n")
     title = "Explore-Instruct data analysis"
-    atomic_write_text(out_dir / "report.md", to_markdown(title, sections))
-    atomic_write_text(out_dir / "report.html", to_html(title, sections))
+    atomic_write_file(out_dir / "report.md", to_markdown(title, sections))
+    atomic_write_file(out_dir / "report.html", to_html(title, sections))
     return summary
 
 

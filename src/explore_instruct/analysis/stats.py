@@ -84,9 +84,7 @@ def overlap_stats(scores: Sequence[float], threshold: float = 0.7) -> dict[str, 
         hist[min(OVERLAP_BINS - 1, int(s * OVERLAP_BINS))] += 1
     return {
         **describe(scores),
-        f"share_above_{threshold}": (sum(1 for s in scores if s > threshold) / len(scores))
-        if scores
-        else 0.0,
+        f"share_above_{threshold}": (sum(1 for s in scores if s > threshold) / len(scores)) if scores else 0.0,
         "histogram": {"bin_width": 1 / OVERLAP_BINS, "counts": hist},
     }
 
@@ -122,9 +120,7 @@ def tree_stats(tree: DomainTree) -> dict[str, Any]:
         # The root holds the seeds once the tree has grown; it is not a task of the data.
         if not (depth == 0 and node.children):
             examples.append(len(node.examples))
-        tasks.append(
-            {"name": node.name, "depth": depth, "examples": len(node.examples), "pruned": node.pruned}
-        )
+        tasks.append({"name": node.name, "depth": depth, "examples": len(node.examples), "pruned": node.pruned})
     return {
         "tasks": sum(per_depth.values()),
         "max_depth": max(per_depth),

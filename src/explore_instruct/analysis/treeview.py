@@ -29,9 +29,7 @@ def _short(text: str) -> str:
 def _node_html(node: TaskNode, depth: int, open_depth: int) -> str:
     cls = ' class="pruned"' if node.pruned else ""
     opened = " open" if depth < open_depth else ""
-    badge = f"{len(node.examples)} examples, {len(node.children)} subtasks" + (
-        ", pruned" if node.pruned else ""
-    )
+    badge = f"{len(node.examples)} examples, {len(node.children)} subtasks" + (", pruned" if node.pruned else "")
     parts = [f'<details{cls}{opened}><summary>{escape(node.name)} <span class="n">({badge})</span></summary>']
     if node.reason:
         parts.append(f'<div class="reason">{_short(node.reason)}</div>')

@@ -125,6 +125,16 @@ def from_doc(doc: Any) -> VerbNoun:
     return NO_PAIR
 
 
+def parse_keys(texts: Iterable[str]) -> dict[str, int]:
+    """The distinct texts that will be parsed (clipped, Latin script), each with its position."""
+    unique: dict[str, int] = {}
+    for t in texts:
+        key = _clip(t)
+        if key not in unique and is_mostly_latin(key):
+            unique[key] = len(unique)
+    return unique
+
+
 def extract(
     texts: Iterable[str],
     nlp: Any | None = None,
@@ -139,11 +149,7 @@ def extract(
     """
     texts = list(texts)
     nlp = nlp if nlp is not None else load_nlp()
-    unique: dict[str, int] = {}
-    for t in texts:
-        key = _clip(t)
-        if key not in unique and is_mostly_latin(key):
-            unique[key] = len(unique)
+    unique = parse_keys(texts)
     keys = list(unique)
     results: list[VerbNoun] = []
     for i, doc in enumerate(nlp.pipe(keys, batch_size=batch_size, n_process=n_process)):

@@ -159,6 +159,26 @@ def register(app: typer.Typer) -> None:
     stage_command("filter", "Drop instructions too similar (ROUGE-L) to a kept one.")
     stage_command("sample", "Draw the target number of examples across tasks.")
 
+    from explore_instruct.cli.analysis import baseline_app
+
+    @baseline_app.command("self-instruct")
+    def self_instruct(
+        config: Annotated[Path, typer.Argument(help="The exploration run's config (same root and seeds).")],
+        run_dir: Annotated[
+            Path | None, typer.Option("--run-dir", "-r", help="Default: runs/<config>-self-instruct.")
+        ] = None,
+        num: Annotated[
+            int | None, typer.Option(help="Examples to generate (default: the config's sample size).")
+        ] = None,
+        resume: Annotated[bool, typer.Option("--resume", help="Continue a killed or finished run.")] = False,
+        sets: Sets = None,
+    ) -> None:
+        """Domain-Aware Self-Instruct: the same root and seeds, no exploration (K = 0), bootstrapped."""
+        from explore_instruct.baselines.self_instruct import self_instruct_config
+
+        cfg = self_instruct_config(load_config(config, _overrides(sets)), num)
+        _run(cfg, run_dir or Path("runs") / f"{config.stem}-self-instruct", ALL_STAGES, resume)
+
     @app.command()
     def export(
         run_dir: RunDir,

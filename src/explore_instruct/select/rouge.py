@@ -36,8 +36,9 @@ import re
 import sys
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any, Literal
 
 from rapidfuzz.distance import LCSseq
@@ -55,6 +56,8 @@ _MARGIN = 1e-6
 _PARALLEL_MIN = 20_000
 _BATCH = 4096
 _PROGRESS_EVERY = 4096
+# Prefix elements a candidate must share with the query (see `_Bounds`).
+_PREFIX_MATCHES = 2
 
 # --------------------------------------------------------------------------------------------
 # Tokenizers
@@ -344,22 +347,30 @@ class FilterResult:
 
 
 class _Bounds:
-    """Integer bounds derived from the threshold (lowered by the safety margin)."""
+    """Integer bounds derived from the threshold (lowered by the safety margin).
 
-    def __init__(self, threshold: float, max_len: int) -> None:
+    Prefix filtering: with the elements of every text in one global order (rarest token first), if
+    two texts share at least `a` elements then their first ``len - a + k`` elements share at least
+    `k`, for any ``k <= a``. A text of n tokens can only exceed the threshold with a partner when
+    they share more than ``t*n/(2-t)`` tokens (its `alpha`), so each text is indexed (and probes)
+    with its first ``n - alpha + k`` elements, and a candidate must share
+    ``min(k, alpha(m), alpha(n))`` of them with the query.
+    """
+
+    def __init__(self, threshold: float, max_len: int, k: int = _PREFIX_MATCHES) -> None:
         t = threshold - _MARGIN
         # need[s]: fewest common tokens (LCS) for which two texts of total length s can score
         # above the threshold.
         self.need = [max(1, math.floor(t * s / 2) + 1) for s in range(2 * max_len + 1)]
-        # prefix[n]: how many of a text's rarest tokens go into (and probe) the index: a partner
-        # must share more than t*n/(2-t) of its n tokens, so n - that + 1 tokens suffice.
-        self.prefix = [
-            n - max(1, math.floor(t * n / (2 - t)) + 1) + 1 if n else 0 for n in range(max_len + 1)
-        ]
+        self.alpha = [max(1, math.floor(t * n / (2 - t)) + 1) for n in range(max_len + 1)]
+        # matches[n]: prefix elements a partner must share with a text of n tokens (capped at k).
+        self.matches = [min(k, a) for a in self.alpha]
+        self.prefix = [n - a + m if n else 0 for n, (a, m) in enumerate(zip(self.alpha, self.matches))]
+        self.k = k
 
 
 class _Index:
-    """The kept texts of each group, indexed by their rarest tokens."""
+    """The kept texts of each group, indexed by the rarest elements of each."""
 
     def __init__(self, corpus: _Corpus, groups: Sequence[Hashable] | None, bounds: _Bounds,
                  threshold: float) -> None:
@@ -369,13 +380,8 @@ class _Index:
         self.bounds = bounds
         self.threshold = threshold
         self.postings: dict[Hashable, dict[int, list[int]]] = {}
-
-    def _group_postings(self, i: int) -> dict[int, list[int]]:
-        g = None if self.groups is None else self.groups[i]
-        p = self.postings.get(g)
-        if p is None:
-            p = self.postings[g] = {}
-        return p
+        # Per group, kept texts that need fewer than `bounds.k` prefix matches (very short ones).
+        self.short: dict[Hashable, set[int]] = {}
 
     def probe_keys(self, i: int) -> list[int]:
         s = self.seqs[i]
@@ -387,13 +393,18 @@ class _Index:
             keys = self.probe_keys(i)
         if not keys:
             return
-        postings = self._group_postings(i)
+        g = None if self.groups is None else self.groups[i]
+        postings = self.postings.get(g)
+        if postings is None:
+            postings = self.postings[g] = {}
         for k in keys:
             lst = postings.get(k)
             if lst is None:
                 postings[k] = [i]
             else:
                 lst.append(i)
+        if self.bounds.matches[len(self.seqs[i])] < self.bounds.k:
+            self.short.setdefault(g, set()).add(i)
 
     def best(self, i: int, keys: list[int] | None = None) -> tuple[int, float] | None:
         """The kept text with the highest F1 > threshold against text i (earliest on a tie)."""
@@ -401,20 +412,30 @@ class _Index:
             keys = self.probe_keys(i)
         if not keys:
             return None
-        postings = self.postings.get(None if self.groups is None else self.groups[i])
+        g = None if self.groups is None else self.groups[i]
+        postings = self.postings.get(g)
         if not postings:
             return None
-        cands: set[int] = set()
-        for k in keys:
-            lst = postings.get(k)
-            if lst is not None:
-                cands.update(lst)
-        if not cands:
+        lists = [lst for lst in map(postings.get, keys) if lst is not None]
+        if not lists:
             return None
         seqs = self.seqs
         s = seqs[i]
         m = len(s)
-        need = self.bounds.need
+        bounds = self.bounds
+        k = bounds.matches[m]
+        if k <= 1:
+            cands: Iterable[int] = set(chain.from_iterable(lists))
+        else:
+            counts = Counter(chain.from_iterable(lists))
+            cands = [c for c, v in counts.items() if v >= k]
+            short = self.short.get(g)
+            if short:
+                matches = bounds.matches
+                cands.extend(
+                    c for c in short.intersection(counts) if matches[len(seqs[c])] <= counts[c] < k
+                )
+        need = bounds.need
         threshold = self.threshold
         similarity = LCSseq.similarity
         best_c, best_f = -1, -1.0

@@ -75,11 +75,27 @@ def load_tokenizer(src: ModelSource, *, padding_side: str = "right") -> Any:
     return tokenizer
 
 
+def _dense_gguf(src: ModelSource) -> dict[str, Any]:
+    """Ask for GGUF weights unpacked into plain tensors: packed blocks cannot be trained or saved."""
+    try:
+        from transformers import GgufConfig
+    except ImportError:  # older transformers always unpack GGUF files
+        return {}
+    return {"quantization_config": GgufConfig(gguf_file=src.gguf_file, dequantize=True)}
+
+
 def load_model(src: ModelSource, *, dtype: Any = None) -> Any:
-    """A causal LM from local files only; GGUF weights are de-quantised to `dtype` (float32 default)."""
+    """A causal LM from local files only, as a plain dense model (GGUF weights de-quantised)."""
     from transformers import AutoModelForCausalLM
 
     kwargs: dict[str, Any] = {"local_files_only": True, **_gguf_kwargs(src)}
+    if src.gguf_file:
+        kwargs.update(_dense_gguf(src))
     if dtype is not None:
         kwargs["dtype"] = dtype
-    return AutoModelForCausalLM.from_pretrained(src.path, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(src.path, **kwargs)
+    quantizer = getattr(model, "hf_quantizer", None)
+    if src.gguf_file and quantizer is not None:
+        # The weights are dense already; drop the marker that would make the trainer refuse them.
+        quantizer.remove_quantization_config(model)
+    return model

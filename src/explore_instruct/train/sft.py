@@ -140,8 +140,22 @@ def _merge_lora(src: ModelSource, adapter_dir: Path, final_dir: Path, dtype: Any
     merged.save_pretrained(final_dir)
 
 
-def train(cfg: TrainConfig) -> TrainResult:
-    """Fine-tune `cfg.model` on `cfg.data` and save the result to `cfg.out` (see module doc)."""
+@dataclass
+class Prepared:
+    """A trainer ready to run, and what `train` needs to finish the job after it."""
+
+    cfg: TrainConfig
+    trainer: Any
+    tokenizer: Any
+    source: ModelSource
+    work: Path
+    precision: str
+    settings: ResolvedSettings
+    losses: list[float]
+
+
+def prepare(cfg: TrainConfig) -> Prepared:
+    """Validate everything, load data, tokenizer and model, and build the SFTTrainer."""
     require(*TRAIN_MODULES)
     cfg.validate()
     import torch
@@ -155,8 +169,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     precision = resolve_precision(cfg.precision)
     batch = resolve_batch(cfg.global_batch_size, cfg.per_device_batch_size, world_size())
     work = out.parent / f".{out.name}.partial"
-    main_process = int(os.environ.get("RANK", "0") or 0) == 0
-    if main_process:
+    if _is_main_process():
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
 
@@ -188,51 +201,67 @@ def train(cfg: TrainConfig) -> TrainResult:
     )
     tokenizer = load_tokenizer(src)
     model = load_model(src, dtype=torch.float32)
-    peft_config = _lora_config(cfg) if cfg.lora else None
     losses: list[float] = []
-    log_path = work / LOG_FILE
     trainer = SFTTrainer(
         model=model, args=args, train_dataset=Dataset.from_list(pairs), processing_class=tokenizer,
-        peft_config=peft_config, callbacks=[_step_logger(log_path, losses)],
+        peft_config=_lora_config(cfg) if cfg.lora else None, callbacks=[_step_logger(work / LOG_FILE, losses)],
     )
-    device = str(trainer.args.device)
-    settings = ResolvedSettings.from_parts(cfg, batch, precision, device, len(pairs), _versions())
+    settings = ResolvedSettings.from_parts(cfg, batch, precision, str(trainer.args.device), len(pairs),
+                                           _versions())
     settings.config["model_source"] = src.describe()
-    if main_process:
-        atomic_write_text(work / SETTINGS_FILE, json.dumps(settings.to_dict(), indent=2) + "\n")
+    return Prepared(cfg, trainer, tokenizer, src, work, precision, settings, losses)
 
-    start = time.monotonic()
-    output = trainer.train()
-    seconds = time.monotonic() - start
 
-    if cfg.lora and cfg.merge_lora:
-        adapter_dir = work / "adapter"
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0") or 0) == 0
+
+
+def _save(p: Prepared) -> None:
+    """Save the final weights into the work folder (merged, when LoRA was trained)."""
+    import torch
+
+    trainer = p.trainer
+    if p.cfg.lora and p.cfg.merge_lora:
+        adapter_dir = p.work / "adapter"
         trainer.save_model(str(adapter_dir))
         trainer.accelerator.wait_for_everyone()
         if trainer.is_world_process_zero():
-            _merge_lora(src, adapter_dir, work, torch.bfloat16 if precision == "bf16" else torch.float32)
+            dtype = torch.bfloat16 if p.precision == "bf16" else torch.float32
+            _merge_lora(p.source, adapter_dir, p.work, dtype)
             shutil.rmtree(adapter_dir)
-    else:
-        if precision == "bf16" and not args.deepspeed and not trainer.is_deepspeed_enabled:
-            trainer.model.to(torch.bfloat16)  # weights were fp32 masters; save what inference uses
-        trainer.save_model(str(work))
-    trainer.accelerator.wait_for_everyone()
+        return
+    if p.precision == "bf16" and not trainer.is_deepspeed_enabled:
+        trainer.model.to(torch.bfloat16)  # the weights were fp32 masters; save what inference uses
+    trainer.save_model(str(p.work))
 
-    settings.result = {
+
+def train(cfg: TrainConfig) -> TrainResult:
+    """Fine-tune `cfg.model` on `cfg.data` and save the result to `cfg.out` (see module doc)."""
+    p = prepare(cfg)
+    trainer, out = p.trainer, Path(cfg.out)
+    if trainer.is_world_process_zero():
+        atomic_write_text(p.work / SETTINGS_FILE, json.dumps(p.settings.to_dict(), indent=2) + "\n")
+    start = time.monotonic()
+    output = trainer.train()
+    seconds = time.monotonic() - start
+    _save(p)
+    trainer.accelerator.wait_for_everyone()
+    p.settings.result = {
         "train_loss": output.training_loss, "global_steps": output.global_step,
-        "seconds": round(seconds, 2), "first_loss": losses[0] if losses else None,
-        "last_loss": losses[-1] if losses else None,
+        "seconds": round(seconds, 2), "first_loss": p.losses[0] if p.losses else None,
+        "last_loss": p.losses[-1] if p.losses else None,
     }
     if trainer.is_world_process_zero():
-        tokenizer.padding_side = "left"  # what batched generation wants; training set its own
-        tokenizer.save_pretrained(work)
-        atomic_write_text(work / SETTINGS_FILE, json.dumps(settings.to_dict(), indent=2) + "\n")
-        shutil.rmtree(work / "trainer", ignore_errors=True)
+        p.tokenizer.padding_side = "left"  # what batched generation wants
+        p.tokenizer.save_pretrained(p.work)
+        atomic_write_text(p.work / SETTINGS_FILE, json.dumps(p.settings.to_dict(), indent=2) + "\n")
+        shutil.rmtree(p.work / "trainer", ignore_errors=True)
+        (p.work / "training_args.bin").unlink(missing_ok=True)  # a pickle; the JSON settings replace it
         if out.exists():
             shutil.rmtree(out)
-        os.replace(work, out)
+        os.replace(p.work, out)
     trainer.accelerator.wait_for_everyone()
-    return TrainResult(out, settings.to_dict(), losses, seconds)
+    return TrainResult(out, p.settings.to_dict(), p.losses, seconds)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -192,7 +192,10 @@ async def test_extra_body_is_merged_into_the_request(server: FakeServer) -> None
 @pytest.mark.parametrize(
     ("mode", "expected"),
     [
-        ("json_schema", {"type": "json_schema", "json_schema": {"name": "two_items", "schema": SCHEMA, "strict": False}}),
+        (
+            "json_schema",
+            {"type": "json_schema", "json_schema": {"name": "two_items", "schema": SCHEMA, "strict": False}},
+        ),
         ("json_object", {"type": "json_object", "schema": SCHEMA}),
         ("text", None),
     ],

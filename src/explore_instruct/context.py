@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from explore_instruct.config import RunConfig
+from explore_instruct.llm.base import CompletionRequest
 from explore_instruct.llm.client import LLMClient
-from explore_instruct.profiles import Profile, load_profile
+from explore_instruct.profiles import Profile, load_profile, render_prompt
 from explore_instruct.store import RunStore
 
 
@@ -53,6 +54,30 @@ class RunContext:
         if self.client is None:
             raise RuntimeError("this stage needs an LLM client")
         return self.client
+
+    def prompt_request(
+        self, template: str, *, seed: int, json_schema: dict[str, Any], schema_name: str, **context: Any
+    ) -> CompletionRequest:
+        """Render a prompt template of the run's domain into a request with the run's sampling settings."""
+        summary = self.profile.summary
+        prompt = render_prompt(
+            self.config.domain,
+            template,
+            domain_summary=summary[0].lower() + summary[1:],
+            input_rule=self.profile.input,
+            output_format=self.output_format,
+            **context,
+        )
+        llm = self.config.llm
+        return CompletionRequest.chat(
+            prompt,
+            temperature=llm.temperature,
+            top_p=llm.top_p,
+            max_tokens=llm.max_tokens,
+            json_schema=json_schema,
+            schema_name=schema_name,
+            seed=seed,
+        )
 
     def stable_seed(self, *parts: Any) -> int:
         """A seed derived from the run's seed and `parts`: the same on every run and resume."""

@@ -18,7 +18,6 @@ from explore_instruct.config import per_depth
 from explore_instruct.context import RunContext
 from explore_instruct.llm.base import CompletionRequest
 from explore_instruct.parse import Subtask, parse_subtasks, subtasks_schema
-from explore_instruct.profiles import render_prompt
 from explore_instruct.quality import drop_reason
 from explore_instruct.start import LiveNode, insert_start
 from explore_instruct.tree import normalise_task_name
@@ -48,10 +47,11 @@ def build_request(ctx: RunContext, node: LiveNode, want: int, round_no: int) -> 
     seed = ctx.stable_seed(STAGE, node.key, round_no)
     rng = random.Random(seed)
     demos = rng.sample(node.examples, min(cfg.explore.demonstrations, len(node.examples)))
-    prompt = render_prompt(
-        cfg.domain,
+    return ctx.prompt_request(
         "explore.txt",
-        domain_summary=ctx.profile.summary[0].lower() + ctx.profile.summary[1:],
+        seed=seed,
+        json_schema=subtasks_schema(want, cfg.explore.examples_per_subtask),
+        schema_name="subtasks",
         path=node.path(),
         task=node,
         demonstrations=demos,
@@ -59,17 +59,6 @@ def build_request(ctx: RunContext, node: LiveNode, want: int, round_no: int) -> 
         existing=[c.name for c in node.children],
         want=want,
         examples_per=cfg.explore.examples_per_subtask,
-        input_rule=ctx.profile.input,
-        output_format=ctx.output_format,
-    )
-    return CompletionRequest.chat(
-        prompt,
-        temperature=cfg.llm.temperature,
-        top_p=cfg.llm.top_p,
-        max_tokens=cfg.llm.max_tokens,
-        json_schema=subtasks_schema(want, cfg.explore.examples_per_subtask),
-        schema_name="subtasks",
-        seed=seed,
     )
 
 

@@ -20,7 +20,6 @@ from explore_instruct.config import per_depth
 from explore_instruct.context import RunContext
 from explore_instruct.llm.base import CompletionRequest
 from explore_instruct.parse import examples_schema, parse_examples
-from explore_instruct.profiles import render_prompt
 from explore_instruct.quality import drop_reason, exact_key
 from explore_instruct.start import LiveNode, insert_start, load_live_tree
 from explore_instruct.tree import Example
@@ -61,25 +60,15 @@ def build_request(
     seed = ctx.stable_seed(STAGE, node.key, call_index)
     rng = random.Random(seed)
     demos = rng.sample(pool, min(cfg.generate.demonstrations, len(pool)))
-    prompt = render_prompt(
-        cfg.domain,
+    return ctx.prompt_request(
         "generate.txt",
-        domain_summary=ctx.profile.summary[0].lower() + ctx.profile.summary[1:],
+        seed=seed,
+        json_schema=examples_schema(count),
+        schema_name="examples",
         parent=node.parent.name if node.parent else None,
         task=node,
         demonstrations=demos,
         count=count,
-        input_rule=ctx.profile.input,
-        output_format=ctx.output_format,
-    )
-    return CompletionRequest.chat(
-        prompt,
-        temperature=cfg.llm.temperature,
-        top_p=cfg.llm.top_p,
-        max_tokens=cfg.llm.max_tokens,
-        json_schema=examples_schema(count),
-        schema_name="examples",
-        seed=seed,
     )
 
 

@@ -63,6 +63,8 @@ def _train(
         deepspeed=deepspeed, overwrite=overwrite,
     )
     result = train(cfg)
+    if not result.main_process:
+        return  # one summary per run, from the main process
     r = result.settings["result"]
     b = result.settings["batch"]
     console.print(

@@ -50,6 +50,22 @@ def _clean_answer_text(text: str) -> str:
     text = text.strip().rstrip(".").strip()
     if len(text) >= 2 and text[0] == "$" and text[-1] == "$":
         text = text.strip("$").strip()
+    if text.startswith("\\(") and text.endswith("\\)"):
+        text = text[2:-2].strip()
+    return text
+
+
+_PROSE_WORD = re.compile(r"(?<![\\a-zA-Z])[a-zA-Z]{2,}")
+
+
+def _from_answer_line(text: str) -> str:
+    """An "Answer:" line may hold a sentence ("the total is 12 apples"): then its last number."""
+    inner = last_boxed(text)
+    if inner:
+        return inner
+    numbers = _NUMBER.findall(text)
+    if len(_PROSE_WORD.findall(text)) >= 3 and numbers:
+        return numbers[-1].replace(",", "").replace(" ", "")
     return text
 
 
@@ -62,8 +78,7 @@ def extract_answer(text: str) -> tuple[str | None, str]:
     for candidate in reversed(lines):
         cleaned = _clean_answer_text(candidate)
         if cleaned:
-            inner = last_boxed(cleaned)
-            return (inner or cleaned), "answer-line"
+            return _from_answer_line(cleaned), "answer-line"
     numbers = _NUMBER.findall(text)
     if numbers:
         return numbers[-1].replace(",", "").replace(" ", ""), "last-number"
@@ -84,7 +99,10 @@ def extract_reference(std_answer: str) -> str | None:
 
 # --- LaTeX normalisation -----------------------------------------------------------------------
 
-_TEXT_CMD = re.compile(r"\\(?:text|textbf|textit|mbox|mathrm|mathbf|operatorname)\s*\{([^{}]*)\}")
+# A text group, with the power of a unit after it ("\\text{ cm}^2").
+_TEXT_CMD = re.compile(
+    r"\\(?:text|textbf|textit|mbox|mathrm|mathbf|operatorname)\s*\{([^{}]*)\}(?:\^\{?\d\}?)?"
+)
 _DROP = [
     r"\left", r"\right", r"\!", r"\,", r"\;", r"\:", r"\ ", r"\displaystyle", "~",
     r"^\circ", r"^{\circ}", "°", r"\%", "%", r"\$", "$",

@@ -47,12 +47,13 @@ class EndpointSettings:
     concurrency: int = 8
     retries: int = 4
     cache: Path | None = None  # default: beside the output file
+    retry_delay: float = 1.0  # base of the exponential backoff, seconds
 
 
 def _client(backend: LLM, out: str | Path, endpoint: EndpointSettings) -> LLMClient:
     log = CallLog.open(endpoint.cache or default_cache(out))
     return LLMClient(backend, log, max_concurrency=endpoint.concurrency,
-                     retry=RetryPolicy(retries=endpoint.retries))
+                     retry=RetryPolicy(retries=endpoint.retries, base_delay=endpoint.retry_delay))
 
 
 async def _run_with(client: LLMClient, work: Callable[[LLMClient], Any]) -> Any:

@@ -20,7 +20,6 @@ from explore_instruct.llm.base import (
     LLM,
     Completion,
     CompletionRequest,
-    FatalLLMError,
     ParseError,
     TransientLLMError,
     Usage,
@@ -121,9 +120,13 @@ class LLMClient:
 
         async with self._slots:
             start = time.monotonic()
-            error = "no attempt made"
+            error: str | None = "no attempt made"
             usage = Usage()
+            completion: Completion | None = None
+            value: T | None = None
+            attempts = 0
             for attempt in range(self.retry.retries + 1):
+                attempts = attempt + 1
                 if attempt:
                     stats.retries += 1
                 # A different seed per attempt, so a seeded backend does not repeat a bad reply.
@@ -132,52 +135,40 @@ class LLMClient:
                     if attempt == 0 or request.seed is None
                     else dataclasses.replace(request, seed=request.seed + 7919 * attempt)
                 )
-                retry_after: float | None = None
                 try:
                     completion = await self.backend.complete(sent)
                     usage += completion.usage
                     if completion.finish_reason == "length":
                         raise ParseError("reply truncated at max_tokens")
                     value = parse(completion)
+                    error = None
+                    break
                 except (TransientLLMError, ParseError) as exc:
+                    completion = None
                     error = f"{type(exc).__name__}: {exc}"
-                    retry_after = getattr(exc, "retry_after", None)
                     if attempt < self.retry.retries:
-                        await asyncio.sleep(self.retry.delay(attempt, retry_after))
-                    continue
-                except FatalLLMError:
-                    raise
-                stats.calls += 1
-                stats.usage += usage
-                completion.usage = usage
-                with transaction(self.conn):
-                    call_id = self.log.record(
-                        key=key,
-                        stage=stage,
-                        model=self.backend.model_id,
-                        request=request,
-                        completion=completion,
-                        attempts=attempt + 1,
-                        seconds=time.monotonic() - start,
-                    )
-                    if commit is not None:
-                        commit(value, call_id)
-                return CallResult(value, completion, call_id, cached=False)
+                        await asyncio.sleep(self.retry.delay(attempt, getattr(exc, "retry_after", None)))
 
-            stats.failed += 1
             stats.usage += usage
+            if completion is None:
+                stats.failed += 1
+            else:
+                stats.calls += 1
+                completion.usage = usage
             with transaction(self.conn):
                 call_id = self.log.record(
                     key=key,
                     stage=stage,
                     model=self.backend.model_id,
                     request=request,
-                    completion=None,
-                    attempts=self.retry.retries + 1,
+                    completion=completion,
+                    attempts=attempts,
                     error=error,
                     seconds=time.monotonic() - start,
                 )
-            return CallResult(None, None, call_id, cached=False, error=error)
+                if completion is not None and commit is not None:
+                    commit(value, call_id)  # type: ignore[arg-type]
+            return CallResult(value, completion, call_id, cached=False, error=error)
 
     async def aclose(self) -> None:
         await self.backend.aclose()

@@ -36,12 +36,13 @@ import re
 import sys
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any, Literal
 
-from rapidfuzz.distance import LCSseq
+from rapidfuzz.distance import Indel, LCSseq
+from rapidfuzz.process import extract as _extract
 
 from explore_instruct.errors import UserError
 
@@ -56,8 +57,6 @@ _MARGIN = 1e-6
 _PARALLEL_MIN = 20_000
 _BATCH = 4096
 _PROGRESS_EVERY = 4096
-# Prefix elements a candidate must share with the query (see `_Bounds`).
-_PREFIX_MATCHES = 2
 
 # --------------------------------------------------------------------------------------------
 # Tokenizers
@@ -349,28 +348,29 @@ class FilterResult:
 class _Bounds:
     """Integer bounds derived from the threshold (lowered by the safety margin).
 
-    Prefix filtering: with the elements of every text in one global order (rarest token first), if
-    two texts share at least `a` elements then their first ``len - a + k`` elements share at least
-    `k`, for any ``k <= a``. A text of n tokens can only exceed the threshold with a partner when
-    they share more than ``t*n/(2-t)`` tokens (its `alpha`), so each text is indexed (and probes)
-    with its first ``n - alpha + k`` elements, and a candidate must share
-    ``min(k, alpha(m), alpha(n))`` of them with the query.
+    Prefix filtering: with the elements of every text in one global order (rarest token first), two
+    texts that share at least `a` elements share one of their first ``len - a + 1`` elements. A text
+    of n tokens can only exceed the threshold with a partner when they share more than
+    ``t*n/(2-t)`` tokens (at least ``alpha(n)``), so each kept text is indexed by its first
+    ``n - alpha(n) + 1`` elements and a new text probes the index with as many of its own.
     """
 
-    def __init__(self, threshold: float, max_len: int, k: int = _PREFIX_MATCHES) -> None:
+    def __init__(self, threshold: float, max_len: int) -> None:
         t = threshold - _MARGIN
+        self.cutoff = t  # for rapidfuzz's normalised Indel similarity, 2*LCS/(m+n)
         # need[s]: fewest common tokens (LCS) for which two texts of total length s can score
         # above the threshold.
         self.need = [max(1, math.floor(t * s / 2) + 1) for s in range(2 * max_len + 1)]
-        self.alpha = [max(1, math.floor(t * n / (2 - t)) + 1) for n in range(max_len + 1)]
-        # matches[n]: prefix elements a partner must share with a text of n tokens (capped at k).
-        self.matches = [min(k, a) for a in self.alpha]
-        self.prefix = [n - a + m if n else 0 for n, (a, m) in enumerate(zip(self.alpha, self.matches))]
-        self.k = k
+        alpha = [max(1, math.floor(t * n / (2 - t)) + 1) for n in range(max_len + 1)]
+        self.prefix = [n - a + 1 if n else 0 for n, a in enumerate(alpha)]
 
 
 class _Index:
-    """The kept texts of each group, indexed by the rarest elements of each."""
+    """The kept texts of each group, indexed by the rarest elements of each.
+
+    A posting holds the kept texts' code strings next to their indices, so the candidates of a
+    query go to rapidfuzz in one call without a Python loop over them.
+    """
 
     def __init__(self, corpus: _Corpus, groups: Sequence[Hashable] | None, bounds: _Bounds,
                  threshold: float) -> None:
@@ -379,9 +379,7 @@ class _Index:
         self.groups = groups
         self.bounds = bounds
         self.threshold = threshold
-        self.postings: dict[Hashable, dict[int, list[int]]] = {}
-        # Per group, kept texts that need fewer than `bounds.k` prefix matches (very short ones).
-        self.short: dict[Hashable, set[int]] = {}
+        self.postings: dict[Hashable, dict[int, tuple[list[Any], list[int]]]] = {}
 
     def probe_keys(self, i: int) -> list[int]:
         s = self.seqs[i]
@@ -397,14 +395,14 @@ class _Index:
         postings = self.postings.get(g)
         if postings is None:
             postings = self.postings[g] = {}
+        s = self.seqs[i]
         for k in keys:
-            lst = postings.get(k)
-            if lst is None:
-                postings[k] = [i]
+            entry = postings.get(k)
+            if entry is None:
+                postings[k] = ([s], [i])
             else:
-                lst.append(i)
-        if self.bounds.matches[len(self.seqs[i])] < self.bounds.k:
-            self.short.setdefault(g, set()).add(i)
+                entry[0].append(s)
+                entry[1].append(i)
 
     def best(self, i: int, keys: list[int] | None = None) -> tuple[int, float] | None:
         """The kept text with the highest F1 > threshold against text i (earliest on a tie)."""
@@ -412,44 +410,34 @@ class _Index:
             keys = self.probe_keys(i)
         if not keys:
             return None
-        g = None if self.groups is None else self.groups[i]
-        postings = self.postings.get(g)
+        postings = self.postings.get(None if self.groups is None else self.groups[i])
         if not postings:
             return None
-        lists = [lst for lst in map(postings.get, keys) if lst is not None]
-        if not lists:
+        entries = [e for e in map(postings.get, keys) if e is not None]
+        if not entries:
             return None
-        seqs = self.seqs
-        s = seqs[i]
-        m = len(s)
-        bounds = self.bounds
-        k = bounds.matches[m]
-        if k <= 1:
-            cands: Iterable[int] = set(chain.from_iterable(lists))
+        if len(entries) == 1:
+            choices, ids = entries[0]
         else:
-            counts = Counter(chain.from_iterable(lists))
-            cands = [c for c, v in counts.items() if v >= k]
-            short = self.short.get(g)
-            if short:
-                matches = bounds.matches
-                cands.extend(
-                    c for c in short.intersection(counts) if matches[len(seqs[c])] <= counts[c] < k
-                )
-        need = bounds.need
+            choices = list(chain.from_iterable(e[0] for e in entries))
+            ids = None
+        s = self.seqs[i]
+        # Cheap exact-enough filter in C: normalised Indel similarity is 2*LCS/(m+n), the F1.
+        hits = _extract(s, choices, scorer=Indel.normalized_similarity, score_cutoff=self.bounds.cutoff,
+                        limit=None)
+        if not hits:
+            return None
+        if ids is None:
+            ids = list(chain.from_iterable(e[1] for e in entries))
+        m = len(s)
+        seqs = self.seqs
         threshold = self.threshold
-        similarity = LCSseq.similarity
         best_c, best_f = -1, -1.0
-        for c in cands:
+        for c in {ids[h[2]] for h in hits}:
             sc = seqs[c]
-            n = len(sc)
-            lo = need[m + n]
-            if lo > n or lo > m:
-                continue
-            lcs = similarity(s, sc, score_cutoff=lo)
-            if lcs:
-                f = _rouge_f(lcs, n, m)  # target = the kept text, prediction = the new one
-                if f > threshold and (f > best_f or (f == best_f and c < best_c)):
-                    best_c, best_f = c, f
+            f = _rouge_f(int(LCSseq.similarity(s, sc)), len(sc), m)  # target = kept, prediction = new
+            if f > threshold and (f > best_f or (f == best_f and c < best_c)):
+                best_c, best_f = c, f
         return (best_c, best_f) if best_c >= 0 else None
 
 

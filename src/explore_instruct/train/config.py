@@ -106,7 +106,7 @@ class ResolvedSettings:
     @staticmethod
     def from_parts(cfg: TrainConfig, batch: ResolvedBatch, precision: str, device: str, n: int,
                    versions: dict[str, str]) -> ResolvedSettings:
-        config = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
+        config = {k: (str(v.resolve()) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
         return ResolvedSettings(config, asdict(batch), precision, device, n, versions)
 
     def to_dict(self) -> dict[str, Any]:

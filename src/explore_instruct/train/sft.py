@@ -38,6 +38,7 @@ class TrainResult:
     settings: dict[str, Any]
     losses: list[float]  # training loss per logged step, in order
     seconds: float
+    main_process: bool = True  # False on the other ranks of a multi-process launch
 
 
 def shipped_config(name: str) -> Path:
@@ -111,7 +112,7 @@ def _step_logger(path: Path, losses: list[float]):
         """Appends every log event of the main process to `train_log.jsonl` as it happens."""
 
         def on_log(self, args, state, control, logs=None, **kwargs):  # type: ignore[override]
-            if not state.is_world_process_zero or not logs:
+            if not state.is_world_process_zero or not _is_main_process() or not logs:
                 return
             if "loss" in logs:
                 losses.append(float(logs["loss"]))
@@ -189,7 +190,9 @@ def prepare(cfg: TrainConfig) -> Prepared:
         optim=cfg.optim,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
-        gradient_checkpointing=cfg.gradient_checkpointing,
+        **_checkpointing_arg(SFTConfig, cfg.gradient_checkpointing),
+        dataloader_pin_memory=torch.cuda.is_available(),
+        use_cpu=not torch.cuda.is_available(),  # lets torchrun on CPU run real DDP (gloo)
         logging_steps=cfg.logging_steps,
         save_strategy="no",
         report_to="none",
@@ -212,8 +215,20 @@ def prepare(cfg: TrainConfig) -> Prepared:
     return Prepared(cfg, trainer, tokenizer, src, work, precision, settings, losses)
 
 
+def _checkpointing_arg(config_cls: Any, enabled: bool) -> dict[str, bool]:
+    """transformers 5 renamed gradient checkpointing to activation checkpointing; set whichever exists
+    (TRL's default for the old name is True, which we do not want on by default)."""
+    fields = getattr(config_cls, "__dataclass_fields__", {})
+    key = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
+    return {key: enabled}
+
+
 def _is_main_process() -> bool:
     return int(os.environ.get("RANK", "0") or 0) == 0
+
+
+def _is_main(trainer: Any) -> bool:
+    return _is_main_process() and trainer.is_world_process_zero()
 
 
 def _save(p: Prepared) -> None:
@@ -225,7 +240,7 @@ def _save(p: Prepared) -> None:
         adapter_dir = p.work / "adapter"
         trainer.save_model(str(adapter_dir))
         trainer.accelerator.wait_for_everyone()
-        if trainer.is_world_process_zero():
+        if _is_main(trainer):
             dtype = torch.bfloat16 if p.precision == "bf16" else torch.float32
             _merge_lora(p.source, adapter_dir, p.work, dtype)
             shutil.rmtree(adapter_dir)
@@ -239,7 +254,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     """Fine-tune `cfg.model` on `cfg.data` and save the result to `cfg.out` (see module doc)."""
     p = prepare(cfg)
     trainer, out = p.trainer, Path(cfg.out)
-    if trainer.is_world_process_zero():
+    if _is_main(trainer):
         atomic_write_text(p.work / SETTINGS_FILE, json.dumps(p.settings.to_dict(), indent=2) + "\n")
     start = time.monotonic()
     output = trainer.train()
@@ -251,7 +266,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         "seconds": round(seconds, 2), "first_loss": p.losses[0] if p.losses else None,
         "last_loss": p.losses[-1] if p.losses else None,
     }
-    if trainer.is_world_process_zero():
+    if _is_main(trainer):
         p.tokenizer.padding_side = "left"  # what batched generation wants
         p.tokenizer.save_pretrained(p.work)
         atomic_write_text(p.work / SETTINGS_FILE, json.dumps(p.settings.to_dict(), indent=2) + "\n")
@@ -261,7 +276,7 @@ def train(cfg: TrainConfig) -> TrainResult:
             shutil.rmtree(out)
         os.replace(p.work, out)
     trainer.accelerator.wait_for_everyone()
-    return TrainResult(out, p.settings.to_dict(), p.losses, seconds)
+    return TrainResult(out, p.settings.to_dict(), p.losses, seconds, _is_main(trainer))
 
 
 def main(argv: list[str] | None = None) -> int:

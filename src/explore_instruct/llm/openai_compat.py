@@ -121,17 +121,14 @@ class OpenAICompatLLM:
     ) -> None:
         if structured_output not in ("auto", *_FALLBACK_ORDER):
             raise UserError(
-                f"llm.structured_output must be one of auto, json_schema, json_object, text "
-                f"(got {structured_output!r})"
+                f"llm.structured_output must be one of auto, json_schema, json_object, text (got {structured_output!r})"
             )
         if not model:
             raise UserError("llm.model is required for the openai backend")
         if api_key_env:
             api_key = os.environ.get(api_key_env)
             if not api_key:
-                raise UserError(
-                    f"environment variable {api_key_env} (named by llm.api_key_env) is not set or empty"
-                )
+                raise UserError(f"environment variable {api_key_env} (named by llm.api_key_env) is not set or empty")
         else:
             api_key = _PLACEHOLDER_KEY
         self.model = model
@@ -143,9 +140,7 @@ class OpenAICompatLLM:
         self.extra_body = dict(extra_body) if extra_body else None
         # The mode in use for requests with a schema. In "auto" it starts at the top of the fallback
         # order and is confirmed by the first structured request that succeeds.
-        self.structured_mode: StructuredMode = (
-            "json_schema" if structured_output == "auto" else structured_output
-        )
+        self.structured_mode: StructuredMode = "json_schema" if structured_output == "auto" else structured_output
         self._mode_confirmed = structured_output != "auto"
         # Serialises structured requests until the mode is known, so concurrent first calls do not
         # all run the fallback ladder at once.
@@ -173,24 +168,42 @@ class OpenAICompatLLM:
 
     async def check(self) -> None:
         """One cheap call before a run starts: raise FatalLLMError with one clear line if the
-        endpoint cannot be reached, refuses the key, or does not serve the model."""
+        endpoint cannot be reached, refuses the key, or does not serve the model.
+
+        A busy server (429) counts as reachable: rate limits are the client's business.
+        """
         try:
             page = await self._client.models.list()
-            served = {m.id for m in page.data}
-        except openai.NotFoundError:
-            served = None  # the server has no /models route: probe with a 1-token completion below
+            if self.model in {m.id for m in page.data}:
+                return
         except openai.APIStatusError as exc:
-            raise self._fatal_or_transient(exc, probing=True) from exc
-        except openai.APIConnectionError as exc:
+            if exc.status_code in (401, 403):
+                raise self._fatal_or_transient(exc) from exc
+            if exc.status_code == 429:
+                return
+            # 404 (no /models route) or a failing listing: the completion probe below decides.
+        except openai.APIConnectionError as exc:  # timeouts included
             raise FatalLLMError(self._unreachable(exc)) from exc
-        if served is not None and self.model in served:
-            return
-        # Not listed (some servers list aliases only, llama.cpp serves whatever was loaded): ask once.
+        except (openai.APIResponseValidationError, ValueError):
+            pass  # an odd listing: the probe decides
+        # Not listed (some servers list aliases only; llama.cpp serves whatever it loaded): ask once.
         probe = CompletionRequest.chat("Say OK.", max_tokens=1, temperature=0.0)
         try:
-            await self._send(probe, "text")
-        except TransientLLMError as exc:
-            raise FatalLLMError(f"{self._display_url} did not answer a test request: {exc}") from exc
+            await self._client.chat.completions.create(**self._params(probe, "text"))
+        except openai.APIStatusError as exc:
+            if exc.status_code == 429:
+                return
+            if exc.status_code in (401, 403, 404):
+                raise self._fatal_or_transient(exc) from exc
+            raise FatalLLMError(
+                f"{self._display_url} did not answer a test request (HTTP {exc.status_code}): {_error_text(exc)}"
+            ) from exc
+        except openai.APIConnectionError as exc:
+            raise FatalLLMError(self._unreachable(exc)) from exc
+        except (openai.APIResponseValidationError, ValueError) as exc:
+            raise FatalLLMError(
+                f"{self._display_url} did not answer a test request with a chat completion: {type(exc).__name__}"
+            ) from exc
 
     # ------------------------------------------------------------------ internals
 
@@ -239,9 +252,7 @@ class OpenAICompatLLM:
             params["extra_body"] = self.extra_body
         return params
 
-    async def _send(
-        self, request: CompletionRequest, mode: StructuredMode, *, discovering: bool = False
-    ) -> Completion:
+    async def _send(self, request: CompletionRequest, mode: StructuredMode, *, discovering: bool = False) -> Completion:
         structured = request.json_schema is not None and mode != "text"
         try:
             response = await self._client.chat.completions.create(**self._params(request, mode))
@@ -288,7 +299,7 @@ class OpenAICompatLLM:
             return bool(_FORMAT_WORDS.search(_error_text(exc)))
         return False
 
-    def _fatal_or_transient(self, exc: openai.APIStatusError, *, probing: bool = False) -> Exception:
+    def _fatal_or_transient(self, exc: openai.APIStatusError) -> Exception:
         status = exc.status_code
         detail = _error_text(exc)
         if isinstance(exc, openai.RateLimitError) or status == 429:
@@ -303,11 +314,8 @@ class OpenAICompatLLM:
             )
         if status == 404:
             return FatalLLMError(
-                f"{self._display_url} has no model {self.model!r} or no chat completions route "
-                f"(HTTP 404): {detail}"
+                f"{self._display_url} has no model {self.model!r} or no chat completions route (HTTP 404): {detail}"
             )
-        if probing and status < 500:
-            return FatalLLMError(f"{self._display_url} rejected a test request (HTTP {status}): {detail}")
         # 5xx, 408, 409, and 400/413/422 on one request (e.g. a prompt over the context length): the
         # client retries, then records the call as failed and the run goes on.
         return TransientLLMError(

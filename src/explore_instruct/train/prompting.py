@@ -67,3 +67,21 @@ def build_pairs(records: Iterable[Mapping[str, Any]], source: str = "data") -> l
     if not pairs:
         raise UserError(f"{source}: no records to train on")
     return pairs
+
+
+def alpaca_chat_template(*, bos_token: bool) -> str:
+    """A Jinja chat template that renders the last user message as the no-input Alpaca prompt.
+
+    Saved with a trained model's tokenizer, so a chat endpoint serving it (e.g. vLLM) sends the
+    model exactly what it was trained on. `bos_token`: whether plain tokenisation adds a BOS token,
+    which chat servers leave to the template.
+    """
+    head, tail = PROMPT_NO_INPUT.split("{instruction}")
+    return (
+        "{%- set ns = namespace(text='') -%}"
+        "{%- for message in messages -%}"
+        "{%- if message['role'] == 'user' -%}{%- set ns.text = message['content'] -%}{%- endif -%}"
+        "{%- endfor -%}"
+        + ("{{ bos_token }}" if bos_token else "")
+        + "{{ " + repr(head) + " }}{{ ns.text | trim }}{{ " + repr(tail) + " }}"
+    )

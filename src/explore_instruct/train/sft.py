@@ -1,6 +1,8 @@
 """Supervised fine-tuning with TRL's SFTTrainer on Alpaca records, loss on the response only.
 
 Output: a Hugging Face model folder (weights, config, tokenizer) that transformers and vLLM load,
+its tokenizer's chat template set to the Alpaca prompt (so a chat endpoint serving the model sends
+it exactly what it was trained on),
 `train_log.jsonl` (what the trainer logged at every step: loss, learning rate, grad norm) and
 `train_settings.json` (the resolved settings). Everything is written into a `.partial` folder that
 is renamed to `--out` at the end, so a crashed run never leaves something that looks finished.
@@ -25,7 +27,7 @@ from explore_instruct.errors import UserError
 from explore_instruct.train.config import ResolvedSettings, TrainConfig, resolve_batch
 from explore_instruct.train.deps import TRAIN_MODULES, require
 from explore_instruct.train.models import ModelSource, load_model, load_tokenizer, resolve_source
-from explore_instruct.train.prompting import build_pairs
+from explore_instruct.train.prompting import alpaca_chat_template, build_pairs
 
 SETTINGS_FILE = "train_settings.json"
 LOG_FILE = "train_log.jsonl"
@@ -44,6 +46,18 @@ class TrainResult:
 def shipped_config(name: str) -> Path:
     """A config file shipped with the package: `deepspeed_zero3.json` or `accelerate_zero3.yaml`."""
     return SHIPPED / name
+
+
+def _require_deepspeed(value: str | None) -> None:
+    """DeepSpeed is GPU-only and not part of the [train] extra: say how to get it."""
+    wanted = value is not None or os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("1", "true")
+    if not wanted:
+        return
+    try:
+        import deepspeed  # noqa: F401
+    except ImportError:
+        raise UserError("DeepSpeed was asked for but is not installed: pip install deepspeed "
+                        "(on the GPU machines that run the job)") from None
 
 
 def _deepspeed_path(value: str | None) -> str | None:
@@ -164,6 +178,7 @@ def prepare(cfg: TrainConfig) -> Prepared:
     from trl import SFTConfig, SFTTrainer
 
     src = resolve_source(cfg.model, cfg.gguf_file)
+    _require_deepspeed(cfg.deepspeed)
     out = Path(cfg.out)
     _check_out(out, cfg.overwrite)
     pairs = load_pairs(cfg)
@@ -227,6 +242,11 @@ def _is_main_process() -> bool:
     return int(os.environ.get("RANK", "0") or 0) == 0
 
 
+def _adds_bos(tokenizer: Any) -> bool:
+    bos = tokenizer.bos_token_id
+    return bos is not None and tokenizer("x")["input_ids"][:1] == [bos]
+
+
 def _is_main(trainer: Any) -> bool:
     return _is_main_process() and trainer.is_world_process_zero()
 
@@ -268,6 +288,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     }
     if _is_main(trainer):
         p.tokenizer.padding_side = "left"  # what batched generation wants
+        p.tokenizer.chat_template = alpaca_chat_template(bos_token=_adds_bos(p.tokenizer))
         p.tokenizer.save_pretrained(p.work)
         atomic_write_text(p.work / SETTINGS_FILE, json.dumps(p.settings.to_dict(), indent=2) + "\n")
         shutil.rmtree(p.work / "trainer", ignore_errors=True)

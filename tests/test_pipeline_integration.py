@@ -21,7 +21,13 @@ pytestmark = pytest.mark.integration
 
 SMALL = {
     "domain": "rewriting",
-    "explore": {"max_depth": 1, "breadth": [2], "new_per_call": 2, "examples_per_subtask": 1, "max_fruitless_rounds": 2},
+    "explore": {
+        "max_depth": 1,
+        "breadth": [2],
+        "new_per_call": 2,
+        "examples_per_subtask": 1,
+        "max_fruitless_rounds": 2,
+    },
     "generate": {"examples_per_task": [2], "per_call": 2, "max_extra_calls": 0},
     "sample": {"size": 10},
     "llm": {"max_tokens": 600, "max_concurrency": 2, "retries": 1, "temperature": 0.7},

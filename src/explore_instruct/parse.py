@@ -54,7 +54,8 @@ def subtasks_schema(count: int, examples_per: int) -> dict[str, Any]:
     subtask = {
         "type": "object",
         "properties": {
-            "name": {"type": "string"},
+            # Bounded so a grammar-constrained model writes a name, not a paragraph.
+            "name": {"type": "string", "minLength": 3, "maxLength": 80},
             "reason": {"type": "string"},
             "examples": {
                 "type": "array",

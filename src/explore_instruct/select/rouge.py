@@ -30,6 +30,7 @@ languages that `rouge-score` drops entirely (it keeps only ``[a-z0-9]``): see `t
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -81,9 +82,7 @@ def _mark_class() -> str:
                 ranges[-1] = (ranges[-1][0], cp)
             else:
                 ranges.append((cp, cp))
-    return "".join(
-        re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in ranges
-    )
+    return "".join(re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in ranges)
 
 
 def _unicode_patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
@@ -132,11 +131,8 @@ def make_tokenizer(tokenizer: Tokenizer = "rouge", stem: bool = False) -> Callab
     def stem_token(tok: str) -> str:
         out = cache.get(tok)
         if out is None:
-            if len(tok) > 3 and (not ascii_only or _ASCII_TOKEN_RE.match(tok)):
-                out = stemmer(tok)
-            else:
-                out = tok
-            cache[tok] = out
+            stemmable = len(tok) > 3 and (not ascii_only or _ASCII_TOKEN_RE.match(tok))
+            out = cache[tok] = stemmer(tok) if stemmable else tok
         return out
 
     if ascii_only:
@@ -372,8 +368,7 @@ class _Index:
     query go to rapidfuzz in one call without a Python loop over them.
     """
 
-    def __init__(self, corpus: _Corpus, groups: Sequence[Hashable] | None, bounds: _Bounds,
-                 threshold: float) -> None:
+    def __init__(self, corpus: _Corpus, groups: Sequence[Hashable] | None, bounds: _Bounds, threshold: float) -> None:
         self.corpus = corpus
         self.seqs = corpus.seqs
         self.groups = groups
@@ -423,8 +418,7 @@ class _Index:
             ids = None
         s = self.seqs[i]
         # Cheap exact-enough filter in C: normalised Indel similarity is 2*LCS/(m+n), the F1.
-        hits = _extract(s, choices, scorer=Indel.normalized_similarity, score_cutoff=self.bounds.cutoff,
-                        limit=None)
+        hits = _extract(s, choices, scorer=Indel.normalized_similarity, score_cutoff=self.bounds.cutoff, limit=None)
         if not hits:
             return None
         if ids is None:
@@ -441,8 +435,15 @@ class _Index:
         return (best_c, best_f) if best_c >= 0 else None
 
 
-def _run_sequential(index: _Index, order: range, kept: list[bool], dup_of: list[int | None],
-                    score: list[float | None], progress: Progress | None, total: int) -> None:
+def _run_sequential(
+    index: _Index,
+    order: range,
+    kept: list[bool],
+    dup_of: list[int | None],
+    score: list[float | None],
+    progress: Progress | None,
+    total: int,
+) -> None:
     for i in order:
         keys = index.probe_keys(i)
         hit = index.best(i, keys)
@@ -482,8 +483,15 @@ def _worker_loop(conn: Any) -> None:
         conn.close()
 
 
-def _run_parallel(index: _Index, total: int, workers: int, kept: list[bool], dup_of: list[int | None],
-                  score: list[float | None], progress: Progress | None) -> None:
+def _run_parallel(
+    index: _Index,
+    total: int,
+    workers: int,
+    kept: list[bool],
+    dup_of: list[int | None],
+    score: list[float | None],
+    progress: Progress | None,
+) -> None:
     import multiprocessing as mp
 
     global _SHARED
@@ -502,39 +510,49 @@ def _run_parallel(index: _Index, total: int, workers: int, kept: list[bool], dup
     finally:
         _SHARED = None
     try:
-        added: list[int] = []
-        for lo in range(0, total, _BATCH):
-            hi = min(total, lo + _BATCH)
-            # Phase 1, in parallel: each batch text against the texts kept before the batch.
+        # The helpers check batch b against the texts kept before batch b - 1 while this process
+        # settles batch b - 1; it then checks batch b against the texts kept in batches b - 1 and
+        # b, in input order, which gives the sequential decisions.
+        n_batches = (total + _BATCH - 1) // _BATCH
+
+        def request(b: int, added: list[int]) -> None:
+            lo, hi = b * _BATCH, min(total, (b + 1) * _BATCH)
             for w, conn in enumerate(conns):
                 conn.send((added, lo + w, hi, workers))
+
+        request(0, [])
+        previous: list[int] = []  # kept in the batch before the current one
+        for b in range(n_batches):
             prior: dict[int, tuple[int, float]] = {}
             for conn in conns:
                 for i, c, f in conn.recv():
                     prior[i] = (c, f)
-            # Phase 2, in input order: against the texts kept earlier in this batch.
+            if b + 1 < n_batches:
+                request(b + 1, previous)
             local = _Index(index.corpus, index.groups, index.bounds, index.threshold)
-            added = []
+            for i in previous:
+                local.add(i)
+            current: list[int] = []
+            lo, hi = b * _BATCH, min(total, (b + 1) * _BATCH)
             for i in range(lo, hi):
                 keys = local.probe_keys(i)
-                hit = local.best(i, keys) if added else None
+                hit = local.best(i, keys)
                 old = prior.get(i)
                 if old is not None and (hit is None or old[1] > hit[1] or (old[1] == hit[1] and old[0] < hit[0])):
                     hit = old
                 if hit is None:
                     kept[i] = True
                     local.add(i, keys)
-                    added.append(i)
+                    current.append(i)
                 else:
                     dup_of[i], score[i] = hit
+            previous = current
             if progress is not None:
                 progress(hi, total)
     finally:
         for conn in conns:
-            try:
+            with contextlib.suppress(OSError):
                 conn.send(None)
-            except OSError:
-                pass
             conn.close()
         for p in procs:
             p.join(timeout=5)
@@ -606,8 +624,14 @@ def diversity_filter(
     return FilterResult(kept, dup_of, score, time.perf_counter() - start)
 
 
-def _filter_negative(corpus: _Corpus, groups: Sequence[Hashable] | None, threshold: float,
-                     kept: list[bool], dup_of: list[int | None], score: list[float | None]) -> None:
+def _filter_negative(
+    corpus: _Corpus,
+    groups: Sequence[Hashable] | None,
+    threshold: float,
+    kept: list[bool],
+    dup_of: list[int | None],
+    score: list[float | None],
+) -> None:
     """threshold < 0: every pair collides, so only the first text of each group is kept."""
     first: dict[Hashable, int] = {}
     seqs = corpus.seqs
@@ -619,12 +643,12 @@ def _filter_negative(corpus: _Corpus, groups: Sequence[Hashable] | None, thresho
             kept[i] = True
         else:
             dup_of[i] = c
-            score[i] = _rouge_f(int(LCSseq.similarity(s, seqs[c])) if s and seqs[c] else 0,
-                                len(seqs[c]), len(s))
+            score[i] = _rouge_f(int(LCSseq.similarity(s, seqs[c])) if s and seqs[c] else 0, len(seqs[c]), len(s))
 
 
-def prune_names(names: Sequence[str], threshold: float = 0.7, *, tokenizer: Tokenizer = "rouge",
-                stem: bool = False) -> FilterResult:
+def prune_names(
+    names: Sequence[str], threshold: float = 0.7, *, tokenizer: Tokenizer = "rouge", stem: bool = False
+) -> FilterResult:
     """Task pruning: the same greedy rule on task names, in the order given (the tree's level order)."""
     return diversity_filter(names, threshold, tokenizer=tokenizer, stem=stem, workers=1)
 

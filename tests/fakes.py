@@ -76,10 +76,9 @@ def subtasks_reply(request: CompletionRequest) -> str:
     subtasks = []
     for _ in range(count):
         verb, noun = rng.choice(VERBS), rng.choice(NOUNS)
-        topic = rng.choice(TOPICS)
         subtasks.append(
             {
-                "name": f"{verb} {noun} on {topic}",
+                "name": f"{verb} {noun} {' '.join(rng.sample(FILLER, 2))}",
                 "reason": f"Users often need to {verb.lower()} {noun}.",
                 "examples": [example(rng, verb, noun) for _ in range(per)],
             }

@@ -25,11 +25,14 @@ def _write(path: Path, rows: list[dict]) -> Path:
 
 @pytest.fixture
 def questions(tmp_path: Path) -> Path:
-    return _write(tmp_path / "q.jsonl", [
-        {"question_id": "a1", "question": "Name a colour.", "std_answer": "", "class": "brainstorming"},
-        {"question_id": "a2", "question": "Rewrite: he go home.", "std_answer": "", "class": "rewrite"},
-        {"question_id": 3, "question": "Say hi.", "std_answer": "", "class": "rewrite"},
-    ])
+    return _write(
+        tmp_path / "q.jsonl",
+        [
+            {"question_id": "a1", "question": "Name a colour.", "std_answer": "", "class": "brainstorming"},
+            {"question_id": "a2", "question": "Rewrite: he go home.", "std_answer": "", "class": "rewrite"},
+            {"question_id": 3, "question": "Say hi.", "std_answer": "", "class": "rewrite"},
+        ],
+    )
 
 
 # --- files -------------------------------------------------------------------------------------
@@ -73,16 +76,22 @@ def test_endpoint_answers_plain_and_alpaca(questions: Path, tmp_path: Path) -> N
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["question_id"] for r in rows] == ["a1", "a2", "3"]
     assert [r["class"] for r in rows] == ["brainstorming", "rewrite", "rewrite"]
-    assert rows[0]["settings"] == {"temperature": 0.7, "top_p": 0.9, "max_new_tokens": 64, "seed": 3,
-                                   "prompt_format": "plain"}
+    assert rows[0]["settings"] == {
+        "temperature": 0.7,
+        "top_p": 0.9,
+        "max_new_tokens": 64,
+        "seed": 3,
+        "prompt_format": "plain",
+    }
     sent = {r.messages[-1].content for r in backend.requests}
     assert "Name a colour." in sent
     first = backend.requests[0]
     assert (first.temperature, first.top_p, first.max_tokens, first.seed) == (0.7, 0.9, 64, 3)
 
     alpaca = ScriptedLLM(lambda r: "ok", model_id="served-model")
-    answer_file(questions, tmp_path / "b.jsonl", SamplingSettings(prompt_format="alpaca"), backend=alpaca,
-                model_id="my-label")
+    answer_file(
+        questions, tmp_path / "b.jsonl", SamplingSettings(prompt_format="alpaca"), backend=alpaca, model_id="my-label"
+    )
     assert question_prompt("Name a colour.") in {r.messages[-1].content for r in alpaca.requests}
     assert json.loads((tmp_path / "b.jsonl").read_text().splitlines()[0])["model_id"] == "my-label"
 
@@ -106,8 +115,9 @@ def test_failed_answers_stop_without_output_then_resume(questions: Path, tmp_pat
         return "fine"
 
     with pytest.raises(RunStopped, match=r"1 question\(s\) got no answer .*3"):
-        answer_file(questions, out, SamplingSettings(prompt_format="plain"), backend=ScriptedLLM(flaky),
-                    endpoint=endpoint)
+        answer_file(
+            questions, out, SamplingSettings(prompt_format="plain"), backend=ScriptedLLM(flaky), endpoint=endpoint
+        )
     assert not out.exists()
     again = ScriptedLLM(lambda r: "hello")
     answer_file(questions, out, SamplingSettings(prompt_format="plain"), backend=again, endpoint=endpoint)

@@ -119,16 +119,21 @@ SCORE = {"poor": 0, "fine": 1, "okay": 1, "great": 2}
 
 @pytest.fixture
 def eval_files(tmp_path: Path) -> tuple[Path, Path, Path]:
-    q = _write(tmp_path / "q.jsonl", [
-        {"question_id": k, "question": f"Question {k}?", "std_answer": "", "class": c}
-        for k, (c, _, _) in QUALITY.items()
-    ])
-    base = _write(tmp_path / "base.jsonl", [
-        {"question_id": k, "answer": b, "class": c, "model_id": "base-model"} for k, (c, b, _) in QUALITY.items()
-    ])
-    cand = _write(tmp_path / "cand.jsonl", [
-        {"question_id": k, "answer": a, "class": c, "model_id": "cand-model"} for k, (c, _, a) in QUALITY.items()
-    ])
+    q = _write(
+        tmp_path / "q.jsonl",
+        [
+            {"question_id": k, "question": f"Question {k}?", "std_answer": "", "class": c}
+            for k, (c, _, _) in QUALITY.items()
+        ],
+    )
+    base = _write(
+        tmp_path / "base.jsonl",
+        [{"question_id": k, "answer": b, "class": c, "model_id": "base-model"} for k, (c, b, _) in QUALITY.items()],
+    )
+    cand = _write(
+        tmp_path / "cand.jsonl",
+        [{"question_id": k, "answer": a, "class": c, "model_id": "cand-model"} for k, (c, _, a) in QUALITY.items()],
+    )
     return q, base, cand
 
 
@@ -159,7 +164,12 @@ def test_fair_judge_in_both_orders(eval_files: tuple[Path, Path, Path], tmp_path
     saved = json.loads((tmp_path / "res.json").read_text())
     assert saved["baseline"] == "base-model" and saved["candidate"] == "cand-model"
     assert {p["question_id"]: p["outcome"] for p in saved["pairs"]} == {
-        "q1": "win", "q2": "lose", "q3": "tie", "q4": "win", "q5": "win"}
+        "q1": "win",
+        "q2": "lose",
+        "q3": "tie",
+        "q4": "win",
+        "q5": "win",
+    }
     assert "| **overall** | 3:1:1 |" in (tmp_path / "res.md").read_text()
 
 
@@ -173,8 +183,9 @@ def test_position_biased_judge_yields_ties(eval_files: tuple[Path, Path, Path], 
     assert overall["beat_rate"] is None
 
 
-def test_unparseable_reviews_are_retried_then_counted_apart(eval_files: tuple[Path, Path, Path],
-                                                            tmp_path: Path) -> None:
+def test_unparseable_reviews_are_retried_then_counted_apart(
+    eval_files: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
     q, base, cand = eval_files
 
     def judge(request: CompletionRequest) -> str:
@@ -183,8 +194,16 @@ def test_unparseable_reviews_are_retried_then_counted_apart(eval_files: tuple[Pa
         return fair_judge(request)
 
     backend = ScriptedLLM(judge, model_id="judge")
-    result = judge_files(q, base, cand, tmp_path / "res.json", backend, JudgeSettings(),
-                         endpoint=EndpointSettings(retries=2, retry_delay=0), bootstrap=200)
+    result = judge_files(
+        q,
+        base,
+        cand,
+        tmp_path / "res.json",
+        backend,
+        JudgeSettings(),
+        endpoint=EndpointSettings(retries=2, retry_delay=0),
+        bootstrap=200,
+    )
     overall = result.summaries[-1]
     assert overall["unparsed"] == 1 and overall["failed"] == 0
     assert (overall["win"], overall["tie"], overall["lose"]) == (3, 1, 0)
@@ -202,8 +221,9 @@ def test_failing_endpoint_resumes_from_the_cache(eval_files: tuple[Path, Path, P
             return TransientLLMError("HTTP 503")
         return fair_judge(request)
 
-    first = judge_files(q, base, cand, out, ScriptedLLM(flaky, model_id="judge"), JudgeSettings(),
-                        endpoint=endpoint, bootstrap=200)
+    first = judge_files(
+        q, base, cand, out, ScriptedLLM(flaky, model_id="judge"), JudgeSettings(), endpoint=endpoint, bootstrap=200
+    )
     assert first.failed_pairs == 1
     again = ScriptedLLM(fair_judge, model_id="judge")
     second = judge_files(q, base, cand, out, again, JudgeSettings(), endpoint=endpoint, bootstrap=200)
@@ -212,28 +232,61 @@ def test_failing_endpoint_resumes_from_the_cache(eval_files: tuple[Path, Path, P
     assert second.summaries[-1]["win"] == 3
 
 
-def test_mismatched_answer_files_name_the_ids(eval_files: tuple[Path, Path, Path], tmp_path: Path,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_mismatched_answer_files_name_the_ids(
+    eval_files: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     q, base, _ = eval_files
-    short = _write(tmp_path / "short.jsonl", [
-        {"question_id": "q1", "answer": "x"}, {"question_id": "q2", "answer": "y"},
-        {"question_id": "zz9", "answer": "stray"},
-    ])
-    with pytest.raises(UserError, match=r"3 question\(s\) have no answer: q3, q4, q5; 1 answer\(s\) match no "
-                                        r"question: zz9"):
+    short = _write(
+        tmp_path / "short.jsonl",
+        [
+            {"question_id": "q1", "answer": "x"},
+            {"question_id": "q2", "answer": "y"},
+            {"question_id": "zz9", "answer": "stray"},
+        ],
+    )
+    with pytest.raises(
+        UserError,
+        match=r"3 question\(s\) have no answer: q3, q4, q5; 1 answer\(s\) match no "
+        r"question: zz9",
+    ):
         judge_files(q, base, short, tmp_path / "r.json", ScriptedLLM(fair_judge), JudgeSettings())
-    code = main(["judge", "--questions", str(q), "--baseline", str(base), "--candidate", str(short),
-                 "--out", str(tmp_path / "r.json"), "--base-url", "http://127.0.0.1:9/v1", "--model", "j"])
+    code = main(
+        [
+            "judge",
+            "--questions",
+            str(q),
+            "--baseline",
+            str(base),
+            "--candidate",
+            str(short),
+            "--out",
+            str(tmp_path / "r.json"),
+            "--base-url",
+            "http://127.0.0.1:9/v1",
+            "--model",
+            "j",
+        ]
+    )
     assert code == 2
     assert "q3, q4, q5" in capsys.readouterr().err
     assert not (tmp_path / "r.json").exists()
 
 
-def test_judge_needs_an_endpoint(eval_files: tuple[Path, Path, Path], tmp_path: Path,
-                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_judge_needs_an_endpoint(
+    eval_files: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     q, base, cand = eval_files
-    args = ["judge", "--questions", str(q), "--baseline", str(base), "--candidate", str(cand),
-            "--out", str(tmp_path / "r.json")]
+    args = [
+        "judge",
+        "--questions",
+        str(q),
+        "--baseline",
+        str(base),
+        "--candidate",
+        str(cand),
+        "--out",
+        str(tmp_path / "r.json"),
+    ]
     assert main(args) == 2
     assert "--base-url" in capsys.readouterr().err
     config = tmp_path / "c.yaml"

@@ -168,12 +168,15 @@ def math_sample(fixtures_dir: Path) -> Path:
     return fixtures_dir / "eval_questions" / "math_sample.jsonl"
 
 
-def test_fixture_solutions_grade_as_correct(math_sample: Path, tmp_path: Path,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_fixture_solutions_grade_as_correct(
+    math_sample: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     rows = [json.loads(line) for line in math_sample.read_text().splitlines() if line.strip()]
     answers = tmp_path / "answers.jsonl"
-    answers.write_text("".join(json.dumps({"question_id": r["question_id"], "answer": r["std_answer"]}) + "\n"
-                               for r in rows), encoding="utf-8")
+    answers.write_text(
+        "".join(json.dumps({"question_id": r["question_id"], "answer": r["std_answer"]}) + "\n" for r in rows),
+        encoding="utf-8",
+    )
     out = tmp_path / "math.json"
     assert main(["math-eval", "--questions", str(math_sample), "--answers", str(answers), "--out", str(out)]) == 0
     summary = json.loads(out.read_text())
@@ -188,12 +191,25 @@ def test_fixture_solutions_grade_as_correct(math_sample: Path, tmp_path: Path,
 def test_wrong_answers_on_the_fixture(math_sample: Path, tmp_path: Path) -> None:
     rows = [json.loads(line) for line in math_sample.read_text().splitlines() if line.strip()]
     answers = tmp_path / "answers.jsonl"
-    wrong = [{"question_id": r["question_id"], "answer": "After some work, the answer is \\boxed{-999}."}
-             for r in rows]
+    wrong = [{"question_id": r["question_id"], "answer": "After some work, the answer is \\boxed{-999}."} for r in rows]
     answers.write_text("".join(json.dumps(a) + "\n" for a in wrong), encoding="utf-8")
     out = tmp_path / "m.json"
-    assert main(["math-eval", "--questions", str(math_sample), "--answers", str(answers), "--out", str(out),
-                 "--verdicts", str(tmp_path / "v.jsonl")]) == 0
+    assert (
+        main(
+            [
+                "math-eval",
+                "--questions",
+                str(math_sample),
+                "--answers",
+                str(answers),
+                "--out",
+                str(out),
+                "--verdicts",
+                str(tmp_path / "v.jsonl"),
+            ]
+        )
+        == 0
+    )
     assert json.loads(out.read_text())["overall"]["correct"] == 0
 
 

@@ -47,8 +47,16 @@ def trained(tiny_model: Path, data_file: Path, tmp_path_factory: pytest.TempPath
     from explore_instruct.train.sft import train
 
     out = tmp_path_factory.mktemp("runs") / "trained"
-    cfg = TrainConfig(data=data_file, model=str(tiny_model), out=out, global_batch_size=8,
-                      per_device_batch_size=8, max_steps=12, learning_rate=3e-3, warmup_ratio=0.0)
+    cfg = TrainConfig(
+        data=data_file,
+        model=str(tiny_model),
+        out=out,
+        global_batch_size=8,
+        per_device_batch_size=8,
+        max_steps=12,
+        learning_rate=3e-3,
+        warmup_ratio=0.0,
+    )
     return train(cfg)
 
 
@@ -116,7 +124,8 @@ def test_tiny_llama_loss_falls_and_outputs_are_complete(trained) -> None:
     from explore_instruct.train.prompting import question_prompt
 
     chat = AutoTokenizer.from_pretrained(out).apply_chat_template(
-        [{"role": "user", "content": "Name a colour."}], tokenize=False, add_generation_prompt=True)
+        [{"role": "user", "content": "Name a colour."}], tokenize=False, add_generation_prompt=True
+    )
     assert chat == question_prompt("Name a colour.")  # a chat endpoint serving it sends the training prompt
     settings = json.loads((out / "train_settings.json").read_text())
     assert settings["batch"]["effective_global_batch_size"] == 8
@@ -132,13 +141,29 @@ def test_saved_model_reloads_and_answers(trained, tmp_path: Path) -> None:
     assert model.config.model_type == "llama"
     questions = tmp_path / "q.jsonl"
     questions.write_text(
-        "".join(json.dumps({"question_id": f"q{i}", "question": f"Repeat the word {w}.", "std_answer": "",
-                            "class": "demo"}) + "\n" for i, w in enumerate(WORDS[:3])),
+        "".join(
+            json.dumps({"question_id": f"q{i}", "question": f"Repeat the word {w}.", "std_answer": "", "class": "demo"})
+            + "\n"
+            for i, w in enumerate(WORDS[:3])
+        ),
         encoding="utf-8",
     )
     answers = tmp_path / "a.jsonl"
-    code = main(["answer", "--questions", str(questions), "--model", str(trained.out), "--out", str(answers),
-                 "--max-new-tokens", "6", "--batch-size", "2"])
+    code = main(
+        [
+            "answer",
+            "--questions",
+            str(questions),
+            "--model",
+            str(trained.out),
+            "--out",
+            str(answers),
+            "--max-new-tokens",
+            "6",
+            "--batch-size",
+            "2",
+        ]
+    )
     assert code == 0
     rows = [json.loads(line) for line in answers.read_text().splitlines()]
     assert [r["question_id"] for r in rows] == ["q0", "q1", "q2"]
@@ -151,8 +176,14 @@ def test_saved_model_reloads_and_answers(trained, tmp_path: Path) -> None:
 def test_prompt_tokens_carry_no_loss(tiny_model: Path, data_file: Path, tmp_path: Path) -> None:
     from explore_instruct.train.sft import prepare
 
-    cfg = TrainConfig(data=data_file, model=str(tiny_model), out=tmp_path / "m", max_steps=1,
-                      global_batch_size=4, per_device_batch_size=4)
+    cfg = TrainConfig(
+        data=data_file,
+        model=str(tiny_model),
+        out=tmp_path / "m",
+        max_steps=1,
+        global_batch_size=4,
+        per_device_batch_size=4,
+    )
     prepared = prepare(cfg)
     tokenizer, dataset = prepared.tokenizer, prepared.trainer.train_dataset
     rows = [dataset[i] for i in range(4)]
@@ -173,8 +204,26 @@ def test_prompt_tokens_carry_no_loss(tiny_model: Path, data_file: Path, tmp_path
 @pytest.mark.slow
 def test_lora_saves_a_merged_plain_model(tiny_model: Path, data_file: Path, tmp_path: Path) -> None:
     out = tmp_path / "lora"
-    code = main(["train", "--data", str(data_file), "--model", str(tiny_model), "--out", str(out), "--lora",
-                 "--lora-r", "4", "--max-steps", "2", "--global-batch-size", "4", "--per-device-batch-size", "4"])
+    code = main(
+        [
+            "train",
+            "--data",
+            str(data_file),
+            "--model",
+            str(tiny_model),
+            "--out",
+            str(out),
+            "--lora",
+            "--lora-r",
+            "4",
+            "--max-steps",
+            "2",
+            "--global-batch-size",
+            "4",
+            "--per-device-batch-size",
+            "4",
+        ]
+    )
     assert code == 0
     assert (out / "model.safetensors").is_file()
     assert not (out / "adapter_config.json").exists()
@@ -188,8 +237,9 @@ def test_lora_saves_a_merged_plain_model(tiny_model: Path, data_file: Path, tmp_
 # --- errors -------------------------------------------------------------------------------------
 
 
-def test_bad_data_and_existing_output_are_one_line_errors(tiny_model: Path, tmp_path: Path,
-                                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_data_and_existing_output_are_one_line_errors(
+    tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"instruction": "x"}\n', encoding="utf-8")
     code = main(["train", "--data", str(bad), "--model", str(tiny_model), "--out", str(tmp_path / "o")])
@@ -209,8 +259,9 @@ def test_bad_data_and_existing_output_are_one_line_errors(tiny_model: Path, tmp_
     assert "not a model folder" in capsys.readouterr().err
 
 
-def test_missing_train_extra_names_the_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_train_extra_names_the_install(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setitem(sys.modules, "trl", None)  # makes `import trl` raise ImportError
     code = main(["train", "--data", str(tmp_path / "d.json"), "--model", "m", "--out", str(tmp_path / "o")])
     assert code == 2
@@ -230,16 +281,28 @@ def test_deepspeed_configs_are_shipped() -> None:
     assert acc["distributed_type"] == "DEEPSPEED" and acc["deepspeed_config"]["zero_stage"] == 3
 
 
-def test_deepspeed_without_the_package_is_a_clear_error(tiny_model: Path, data_file: Path, tmp_path: Path,
-                                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_deepspeed_without_the_package_is_a_clear_error(
+    tiny_model: Path, data_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     try:
         import deepspeed  # noqa: F401
     except ImportError:
         pass
     else:
         pytest.skip("deepspeed is installed here")
-    code = main(["train", "--data", str(data_file), "--model", str(tiny_model), "--out", str(tmp_path / "o"),
-                 "--deepspeed", "zero3"])
+    code = main(
+        [
+            "train",
+            "--data",
+            str(data_file),
+            "--model",
+            str(tiny_model),
+            "--out",
+            str(tmp_path / "o"),
+            "--deepspeed",
+            "zero3",
+        ]
+    )
     assert code == 2
     assert "pip install deepspeed" in capsys.readouterr().err
 
@@ -256,10 +319,17 @@ def test_embedded_smollm2_gguf_answers(tmp_path: Path) -> None:
         pytest.skip(str(exc))
     pytest.importorskip("gguf")
     questions = tmp_path / "q.jsonl"
-    questions.write_text(json.dumps({"question_id": "g1", "question": "What is the capital of France?",
-                                     "std_answer": "", "class": "demo"}) + "\n", encoding="utf-8")
+    questions.write_text(
+        json.dumps(
+            {"question_id": "g1", "question": "What is the capital of France?", "std_answer": "", "class": "demo"}
+        )
+        + "\n",
+        encoding="utf-8",
+    )
     out = tmp_path / "a.jsonl"
-    assert main(["answer", "--questions", str(questions), "--model", EMBEDDED, "--out", str(out),
-                 "--max-new-tokens", "8"]) == 0
+    assert (
+        main(["answer", "--questions", str(questions), "--model", EMBEDDED, "--out", str(out), "--max-new-tokens", "8"])
+        == 0
+    )
     row = json.loads(out.read_text())
     assert row["model_id"].endswith(".gguf") and row["answer"].strip()

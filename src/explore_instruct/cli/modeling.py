@@ -54,13 +54,31 @@ def _train(
     if precision not in ("auto", "bf16", "fp16", "fp32"):
         raise UserError(f"--precision {precision}: expected auto, bf16, fp16 or fp32")
     cfg = TrainConfig(
-        data=data, model=model, out=out, gguf_file=gguf_file, learning_rate=lr,
-        global_batch_size=global_batch_size, per_device_batch_size=per_device_batch_size, epochs=epochs,
-        max_steps=max_steps, max_length=max_length, weight_decay=weight_decay, warmup_ratio=warmup_ratio,
-        lr_scheduler=lr_scheduler, precision=precision, gradient_checkpointing=gradient_checkpointing,  # type: ignore[arg-type]
-        max_examples=max_examples, seed=seed, lora=lora, lora_r=lora_r, lora_alpha=lora_alpha,
-        lora_dropout=lora_dropout, lora_target_modules=lora_targets, merge_lora=merge_lora,
-        deepspeed=deepspeed, overwrite=overwrite,
+        data=data,
+        model=model,
+        out=out,
+        gguf_file=gguf_file,
+        learning_rate=lr,
+        global_batch_size=global_batch_size,
+        per_device_batch_size=per_device_batch_size,
+        epochs=epochs,
+        max_steps=max_steps,
+        max_length=max_length,
+        weight_decay=weight_decay,
+        warmup_ratio=warmup_ratio,
+        lr_scheduler=lr_scheduler,
+        precision=precision,
+        gradient_checkpointing=gradient_checkpointing,  # type: ignore[arg-type]
+        max_examples=max_examples,
+        seed=seed,
+        lora=lora,
+        lora_r=lora_r,
+        lora_alpha=lora_alpha,
+        lora_dropout=lora_dropout,
+        lora_target_modules=lora_targets,
+        merge_lora=merge_lora,
+        deepspeed=deepspeed,
+        overwrite=overwrite,
     )
     result = train(cfg)
     if not result.main_process:
@@ -82,20 +100,24 @@ def _endpoint_backend(base_url: str, model: str | None, api_key_env: str | None,
 
     if not model:
         raise UserError("--endpoint needs --model NAME (the model name the server serves)")
-    return build_backend("openai", base_url=base_url, model=model, api_key_env=api_key_env,
-                         timeout=timeout, structured_output="text")
+    return build_backend(
+        "openai", base_url=base_url, model=model, api_key_env=api_key_env, timeout=timeout, structured_output="text"
+    )
 
 
 def _answer(
     questions: Annotated[Path, Opt(help="Question file: question, std_answer, class, question_id.")],
     out: Annotated[Path, Opt(help="Output JSONL: question_id, class, answer, model_id, settings.")],
-    model: Annotated[str | None, Opt(help="Local model folder / .gguf / 'embedded'; with --endpoint, "
-                                            "the served model's name.")] = None,
+    model: Annotated[
+        str | None, Opt(help="Local model folder / .gguf / 'embedded'; with --endpoint, the served model's name.")
+    ] = None,
     endpoint: Annotated[str | None, Opt(help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1.")] = None,
     gguf_file: Annotated[str | None, Opt(help="GGUF file name inside the --model folder.")] = None,
     api_key_env: Annotated[str | None, Opt(help="Environment variable holding the endpoint's key.")] = None,
-    prompt_format: Annotated[str | None, Opt(help="alpaca (the training template) or plain; default alpaca "
-                                                   "for a local model, plain for an endpoint.")] = None,
+    prompt_format: Annotated[
+        str | None,
+        Opt(help="alpaca (the training template) or plain; default alpaca for a local model, plain for an endpoint."),
+    ] = None,
     temperature: Annotated[float, Opt(help="Sampling temperature; 0 is greedy.")] = 0.0,
     top_p: Annotated[float, Opt(help="Nucleus sampling mass.")] = 1.0,
     max_new_tokens: Annotated[int, Opt(help="Most tokens per answer.")] = 512,
@@ -121,17 +143,28 @@ def _answer(
     settings = SamplingSettings(temperature, top_p, max_new_tokens, seed, fmt)  # type: ignore[arg-type]
     if endpoint:
         backend = _endpoint_backend(endpoint, model, api_key_env, timeout)
-        summary = answer_file(questions, out, settings, backend=backend, model_id=model_id,
-                              endpoint=EndpointSettings(concurrency, retries, cache))
+        summary = answer_file(
+            questions,
+            out,
+            settings,
+            backend=backend,
+            model_id=model_id,
+            endpoint=EndpointSettings(concurrency, retries, cache),
+        )
     else:
-        summary = answer_file(questions, out, settings, model=model, gguf_file=gguf_file,
-                              model_id=model_id, batch_size=batch_size)
-    console.print(f"{summary.answered} answers from {summary.model_id} ({summary.truncated} cut at "
-                  f"--max-new-tokens) -> {summary.out}", highlight=False)
+        summary = answer_file(
+            questions, out, settings, model=model, gguf_file=gguf_file, model_id=model_id, batch_size=batch_size
+        )
+    console.print(
+        f"{summary.answered} answers from {summary.model_id} ({summary.truncated} cut at "
+        f"--max-new-tokens) -> {summary.out}",
+        highlight=False,
+    )
 
 
-def _judge_backend(base_url: str | None, model: str | None, api_key_env: str | None, config: Path | None,
-                   timeout: float):
+def _judge_backend(
+    base_url: str | None, model: str | None, api_key_env: str | None, config: Path | None, timeout: float
+):
     """The judge: --base-url/--model, else the `llm` section of a config file."""
     if base_url or model:
         if not (base_url and model):
@@ -159,8 +192,15 @@ def _judge_backend(base_url: str | None, model: str | None, api_key_env: str | N
     except ValidationError as exc:
         err = exc.errors()[0]
         raise UserError(f"{config}: llm.{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
-    return build_backend(llm.backend, base_url=llm.base_url, model=llm.model, api_key_env=llm.api_key_env,
-                         timeout=llm.timeout, structured_output="text", model_path=llm.model_path)
+    return build_backend(
+        llm.backend,
+        base_url=llm.base_url,
+        model=llm.model,
+        api_key_env=llm.api_key_env,
+        timeout=llm.timeout,
+        structured_output="text",
+        model_path=llm.model_path,
+    )
 
 
 def _judge(
@@ -191,15 +231,24 @@ def _judge(
         raise UserError("--bootstrap must be at least 100")
     backend = _judge_backend(base_url, model, api_key_env, config, timeout)
     result = judge_files(
-        questions, baseline, candidate, out, backend,
+        questions,
+        baseline,
+        candidate,
+        out,
+        backend,
         JudgeSettings(temperature=temperature, max_tokens=max_tokens, seed=seed),
-        table_path=table, endpoint=EndpointSettings(concurrency, retries, cache), bootstrap=bootstrap, seed=seed,
+        table_path=table,
+        endpoint=EndpointSettings(concurrency, retries, cache),
+        bootstrap=bootstrap,
+        seed=seed,
     )
-    out_console.print(result.table, highlight=False)
+    out_console.print(result.table, highlight=False, soft_wrap=True, markup=False)
     console.print(f"results -> {result.out}, table -> {result.table_path}", highlight=False)
     if result.failed_pairs:
-        raise RunStopped(f"{result.failed_pairs} pair(s) not judged because the judge kept failing; "
-                         "run the same command again to retry them (finished reviews come from the cache)")
+        raise RunStopped(
+            f"{result.failed_pairs} pair(s) not judged because the judge kept failing; "
+            "run the same command again to retry them (finished reviews come from the cache)"
+        )
 
 
 def _math_eval(
@@ -215,7 +264,7 @@ def _math_eval(
     if timeout < 1:
         raise UserError("--timeout must be at least 1 second")
     result = math_eval_files(questions, answers, out, verdicts_path=verdicts, timeout=timeout)
-    out_console.print(result.table, highlight=False)
+    out_console.print(result.table, highlight=False, soft_wrap=True, markup=False)
     console.print(f"summary -> {result.out}, verdicts -> {result.verdicts_path}", highlight=False)
 
 

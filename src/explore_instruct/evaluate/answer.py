@@ -45,8 +45,9 @@ def render(question: Question, prompt_format: PromptFormat) -> str:
     return question_prompt(question.question) if prompt_format == "alpaca" else question.question.strip()
 
 
-def answer_records(questions: Sequence[Question], generated: Sequence[GeneratedAnswer], model_id: str,
-                   settings: SamplingSettings) -> list[dict[str, Any]]:
+def answer_records(
+    questions: Sequence[Question], generated: Sequence[GeneratedAnswer], model_id: str, settings: SamplingSettings
+) -> list[dict[str, Any]]:
     """Output records in question order: question_id, class, answer, model_id, settings."""
     by_id = {g.question_id: g for g in generated}
     return [
@@ -65,9 +66,15 @@ def answer_records(questions: Sequence[Question], generated: Sequence[GeneratedA
 # --- local model -------------------------------------------------------------------------------
 
 
-def generate_local(model: Any, tokenizer: Any, questions: Sequence[Question], settings: SamplingSettings,
-                   *, batch_size: int = 8, progress: Callable[[int], None] | None = None,
-                   ) -> list[GeneratedAnswer]:
+def generate_local(
+    model: Any,
+    tokenizer: Any,
+    questions: Sequence[Question],
+    settings: SamplingSettings,
+    *,
+    batch_size: int = 8,
+    progress: Callable[[int], None] | None = None,
+) -> list[GeneratedAnswer]:
     """Batched generation with left padding; prompts sorted by length so a batch pads little."""
     import torch
 
@@ -107,9 +114,15 @@ def generate_local(model: Any, tokenizer: Any, questions: Sequence[Question], se
     return [results[i] for i in range(len(questions))]
 
 
-def answer_with_local_model(model_path: str, gguf_file: str | None, questions: Sequence[Question],
-                            settings: SamplingSettings, *, batch_size: int = 8,
-                            progress: Callable[[int], None] | None = None) -> tuple[list[GeneratedAnswer], str]:
+def answer_with_local_model(
+    model_path: str,
+    gguf_file: str | None,
+    questions: Sequence[Question],
+    settings: SamplingSettings,
+    *,
+    batch_size: int = 8,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[list[GeneratedAnswer], str]:
     """Load a trained (or base) model from local files and answer every question; (answers, model_id)."""
     from explore_instruct.train.deps import require
 
@@ -155,14 +168,20 @@ def keep_truncated(backend: LLM) -> LLM:
     return _KeepTruncated(backend)
 
 
-async def answer_with_client(client: LLMClient, questions: Sequence[Question], settings: SamplingSettings,
-                             ) -> tuple[list[GeneratedAnswer], list[tuple[str, str]]]:
+async def answer_with_client(
+    client: LLMClient,
+    questions: Sequence[Question],
+    settings: SamplingSettings,
+) -> tuple[list[GeneratedAnswer], list[tuple[str, str]]]:
     """Answer concurrently through the client (cache, retries); returns (answers, [(id, error)])."""
 
     async def one(q: Question) -> tuple[Question, Any]:
         request = CompletionRequest.chat(
-            render(q, settings.prompt_format), temperature=settings.temperature, top_p=settings.top_p,
-            max_tokens=settings.max_new_tokens, seed=settings.seed,
+            render(q, settings.prompt_format),
+            temperature=settings.temperature,
+            top_p=settings.top_p,
+            max_tokens=settings.max_new_tokens,
+            seed=settings.seed,
         )
         return q, await client.call(request, stage=STAGE, parse=lambda c: c.text.strip())
 

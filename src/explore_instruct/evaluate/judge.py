@@ -95,12 +95,17 @@ class PairJudgement:
     candidate_first: OrderResult  # Assistant 1 = candidate, Assistant 2 = baseline
 
 
-async def _judge_once(client: LLMClient, question: str, first: str, second: str,
-                      settings: JudgeSettings) -> OrderResult:
+async def _judge_once(
+    client: LLMClient, question: str, first: str, second: str, settings: JudgeSettings
+) -> OrderResult:
     system, user = render_prompt(question, first, second)
     request = CompletionRequest.chat(
-        user, system=system, temperature=settings.temperature, top_p=settings.top_p,
-        max_tokens=settings.max_tokens, seed=settings.seed,
+        user,
+        system=system,
+        temperature=settings.temperature,
+        top_p=settings.top_p,
+        max_tokens=settings.max_tokens,
+        seed=settings.seed,
     )
     result = await client.call(request, stage=STAGE, parse=_parse_completion)
     if result.failed:
@@ -110,8 +115,13 @@ async def _judge_once(client: LLMClient, question: str, first: str, second: str,
     return OrderResult(result.value, review, None)
 
 
-async def judge_pairs(client: LLMClient, questions: Sequence[Question], baseline: dict[str, Answer],
-                      candidate: dict[str, Answer], settings: JudgeSettings) -> list[PairJudgement]:
+async def judge_pairs(
+    client: LLMClient,
+    questions: Sequence[Question],
+    baseline: dict[str, Answer],
+    candidate: dict[str, Answer],
+    settings: JudgeSettings,
+) -> list[PairJudgement]:
     """Judge every question's pair in both orders, all calls concurrently (the client bounds them)."""
 
     async def one(q: Question) -> PairJudgement:

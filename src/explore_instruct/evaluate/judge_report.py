@@ -71,8 +71,9 @@ def beat_rate(wins: int, losses: int) -> float | None:
     return wins / (wins + losses) if wins + losses else None
 
 
-def bootstrap_ci(scores: Sequence[int], *, resamples: int = 2000, seed: int = 0,
-                 level: float = 0.95) -> tuple[float | None, float | None]:
+def bootstrap_ci(
+    scores: Sequence[int], *, resamples: int = 2000, seed: int = 0, level: float = 0.95
+) -> tuple[float | None, float | None]:
     """Percentile bootstrap interval of the beat rate over pairs (+1 win, 0 tie, -1 lose).
 
     Resamples without a single decisive pair have no beat rate and are left out.
@@ -90,8 +91,12 @@ def bootstrap_ci(scores: Sequence[int], *, resamples: int = 2000, seed: int = 0,
     return float(low), float(high)
 
 
-def summarise(outcomes: Sequence[PairOutcome], *, resamples: int = 2000, seed: int = 0,
-              ) -> list[ClassSummary]:
+def summarise(
+    outcomes: Sequence[PairOutcome],
+    *,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> list[ClassSummary]:
     """One summary per class (sorted by name), then the overall one."""
     classes = sorted({o.cls for o in outcomes})
     groups = [(c, [o for o in outcomes if o.cls == c]) for c in classes]
@@ -100,12 +105,19 @@ def summarise(outcomes: Sequence[PairOutcome], *, resamples: int = 2000, seed: i
     summaries = []
     for name, group in groups:
         counts = {k: sum(o.outcome == k for o in group) for k in ("win", "tie", "lose", "unparsed", "failed")}
-        low, high = bootstrap_ci([score[o.outcome] for o in group if o.outcome in score],
-                                 resamples=resamples, seed=seed)
-        summaries.append(ClassSummary(
-            cls=name or "(none)", **counts, disagreements=sum(o.disagree for o in group),
-            beat_rate=beat_rate(counts["win"], counts["lose"]), ci_low=low, ci_high=high,
-        ))
+        low, high = bootstrap_ci(
+            [score[o.outcome] for o in group if o.outcome in score], resamples=resamples, seed=seed
+        )
+        summaries.append(
+            ClassSummary(
+                cls=name or "(none)",
+                **counts,
+                disagreements=sum(o.disagree for o in group),
+                beat_rate=beat_rate(counts["win"], counts["lose"]),
+                ci_low=low,
+                ci_high=high,
+            )
+        )
     return summaries
 
 

@@ -100,12 +100,24 @@ def extract_reference(std_answer: str) -> str | None:
 # --- LaTeX normalisation -----------------------------------------------------------------------
 
 # A text group, with the power of a unit after it ("\\text{ cm}^2").
-_TEXT_CMD = re.compile(
-    r"\\(?:text|textbf|textit|mbox|mathrm|mathbf|operatorname)\s*\{([^{}]*)\}(?:\^\{?\d\}?)?"
-)
+_TEXT_CMD = re.compile(r"\\(?:text|textbf|textit|mbox|mathrm|mathbf|operatorname)\s*\{([^{}]*)\}(?:\^\{?\d\}?)?")
 _DROP = [
-    r"\left", r"\right", r"\!", r"\,", r"\;", r"\:", r"\ ", r"\displaystyle", "~",
-    r"^\circ", r"^{\circ}", "°", r"\%", "%", r"\$", "$",
+    r"\left",
+    r"\right",
+    r"\!",
+    r"\,",
+    r"\;",
+    r"\:",
+    r"\ ",
+    r"\displaystyle",
+    "~",
+    r"^\circ",
+    r"^{\circ}",
+    "°",
+    r"\%",
+    "%",
+    r"\$",
+    "$",
 ]
 _FRAC_SHORT = re.compile(r"\\frac\s*(\d)\s*(\d)")  # \frac12
 _FRAC_HALF = re.compile(r"\\frac\s*(\d)\s*\{")  # \frac1{13}

@@ -84,8 +84,14 @@ def compare(reference: str, predicted: str, timeout: int = 5) -> tuple[bool, str
 def grade_item(item: MathItem, timeout: int = 5) -> MathVerdict:
     reference = extract_reference(item.std_answer)
     predicted, how = extract_answer(item.answer)
-    base = {"question_id": item.question_id, "level": item.level, "type": item.type,
-            "reference": reference, "predicted": predicted, "extracted_by": how}
+    base = {
+        "question_id": item.question_id,
+        "level": item.level,
+        "type": item.type,
+        "reference": reference,
+        "predicted": predicted,
+        "extracted_by": how,
+    }
     if reference is None:
         return MathVerdict(**base, correct=None, method="no-reference", note="no final answer in std_answer")
     if predicted is None:
@@ -109,10 +115,7 @@ def grade_items(items: Sequence[MathItem], timeout: int = 5) -> list[MathVerdict
 
 
 def build_items(questions: Sequence[Question], answers: dict[str, Answer]) -> list[MathItem]:
-    return [
-        MathItem(q.question_id, q.level, q.type, q.std_answer, answers[q.question_id].answer)
-        for q in questions
-    ]
+    return [MathItem(q.question_id, q.level, q.type, q.std_answer, answers[q.question_id].answer) for q in questions]
 
 
 @dataclass
@@ -138,8 +141,7 @@ def summarise(verdicts: Sequence[MathVerdict]) -> dict[str, Any]:
 
     def by(key: str) -> dict[str, Any]:
         names = sorted({getattr(v, key) or "(none)" for v in verdicts})
-        return {n: _accuracy([v for v in verdicts if (getattr(v, key) or "(none)") == n]).to_dict()
-                for n in names}
+        return {n: _accuracy([v for v in verdicts if (getattr(v, key) or "(none)") == n]).to_dict() for n in names}
 
     def counts(key: str) -> dict[str, int]:
         out: dict[str, int] = {}

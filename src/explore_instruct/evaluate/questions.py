@@ -109,8 +109,11 @@ def format_ids(ids: Sequence[str]) -> str:
     return shown + (f" ... and {more} more" if more > 0 else "")
 
 
-def match_answers(questions: Sequence[Question], answers: Sequence[Answer], answers_path: str | Path,
-                  ) -> dict[str, Answer]:
+def match_answers(
+    questions: Sequence[Question],
+    answers: Sequence[Answer],
+    answers_path: str | Path,
+) -> dict[str, Answer]:
     """Answers by question id; raises UserError naming ids missing on either side."""
     by_id = {a.question_id: a for a in answers}
     question_ids = {q.question_id for q in questions}

@@ -52,8 +52,12 @@ class EndpointSettings:
 
 def _client(backend: LLM, out: str | Path, endpoint: EndpointSettings) -> LLMClient:
     log = CallLog.open(endpoint.cache or default_cache(out))
-    return LLMClient(backend, log, max_concurrency=endpoint.concurrency,
-                     retry=RetryPolicy(retries=endpoint.retries, base_delay=endpoint.retry_delay))
+    return LLMClient(
+        backend,
+        log,
+        max_concurrency=endpoint.concurrency,
+        retry=RetryPolicy(retries=endpoint.retries, base_delay=endpoint.retry_delay),
+    )
 
 
 async def _run_with(client: LLMClient, work: Callable[[LLMClient], Any]) -> Any:
@@ -77,11 +81,19 @@ class AnswerSummary:
     model_id: str
 
 
-def answer_file(questions_path: str | Path, out: str | Path, settings: SamplingSettings, *,
-                model: str | None = None, gguf_file: str | None = None, backend: LLM | None = None,
-                model_id: str | None = None, batch_size: int = 8,
-                endpoint: EndpointSettings | None = None,
-                progress: Callable[[int], None] | None = None) -> AnswerSummary:
+def answer_file(
+    questions_path: str | Path,
+    out: str | Path,
+    settings: SamplingSettings,
+    *,
+    model: str | None = None,
+    gguf_file: str | None = None,
+    backend: LLM | None = None,
+    model_id: str | None = None,
+    batch_size: int = 8,
+    endpoint: EndpointSettings | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> AnswerSummary:
     """Answer every question with a local model (`model`) or an endpoint backend (`backend`)."""
     if (model is None) == (backend is None):
         raise UserError("give exactly one of --model PATH (a local model) or --endpoint URL")
@@ -89,12 +101,12 @@ def answer_file(questions_path: str | Path, out: str | Path, settings: SamplingS
     if backend is None:
         assert model is not None
         generated, described = answer_with_local_model(
-            model, gguf_file, questions, settings, batch_size=batch_size, progress=progress)
+            model, gguf_file, questions, settings, batch_size=batch_size, progress=progress
+        )
     else:
         described = backend.model_id
         client = _client(keep_truncated(backend), out, endpoint or EndpointSettings())
-        generated, failures = asyncio.run(
-            _run_with(client, lambda c: answer_with_client(c, questions, settings)))
+        generated, failures = asyncio.run(_run_with(client, lambda c: answer_with_client(c, questions, settings)))
         if failures:
             ids = [qid for qid, _ in failures]
             raise RunStopped(
@@ -125,10 +137,19 @@ class JudgeOutcome:
     failed_pairs: int
 
 
-def judge_files(questions_path: str | Path, baseline_path: str | Path, candidate_path: str | Path,
-                out: str | Path, backend: LLM, settings: JudgeSettings, *,
-                table_path: str | Path | None = None, endpoint: EndpointSettings | None = None,
-                bootstrap: int = 2000, seed: int = 0) -> JudgeOutcome:
+def judge_files(
+    questions_path: str | Path,
+    baseline_path: str | Path,
+    candidate_path: str | Path,
+    out: str | Path,
+    backend: LLM,
+    settings: JudgeSettings,
+    *,
+    table_path: str | Path | None = None,
+    endpoint: EndpointSettings | None = None,
+    bootstrap: int = 2000,
+    seed: int = 0,
+) -> JudgeOutcome:
     """Judge candidate against baseline on every question, in both orders; write JSON + Markdown."""
     questions = read_questions(questions_path)
     baseline_answers, candidate_answers = read_answers(baseline_path), read_answers(candidate_path)
@@ -139,18 +160,29 @@ def judge_files(questions_path: str | Path, baseline_path: str | Path, candidate
 
     outcomes = [pair_outcome(p) for p in judged]
     summaries = summarise(outcomes, resamples=bootstrap, seed=seed)
-    names = {"baseline": _label(baseline_answers, baseline_path),
-             "candidate": _label(candidate_answers, candidate_path)}
+    names = {
+        "baseline": _label(baseline_answers, baseline_path),
+        "candidate": _label(candidate_answers, candidate_path),
+    }
     table = markdown_table(summaries, **names)
     pairs = []
     for p, o in zip(judged, outcomes, strict=True):
-        pairs.append({
-            "question_id": p.question_id, "class": p.cls, "outcome": o.outcome, "orders_disagree": o.disagree,
-            "baseline_first": asdict(p.baseline_first), "candidate_first": asdict(p.candidate_first),
-        })
+        pairs.append(
+            {
+                "question_id": p.question_id,
+                "class": p.cls,
+                "outcome": o.outcome,
+                "orders_disagree": o.disagree,
+                "baseline_first": asdict(p.baseline_first),
+                "candidate_first": asdict(p.candidate_first),
+            }
+        )
     result = {
-        **names, "judge_model": backend.model_id, "settings": asdict(settings),
-        "summary": [s.to_dict() for s in summaries], "pairs": pairs,
+        **names,
+        "judge_model": backend.model_id,
+        "settings": asdict(settings),
+        "summary": [s.to_dict() for s in summaries],
+        "pairs": pairs,
     }
     table_file = Path(table_path) if table_path else Path(out).with_suffix(".md")
     atomic_write_text(out, json.dumps(result, indent=2, ensure_ascii=False) + "\n")
@@ -175,8 +207,14 @@ def default_verdicts(out: str | Path) -> Path:
     return p.with_name(p.stem + ".verdicts.jsonl")
 
 
-def math_eval_files(questions_path: str | Path, answers_path: str | Path, out: str | Path, *,
-                    verdicts_path: str | Path | None = None, timeout: int = 5) -> MathOutcome:
+def math_eval_files(
+    questions_path: str | Path,
+    answers_path: str | Path,
+    out: str | Path,
+    *,
+    verdicts_path: str | Path | None = None,
+    timeout: int = 5,
+) -> MathOutcome:
     """Grade answers against the questions' reference solutions; summary JSON + per-item verdicts."""
     from explore_instruct.evaluate.math_grade import build_items, grade_items, markdown_summary
     from explore_instruct.evaluate.math_grade import summarise as summarise_math

@@ -353,10 +353,8 @@ class _Bounds:
 
     def __init__(self, threshold: float, max_len: int) -> None:
         t = threshold - _MARGIN
-        self.cutoff = t  # for rapidfuzz's normalised Indel similarity, 2*LCS/(m+n)
-        # need[s]: fewest common tokens (LCS) for which two texts of total length s can score
-        # above the threshold.
-        self.need = [max(1, math.floor(t * s / 2) + 1) for s in range(2 * max_len + 1)]
+        # For rapidfuzz's normalised Indel similarity, 2*LCS/(m+n): the F1 without its rounding.
+        self.cutoff = max(0.0, t)
         alpha = [max(1, math.floor(t * n / (2 - t)) + 1) for n in range(max_len + 1)]
         self.prefix = [n - a + 1 if n else 0 for n, a in enumerate(alpha)]
 

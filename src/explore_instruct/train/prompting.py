@@ -83,5 +83,9 @@ def alpaca_chat_template(*, bos_token: bool) -> str:
         "{%- if message['role'] == 'user' -%}{%- set ns.text = message['content'] -%}{%- endif -%}"
         "{%- endfor -%}"
         + ("{{ bos_token }}" if bos_token else "")
-        + "{{ " + repr(head) + " }}{{ ns.text | trim }}{{ " + repr(tail) + " }}"
+        + "{{ "
+        + repr(head)
+        + " }}{{ ns.text | trim }}{{ "
+        + repr(tail)
+        + " }}"
     )

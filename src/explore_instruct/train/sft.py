@@ -56,8 +56,9 @@ def _require_deepspeed(value: str | None) -> None:
     try:
         import deepspeed  # noqa: F401
     except ImportError:
-        raise UserError("DeepSpeed was asked for but is not installed: pip install deepspeed "
-                        "(on the GPU machines that run the job)") from None
+        raise UserError(
+            "DeepSpeed was asked for but is not installed: pip install deepspeed (on the GPU machines that run the job)"
+        ) from None
 
 
 def _deepspeed_path(value: str | None) -> str | None:
@@ -142,8 +143,13 @@ def _lora_config(cfg: TrainConfig):
     targets: str | list[str] = cfg.lora_target_modules
     if targets != "all-linear":
         targets = [t.strip() for t in targets.split(",") if t.strip()]
-    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=targets, task_type="CAUSAL_LM")
+    return LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=targets,
+        task_type="CAUSAL_LM",
+    )
 
 
 def _merge_lora(src: ModelSource, adapter_dir: Path, final_dir: Path, dtype: Any) -> None:
@@ -221,11 +227,14 @@ def prepare(cfg: TrainConfig) -> Prepared:
     model = load_model(src, dtype=torch.float32)
     losses: list[float] = []
     trainer = SFTTrainer(
-        model=model, args=args, train_dataset=Dataset.from_list(pairs), processing_class=tokenizer,
-        peft_config=_lora_config(cfg) if cfg.lora else None, callbacks=[_step_logger(work / LOG_FILE, losses)],
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(pairs),
+        processing_class=tokenizer,
+        peft_config=_lora_config(cfg) if cfg.lora else None,
+        callbacks=[_step_logger(work / LOG_FILE, losses)],
     )
-    settings = ResolvedSettings.from_parts(cfg, batch, precision, str(trainer.args.device), len(pairs),
-                                           _versions())
+    settings = ResolvedSettings.from_parts(cfg, batch, precision, str(trainer.args.device), len(pairs), _versions())
     settings.config["model_source"] = src.describe()
     return Prepared(cfg, trainer, tokenizer, src, work, precision, settings, losses)
 
@@ -282,8 +291,10 @@ def train(cfg: TrainConfig) -> TrainResult:
     _save(p)
     trainer.accelerator.wait_for_everyone()
     p.settings.result = {
-        "train_loss": output.training_loss, "global_steps": output.global_step,
-        "seconds": round(seconds, 2), "first_loss": p.losses[0] if p.losses else None,
+        "train_loss": output.training_loss,
+        "global_steps": output.global_step,
+        "seconds": round(seconds, 2),
+        "first_loss": p.losses[0] if p.losses else None,
         "last_loss": p.losses[-1] if p.losses else None,
     }
     if _is_main(trainer):

@@ -23,17 +23,31 @@ def build_tokenizer(corpus: Iterable[str], vocab_size: int = 512):  # -> PreTrai
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     bpe.train_from_iterator([PROMPT_WITH_INPUT, PROMPT_NO_INPUT, *corpus], trainer=trainer)
     return PreTrainedTokenizerFast(
-        tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
+        tokenizer_object=bpe,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
     )
 
 
-def build_tiny_llama(out_dir: str | Path, corpus: Iterable[str], *, hidden_size: int = 64,
-                     layers: int = 2, heads: int = 4, vocab_size: int = 512, seed: int = 0) -> Path:
+def build_tiny_llama(
+    out_dir: str | Path,
+    corpus: Iterable[str],
+    *,
+    hidden_size: int = 64,
+    layers: int = 2,
+    heads: int = 4,
+    vocab_size: int = 512,
+    seed: int = 0,
+) -> Path:
     """Save a tiny random LlamaForCausalLM and its tokenizer to `out_dir`; returns the folder."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -41,10 +55,17 @@ def build_tiny_llama(out_dir: str | Path, corpus: Iterable[str], *, hidden_size:
     out = Path(out_dir)
     tokenizer = build_tokenizer(corpus, vocab_size)
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=hidden_size * 2,
-        num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=max(1, heads // 2),
-        max_position_embeddings=1024, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True,
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=max(1, heads // 2),
+        max_position_embeddings=1024,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)

@@ -19,10 +19,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from explore_instruct.llm.scripted import ScriptedLLM  # noqa: E402
-from explore_instruct.pipeline import run_stages  # noqa: E402
-from tests.fakes import fake_model  # noqa: E402
-from tests.helpers import make_config  # noqa: E402
+from tests.fakes import fake_model
+from tests.helpers import make_config
+
+from explore_instruct.llm.scripted import ScriptedLLM
+from explore_instruct.pipeline import run_stages
 
 
 def timed_run(concurrency: int, latency: float, workdir: Path) -> tuple[float, int]:

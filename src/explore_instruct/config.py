@@ -178,9 +178,7 @@ def build_config(data: dict[str, Any], source: str, overrides: dict[str, Any] | 
         raise UserError(f"{source}: {_location(exc)}") from None
 
 
-def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Read and validate a YAML run config; any problem is one UserError naming file and field."""
-    p = Path(path)
+def _read_yaml_mapping(p: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -191,7 +189,13 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
         raise UserError(f"{p}: not valid YAML{where}") from None
     if not isinstance(data, dict):
         raise UserError(f"{p}: expected a mapping of config sections at the top level")
-    config = build_config(data, str(p), overrides)
+    return data
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read and validate a YAML run config; any problem is one UserError naming file and field."""
+    p = Path(path)
+    config = build_config(_read_yaml_mapping(p), str(p), overrides)
     if config.seed_tree is not None:
         seed_tree = Path(config.seed_tree)
         if not seed_tree.is_absolute():  # relative to the config file, so configs travel with their trees
@@ -200,3 +204,15 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
             raise UserError(f"{p}: seed_tree: {seed_tree} has no tree_meta_info.json")
         config.seed_tree = str(seed_tree)
     return config
+
+
+def load_llm_config(path: str | Path) -> LLMConfig:
+    """Only the `llm` section of a config file (commands such as `judge` need nothing else)."""
+    p = Path(path)
+    section = _read_yaml_mapping(p).get("llm")
+    if not isinstance(section, dict):
+        raise UserError(f"{p}: no 'llm' section")
+    try:
+        return LLMConfig.model_validate(section)
+    except ValidationError as exc:
+        raise UserError(f"{p}: llm.{_location(exc)}") from None

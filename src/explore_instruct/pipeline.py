@@ -50,18 +50,9 @@ def stored_config(run_dir: str | Path, overrides: dict[str, Any] | None = None) 
 
 
 def build_backend(config: RunConfig) -> LLM:
-    from explore_instruct.llm.factory import build_backend as make
+    from explore_instruct.llm.factory import backend_from_config
 
-    llm = config.llm
-    return make(
-        llm.backend,
-        base_url=llm.base_url,
-        model=llm.model,
-        api_key_env=llm.api_key_env,
-        timeout=llm.timeout,
-        structured_output=llm.structured_output,
-        model_path=llm.model_path,
-    )
+    return backend_from_config(config.llm)
 
 
 def make_client(config: RunConfig, store: RunStore, backend: LLM | None = None) -> LLMClient:

@@ -172,35 +172,11 @@ def _judge_backend(
         return _endpoint_backend(base_url, model, api_key_env, timeout)
     if config is None:
         raise UserError("no judge: give --base-url URL --model NAME, or --config FILE with an llm section")
-    import yaml
-    from pydantic import ValidationError
+    from explore_instruct.config import load_llm_config
+    from explore_instruct.llm.factory import backend_from_config
 
-    from explore_instruct.config import LLMConfig
-    from explore_instruct.llm.factory import build_backend
-
-    try:
-        data = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise UserError(f"{config}: no such config file") from None
-    except yaml.YAMLError:
-        raise UserError(f"{config}: not valid YAML") from None
-    section = data.get("llm") if isinstance(data, dict) else None
-    if not isinstance(section, dict):
-        raise UserError(f"{config}: no 'llm' section")
-    try:
-        llm = LLMConfig.model_validate(section)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise UserError(f"{config}: llm.{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
-    return build_backend(
-        llm.backend,
-        base_url=llm.base_url,
-        model=llm.model,
-        api_key_env=llm.api_key_env,
-        timeout=llm.timeout,
-        structured_output="text",
-        model_path=llm.model_path,
-    )
+    # Judge replies are free text ending in a verdict line: no structured output.
+    return backend_from_config(load_llm_config(config), structured_output="text")
 
 
 def _judge(

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Literal
 
+from explore_instruct.config import LLMConfig
 from explore_instruct.errors import UserError
 from explore_instruct.llm.base import LLM
 
 BACKENDS = ("openai", "local")
+StructuredMode = Literal["auto", "json_schema", "json_object", "text"]
 
 
 def build_backend(
@@ -17,7 +19,7 @@ def build_backend(
     model: str | None = None,
     api_key_env: str | None = None,
     timeout: float = 120.0,
-    structured_output: Literal["auto", "json_schema", "json_object", "text"] = "auto",
+    structured_output: StructuredMode = "auto",
     model_path: str | None = None,
     n_ctx: int = 4096,
     n_threads: int | None = None,
@@ -47,3 +49,16 @@ def build_backend(
 
         return LocalLLM(model_path=model_path, n_ctx=n_ctx, n_threads=n_threads)
     raise UserError(f"llm.backend must be one of {', '.join(BACKENDS)} (got {backend!r})")
+
+
+def backend_from_config(llm: LLMConfig, *, structured_output: StructuredMode | None = None) -> LLM:
+    """The backend a config's `llm` section describes (`structured_output` overrides the section's)."""
+    return build_backend(
+        llm.backend,
+        base_url=llm.base_url,
+        model=llm.model,
+        api_key_env=llm.api_key_env,
+        timeout=llm.timeout,
+        structured_output=structured_output or llm.structured_output,
+        model_path=llm.model_path,
+    )

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -55,6 +55,18 @@ def read_records(path: str | Path) -> tuple[list[dict[str, Any]], RecordFormat]:
             raise UserError(f"{p}: line {lineno} is a {type(rec).__name__}, expected an object")
         records.append(rec)
     return records, "jsonl"
+
+
+def text_field(record: Mapping[str, Any], name: str, where: str, *, required: bool = True) -> str:
+    """`record[name]` as a string; a missing (when required) or non-string field is a UserError at `where`."""
+    value = record.get(name)
+    if value is None:
+        if required:
+            raise UserError(f"{where}: missing field '{name}'")
+        return ""
+    if not isinstance(value, str):
+        raise UserError(f"{where}: field '{name}' is a {type(value).__name__}, expected a string")
+    return value
 
 
 def _umask() -> int:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from explore_instruct.datafile import read_records
+from explore_instruct.datafile import read_records, text_field
 from explore_instruct.errors import UserError
 
 _SHOWN_IDS = 5  # ids listed in an error message before "... and N more"
@@ -45,15 +45,9 @@ class Answer:
 
 def _string(rec: Mapping[str, Any], name: str, where: str, *, required: bool) -> str:
     value = rec.get(name)
-    if value is None:
-        if required:
-            raise UserError(f"{where}: missing field '{name}'")
-        return ""
     if isinstance(value, int | float) and not isinstance(value, bool) and name == "question_id":
         return str(value)  # numeric ids are common; compare them as text
-    if not isinstance(value, str):
-        raise UserError(f"{where}: field '{name}' is a {type(value).__name__}, expected a string")
-    return value
+    return text_field(rec, name, where, required=required)
 
 
 def _check_unique(ids: Sequence[str], path: Path) -> None:

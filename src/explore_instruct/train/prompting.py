@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from explore_instruct.datafile import text_field
 from explore_instruct.errors import UserError
 
 # The Alpaca instruction format (the paper fine-tunes with it), with and without an input field.
@@ -38,26 +39,17 @@ def question_prompt(question: str) -> str:
     return build_prompt(question)
 
 
-def _text_field(rec: Mapping[str, Any], name: str, where: str, *, required: bool) -> str:
-    value = rec.get(name)
-    if value is None:
-        if required:
-            raise UserError(f"{where}: missing field '{name}'")
-        return ""
-    if not isinstance(value, str):
-        raise UserError(f"{where}: field '{name}' is a {type(value).__name__}, expected a string")
-    return value
 
 
 def to_prompt_completion(rec: Mapping[str, Any], where: str = "record") -> dict[str, str]:
     """An Alpaca record (`instruction`, optional `input`, `output`) as a prompt/completion pair."""
-    instruction = _text_field(rec, "instruction", where, required=True)
-    output = _text_field(rec, "output", where, required=True)
+    instruction = text_field(rec, "instruction", where, required=True)
+    output = text_field(rec, "output", where, required=True)
     if not instruction.strip():
         raise UserError(f"{where}: 'instruction' is empty")
     if not output.strip():
         raise UserError(f"{where}: 'output' is empty")
-    input_text = _text_field(rec, "input", where, required=False)
+    input_text = text_field(rec, "input", where, required=False)
     return {"prompt": build_prompt(instruction, input_text), "completion": output.strip()}
 
 

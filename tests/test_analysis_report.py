@@ -13,11 +13,11 @@ from explore_instruct.analysis.treeview import tree_fragment, tree_page
 from explore_instruct.analysis.verbnoun import VerbNoun
 from explore_instruct.cli import main
 from explore_instruct.tree import DomainTree, Example, TaskNode, save_upstream
+from tests.conftest import FIXTURES
 
 pytest.importorskip("spacy")
 pytest.importorskip("matplotlib")
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
 TREE = FIXTURES / "upstream_rewriting_tree"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -251,8 +251,9 @@ def fmt_s(seconds: float) -> str:
 
 def bench_fixture(texts: list[str], groups: list[str], quick: bool, workers: int | None) -> None:
     print(f"== 1. the fixture's {len(texts)} instructions (global scope, threshold {THRESHOLD})")
-    ours, wall, cpu = min((timed(diversity_filter, texts, THRESHOLD, workers=workers) for _ in range(3)),
-                          key=lambda r: r[1])
+    ours, wall, cpu = min(
+        (timed(diversity_filter, texts, THRESHOLD, workers=workers) for _ in range(3)), key=lambda r: r[1]
+    )
     print(f"   ours:      kept {ours.n_kept} / {len(texts)} in {wall:.3f} s (best of 3; cpu {cpu:.3f} s)")
     part = texts[:1500] if quick else texts
     ref, ref_wall, _ = timed(reference_filter, part)
@@ -262,7 +263,7 @@ def bench_fixture(texts: list[str], groups: list[str], quick: bool, workers: int
     ok = same(ours_part, ref)
     print(f"   identical kept set, dup_of and scores: {'yes' if ok else 'NO'}")
     if quick:
-        sub, sub_wall, _ = timed(diversity_filter, part, THRESHOLD, workers=workers)
+        _, sub_wall, _ = timed(diversity_filter, part, THRESHOLD, workers=workers)
         print(f"   speed-up on the same {len(part)}: {ref_wall / sub_wall:.0f}x")
     else:
         print(f"   speed-up: {ref_wall / wall:.0f}x")
@@ -321,7 +322,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fixture subset for the reference, 10k and 20k only")
     ap.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     ap.add_argument("--skip-1m", action="store_true", help="leave out the 1,000,000 run")
-    args = ap.parse_args()
+    args, unknown = ap.parse_known_args()
+    if unknown:
+        print(f"ignoring arguments meant for other benchmarks: {' '.join(unknown)}")
     if not FIXTURE.is_dir():
         sys.exit(f"fixture not found: {FIXTURE}")
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, workers={args.workers or 'auto'}")

@@ -66,9 +66,7 @@ def test_output_format_follows_the_out_suffix(tmp_path):
 def test_group_field_threshold_and_explain(tmp_path):
     src = write_json(tmp_path / "in.json", RECORDS)
     out, explain = tmp_path / "out.json", tmp_path / "dropped.jsonl"
-    rc = main(
-        ["filter-file", str(src), "--out", str(out), "--group-field", "task", "--explain", str(explain)]
-    )
+    rc = main(["filter-file", str(src), "--out", str(out), "--group-field", "task", "--explain", str(explain)])
     assert rc == 0
     kept, _ = read_any(out)
     # Record 3 is in another task, so it is no longer compared with record 0.

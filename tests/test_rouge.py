@@ -236,7 +236,18 @@ def test_unicode_and_cjk_tokenizers():
     assert tokenize("नमस्ते दुनिया", "unicode") == ["नमस्ते", "दुनिया"]  # vowel signs stay in the word
     assert tokenize("Straße_ＡＢＣ", "unicode") == ["strasse", "abc"]
     assert tokenize("猫がマットに座った", "unicode") == ["猫がマットに座った"]
-    assert tokenize("猫がマットに座った hello", "cjk") == ["猫", "が", "マ", "ッ", "ト", "に", "座", "っ", "た", "hello"]
+    assert tokenize("猫がマットに座った hello", "cjk") == [
+        "猫",
+        "が",
+        "マ",
+        "ッ",
+        "ト",
+        "に",
+        "座",
+        "っ",
+        "た",
+        "hello",
+    ]
     assert tokenize("running cats 走る", "cjk", stem=True) == ["run", "cat", "走", "る"]
     with pytest.raises(Exception, match="tokenizer"):
         tokenize("x", "nope")  # type: ignore[arg-type]

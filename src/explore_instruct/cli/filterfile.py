@@ -54,8 +54,9 @@ def filter_file(
     out: Annotated[
         Path,
         typer.Option(
-            "--out", "-o", help="Kept records, in input order (.jsonl: JSONL, .json: a JSON list, "
-            "otherwise the input's format)."
+            "--out",
+            "-o",
+            help="Kept records, in input order (.jsonl: JSONL, .json: a JSON list, otherwise the input's format).",
         ),
     ],
     threshold: Annotated[

@@ -10,9 +10,11 @@ order. This module takes exactly the same decisions, bit for bit, much faster:
 * A pair can only exceed the threshold if the two token multisets share enough tokens. Prefix
   filtering (as in set-similarity joins) uses that: with tokens ordered rarest first, two texts that
   share enough tokens must share one of the first few of each, so only kept texts that share one
-  of the query's rare prefix tokens are candidates, and a length filter removes more. The bounds
-  carry a safety margin of 1e-6 on the threshold, so a pair on or next to the boundary always
-  reaches the exact check.
+  of the query's rare prefix tokens are candidates. rapidfuzz then screens all candidates of a
+  query in one C++ call (`process.extract` with the normalised Indel similarity, which is
+  2*LCS/(m+n), the F1 before rounding, and skips pairs whose lengths alone rule them out). The
+  bounds carry a safety margin of 1e-6 on the threshold, so a pair on or next to the boundary
+  always reaches the exact check.
 * The exact check computes rouge-score's float expression from the LCS length:
   ``precision = lcs / len(prediction)``, ``recall = lcs / len(target)``,
   ``2 * precision * recall / (precision + recall)`` (0 when a side is empty or nothing matches),
@@ -55,8 +57,9 @@ Progress = Callable[[int, int], None]
 # pair whose exact rouge-score float could exceed the real threshold.
 _MARGIN = 1e-6
 # Inputs at least this large use several processes when `workers` is not given.
-_PARALLEL_MIN = 20_000
+_PARALLEL_MIN = 30_000
 _BATCH = 4096
+_MAX_AUTO_WORKERS = 8
 _PROGRESS_EVERY = 4096
 
 # --------------------------------------------------------------------------------------------
@@ -559,9 +562,18 @@ def _run_parallel(
                 p.join()
 
 
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
 def _auto_workers(n: int, workers: int | None) -> int:
     if workers is None:
-        workers = (os.cpu_count() or 1) if n >= _PARALLEL_MIN else 1
+        # Each worker holds a copy of the index, and this process settles every batch in order,
+        # so beyond a few workers the gain is small.
+        workers = min(_cores(), _MAX_AUTO_WORKERS) if n >= _PARALLEL_MIN else 1
     workers = max(1, workers)
     if workers > 1 and "fork" not in _fork_methods():
         return 1
@@ -590,8 +602,9 @@ def diversity_filter(
     In input order, a text is dropped when its ROUGE-L F1 with some text kept before it is greater
     than `threshold`, else kept. `groups` (one hashable key per text) limits the comparisons to
     texts of the same group (``node`` scope); None compares all texts (``global`` scope).
-    `workers`: processes for large inputs (default: all cores from 20,000 texts on; 1 = this
-    process only). `progress(done, total)` is called now and then.
+    `workers`: processes for large inputs (default: all cores, at most 8, from 30,000 texts on;
+    1 = this process only; needs fork, so other platforms run in this process).
+    `progress(done, total)` is called now and then.
     """
     import time
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -20,8 +19,9 @@ from explore_instruct.select.rouge import (
     rouge_l_f1,
     tokenize,
 )
+from tests.conftest import FIXTURES
 
-FIXTURE = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "upstream_rewriting_tree"
+FIXTURE = FIXTURES / "upstream_rewriting_tree"
 
 _SCORERS: dict[tuple[str, bool], rouge_scorer.RougeScorer] = {}
 

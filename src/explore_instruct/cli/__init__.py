@@ -47,8 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except typer.Exit as exc:
         return exc.exit_code
-    except typer.Abort:
-        err_console.print("aborted")
+    except (typer.Abort, KeyboardInterrupt):
+        err_console.print("interrupted: finished work is saved (a run continues with --resume)")
         return 130
     except Exception as exc:  # click usage errors
         import click

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -36,6 +38,19 @@ def _texts_and_groups(
             # Any JSON value names a group; equal values (as JSON) are the same group.
             groups.append(json.dumps(rec[group_field], sort_keys=True, ensure_ascii=False))
     return texts, groups
+
+
+@contextmanager
+def _progress_bar(total: int) -> Iterator[Callable[[int, int], None] | None]:
+    """A progress callback drawing a bar on a terminal for long inputs; None otherwise."""
+    if total < _PROGRESS_MIN or not err.is_terminal:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("filtering"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err) as bar:
+        task = bar.add_task("filter", total=total)
+        yield lambda done, _total: bar.update(task, completed=done)
 
 
 def _output_format(out: Path, input_format: str) -> str:
@@ -102,23 +117,7 @@ def filter_file(
     records, fmt = read_records(input_path)
     texts, groups = _texts_and_groups(input_path, records, field, group_field)
 
-    if len(texts) >= _PROGRESS_MIN and err.is_terminal:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        with Progress(
-            TextColumn("filtering"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
-        ) as bar:
-            task = bar.add_task("filter", total=len(texts))
-            result = diversity_filter(
-                texts,
-                threshold,
-                groups=groups,
-                tokenizer=tokenizer,  # type: ignore[arg-type]
-                stem=stem,
-                workers=workers,
-                progress=lambda done, _total: bar.update(task, completed=done),
-            )
-    else:
+    with _progress_bar(len(texts)) as on_progress:
         result = diversity_filter(
             texts,
             threshold,
@@ -126,6 +125,7 @@ def filter_file(
             tokenizer=tokenizer,  # type: ignore[arg-type]
             stem=stem,
             workers=workers,
+            progress=on_progress,
         )
 
     write_records(out, [r for r, k in zip(records, result.kept, strict=True) if k], _output_format(out, fmt))

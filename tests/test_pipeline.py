@@ -136,6 +136,9 @@ def test_stage_commands_and_stats(tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out)
     assert summary["tasks_per_depth"] == {"0": 1, "1": 3, "2": 6}
     assert summary["examples"]["dropped_filter"] > 0
+    # stats explains drops: each collision names the kept instruction and the score
+    collisions = summary["filter_collisions"]
+    assert collisions and all(c["score"] > 0.3 and c["kept"] and c["dropped"] != c["kept"] for c in collisions)
     assert summary["calls"]["explore"]["calls"] > 0
     assert main(["stats", "--run-dir", str(tmp_path / "nothing")]) == 2
 

@@ -26,6 +26,7 @@ def run_summary(store: RunStore, session: ClientStats | None = None) -> dict[str
             "sampled": len(store.sample_ids()),
         },
         "drop_reasons": store.drop_counts(),
+        "filter_collisions": filter_collisions(store, limit=3),
         "calls": store.calls.usage_by_stage(),
     }
     if session is not None:
@@ -41,3 +42,14 @@ def run_summary(store: RunStore, session: ClientStats | None = None) -> dict[str
             for stage, s in session.stages.items()
         }
     return summary
+
+
+def filter_collisions(store: RunStore, limit: int | None = None) -> list[dict[str, Any]]:
+    """Instructions the diversity filter dropped, each with the kept one it collided with and the score."""
+    rows = [r for r in store.examples(status="dropped") if r.drop_stage == "filter" and r.dup_of is not None]
+    rows.sort(key=lambda r: -(r.score or 0.0))
+    text = {r.id: r.instruction for r in store.examples(status="ok")}
+    return [
+        {"dropped": r.instruction, "kept": text.get(r.dup_of, ""), "score": r.score, "id": r.id, "dup_of": r.dup_of}
+        for r in rows[:limit]
+    ]

@@ -73,6 +73,10 @@ def _overrides(sets: list[str] | None, **flags: Any) -> dict[str, Any]:
     return values
 
 
+def _clip(text: str, width: int = 48) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def print_summary(store: RunStore, session: Any = None) -> None:
     s = run_summary(store, session)
     table = Table(title=f"run {store.run_dir}", show_header=False, title_justify="left")
@@ -89,6 +93,8 @@ def print_summary(store: RunStore, session: Any = None) -> None:
     for stage, reasons in s["drop_reasons"].items():
         top = ", ".join(f"{reason} ({n})" for reason, n in list(reasons.items())[:4])
         table.add_row(f"  dropped: {stage}", top)
+    for c in s["filter_collisions"]:
+        table.add_row("  e.g.", f"{_clip(c['dropped'])!r} ~ kept {_clip(c['kept'])!r} (ROUGE-L {c['score']:.2f})")
     session_stats = s.get("this_session", {})
     for stage, c in s["calls"].items():
         here = session_stats.get(stage)

@@ -59,11 +59,10 @@ class RunContext:
         self, template: str, *, seed: int, json_schema: dict[str, Any], schema_name: str, **context: Any
     ) -> CompletionRequest:
         """Render a prompt template of the run's domain into a request with the run's sampling settings."""
-        summary = self.profile.summary
         prompt = render_prompt(
             self.config.domain,
             template,
-            domain_summary=summary[0].lower() + summary[1:],
+            domain_summary=self.profile.summary,
             input_rule=self.profile.input,
             output_format=self.output_format,
             **context,

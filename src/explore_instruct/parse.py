@@ -33,9 +33,10 @@ def _example_schema() -> dict[str, Any]:
     return {
         "type": "object",
         "properties": {
-            "instruction": {"type": "string"},
+            # Non-empty instruction and output: a constrained model may otherwise leave them blank.
+            "instruction": {"type": "string", "minLength": 5},
             "input": {"type": "string"},
-            "output": {"type": "string"},
+            "output": {"type": "string", "minLength": 1},
         },
         "required": ["instruction", "input", "output"],
     }

@@ -110,3 +110,19 @@ def test_bootstrap_draws_demonstrations_from_the_growing_pool(tmp_path):
     # the first batch can only show seeds; a later batch may show examples generated before it
     assert not any(g in p for g in generated for p in prompts[:2])
     assert all("Parent task" not in p for p in prompts)
+
+
+def test_bootstrap_top_up_spends_every_extra_call(tmp_path):
+    def repetitive(request):
+        reply = json.loads(fake_model(request))
+        for ex in reply["examples"]:
+            ex.update(instruction="Rewrite the following text politely", input="Give me that.")
+        return json.dumps(reply)
+
+    cfg = make_config(
+        explore={"max_depth": 0},
+        generate={"examples_per_task": [6], "per_call": 2, "bootstrap": True, "max_extra_calls": 4},
+        llm={"max_concurrency": 1},
+    )
+    _, _, backend = run_fake(tmp_path / "run", cfg, stages=("generate",), backend=ScriptedLLM(repetitive))
+    assert len(backend.requests) == 3 + 4  # the first batch, then every top-up call, one per batch

@@ -92,13 +92,13 @@ async def _call(ctx: RunContext, work: NodeWork, call_index: int, count: int, po
             )
             work.results[key] = (ex, reason)
 
-    result = await ctx.require_client().call(
+    await ctx.require_client().call(
         build_request(ctx, work, call_index, count, pool),
         stage=STAGE,
         parse=lambda c: parse_examples(c.text),
         commit=commit,
     )
-    ctx.progress.advance(STAGE, 0 if result.failed else 1)
+    ctx.progress.advance(STAGE)
 
 
 async def _enrich(ctx: RunContext, work: NodeWork) -> None:
@@ -111,16 +111,18 @@ async def _enrich(ctx: RunContext, work: NodeWork) -> None:
         missing = work.target - len(work.kept())
         if missing <= 0:
             return
-        if work.calls_made >= first_batch_calls:
+        topping_up = work.calls_made >= first_batch_calls
+        if topping_up:
             if extra_used >= cfg.max_extra_calls:
                 return
             calls = min(math.ceil(missing / per_call), cfg.max_extra_calls - extra_used)
-            extra_used += calls
-            ctx.progress.advance(STAGE, 0, total=calls)
         else:
             calls = first_batch_calls - work.calls_made
         if batch_limit:
             calls = min(calls, batch_limit)
+        if topping_up:
+            extra_used += calls
+            ctx.progress.advance(STAGE, 0, total=calls)
         pool = demonstration_pool(work, cfg.bootstrap)
         # Split what is missing over the batch's calls: per_call each, the remainder in the last.
         counts = [per_call] * calls

@@ -196,3 +196,20 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
 
     run_fake(tmp_path / "clean")
     assert snapshot(run_dir) == snapshot(tmp_path / "clean")
+
+
+def test_filter_drops_copies_of_the_seeds(tmp_path):
+    def copies_a_seed(request):
+        reply = json.loads(fake_model(request))
+        if request.schema_name == "examples":
+            reply["examples"][0]["instruction"] = "Fix the grammar of the following text."
+        return json.dumps(reply)
+
+    cfg = make_config(
+        explore={"max_depth": 0}, generate={"examples_per_task": [2], "per_call": 2, "max_extra_calls": 0}
+    )
+    ctx, _, _ = run_fake(tmp_path / "run", cfg, backend=ScriptedLLM(copies_a_seed))
+    [dropped] = [r for r in ctx.store.dataset("dropped") if r["drop_stage"] == "filter"]
+    seed = next(e for e in ctx.store.examples(origins=["seed"]) if e.id == dropped["dup_of"])
+    assert seed.instruction == dropped["instruction"] and dropped["score"] == 1.0
+    assert all(e.status == "ok" for e in ctx.store.examples(origins=["seed"]))

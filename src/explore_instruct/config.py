@@ -80,6 +80,7 @@ class FilterConfig(Strict):
     scope: Literal["node", "global"] = "global"
     tokenizer: Literal["rouge", "unicode", "cjk"] = "rouge"
     stem: bool = False
+    against_seeds: bool = Field(True, description="seed instructions count as already kept (self-instruct)")
 
 
 class SampleConfig(Strict):

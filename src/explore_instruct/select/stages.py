@@ -49,20 +49,23 @@ def diversity(ctx: RunContext) -> tuple[int, int]:
     """
     cfg = ctx.config.filter
     rows = filter_candidates(ctx)
+    # As in self-instruct, the seed instructions count as already kept: a copy of a seed is dropped.
+    seeds = ctx.store.examples(status="ok", origins=["seed"]) if cfg.against_seeds else []
+    pool = seeds + rows
     drops: list[tuple[int, str, int | None, float | None]] = []
     if cfg.enabled and rows:
         result = diversity_filter(
-            [r.instruction for r in rows],
+            [r.instruction for r in pool],
             cfg.threshold,
-            groups=[r.node_id for r in rows] if cfg.scope == "node" else None,
+            groups=[r.node_id for r in pool] if cfg.scope == "node" else None,
             tokenizer=cfg.tokenizer,
             stem=cfg.stem,
         )
-        for i, row in enumerate(rows):
+        for i, row in enumerate(pool[len(seeds) :], start=len(seeds)):
             if not result.kept[i]:
                 dup = result.dup_of[i]
                 drops.append(
-                    (row.id, f"ROUGE-L > {cfg.threshold}", rows[dup].id if dup is not None else None, result.score[i])
+                    (row.id, f"ROUGE-L > {cfg.threshold}", pool[dup].id if dup is not None else None, result.score[i])
                 )
     with ctx.store.transaction():
         ctx.store.mark_dropped("filter", drops)

@@ -54,13 +54,23 @@ def diversity(ctx: RunContext) -> tuple[int, int]:
     pool = seeds + rows
     drops: list[tuple[int, str, int | None, float | None]] = []
     if cfg.enabled and rows:
+        ctx.progress.start("filter", len(pool))
+        seen = 0
+
+        def advance(done: int, _total: int) -> None:
+            nonlocal seen
+            ctx.progress.advance("filter", done - seen)
+            seen = done
+
         result = diversity_filter(
             [r.instruction for r in pool],
             cfg.threshold,
             groups=[r.node_id for r in pool] if cfg.scope == "node" else None,
             tokenizer=cfg.tokenizer,
             stem=cfg.stem,
+            progress=advance,
         )
+        ctx.progress.finish("filter")
         for i, row in enumerate(pool[len(seeds) :], start=len(seeds)):
             if not result.kept[i]:
                 dup = result.dup_of[i]

@@ -42,6 +42,18 @@ class CompletionRequest:
         payload = json.dumps({"model": model_id, **self.to_dict()}, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
+    def chat_params(self) -> dict[str, Any]:
+        """The OpenAI-style chat parameters every backend sends: messages, sampling settings, seed."""
+        params: dict[str, Any] = {
+            "messages": [{"role": m.role, "content": m.content} for m in self.messages],
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_tokens": self.max_tokens,
+        }
+        if self.seed is not None:
+            params["seed"] = self.seed
+        return params
+
     @staticmethod
     def chat(user: str, *, system: str | None = None, **kwargs: Any) -> CompletionRequest:
         messages = ([Message("system", system)] if system else []) + [Message("user", user)]

@@ -95,14 +95,7 @@ class LocalLLM:
             raise FatalLLMError(f"could not load the GGUF model {self.model_path}: {exc}") from exc
 
     def _generate(self, request: CompletionRequest) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
-            "temperature": request.temperature,
-            "top_p": request.top_p,
-            "max_tokens": request.max_tokens,
-        }
-        if request.seed is not None:
-            kwargs["seed"] = request.seed
+        kwargs = request.chat_params()
         if request.json_schema is not None:
             kwargs["response_format"] = {"type": "json_object", "schema": request.json_schema}
         return self._llama.create_chat_completion(**kwargs)

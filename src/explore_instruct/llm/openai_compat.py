@@ -226,15 +226,7 @@ class OpenAICompatLLM:
         raise TransientLLMError(f"{self._display_url} failed every structured-output mode: {'; '.join(rejections)}")
 
     def _params(self, request: CompletionRequest, mode: StructuredMode) -> dict[str, Any]:
-        params: dict[str, Any] = {
-            "model": self.model,
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
-            "temperature": request.temperature,
-            "top_p": request.top_p,
-            "max_tokens": request.max_tokens,
-        }
-        if request.seed is not None:
-            params["seed"] = request.seed
+        params: dict[str, Any] = {"model": self.model, **request.chat_params()}
         if request.json_schema is not None:
             if mode == "json_schema":
                 params["response_format"] = {

@@ -121,9 +121,7 @@ def test_labelled_set_is_big_enough():
 def test_agreement_with_hand_labels(nlp):
     got = extract([t for t, _, _ in LABELLED], nlp)
     misses = [
-        (t, (v, n), (g.verb, g.noun))
-        for (t, v, n), g in zip(LABELLED, got, strict=True)
-        if (g.verb, g.noun) != (v, n)
+        (t, (v, n), (g.verb, g.noun)) for (t, v, n), g in zip(LABELLED, got, strict=True) if (g.verb, g.noun) != (v, n)
     ]
     agreement = 1 - len(misses) / len(LABELLED)
     assert agreement >= 0.90, f"agreement {agreement:.1%}; misses: {misses}"

@@ -74,9 +74,7 @@ def categories_for(domain: str, override: Sequence[str] | None = None) -> tuple[
     key = domain.strip().lower()
     if key not in DEFAULT_CATEGORIES:
         known = ", ".join(sorted(DEFAULT_CATEGORIES))
-        raise UserError(
-            f"no default SuperNI categories for domain '{domain}' (known: {known}); pass --categories"
-        )
+        raise UserError(f"no default SuperNI categories for domain '{domain}' (known: {known}); pass --categories")
     return DEFAULT_CATEGORIES[key]
 
 
@@ -88,9 +86,7 @@ def tasks_dir(superni: str | Path) -> Path:
     for candidate in (root / "tasks", root):
         if candidate.is_dir() and any(candidate.glob("*.json")):
             return candidate
-    raise UserError(
-        f"{root}: no task files found (expected tasks/*.json of a Super-NaturalInstructions checkout)"
-    )
+    raise UserError(f"{root}: no task files found (expected tasks/*.json of a Super-NaturalInstructions checkout)")
 
 
 def _load_json(path: Path) -> Any:
@@ -144,9 +140,7 @@ def _records_of(task: dict[str, Any], path: Path) -> list[dict[str, str]]:
         # An instance without a reference output cannot be a training example.
         if not isinstance(outputs, list) or not outputs or not isinstance(outputs[0], str):
             continue
-        records.append(
-            {"instruction": definition.strip(), "input": str(inst.get("input") or ""), "output": outputs[0]}
-        )
+        records.append({"instruction": definition.strip(), "input": str(inst.get("input") or ""), "output": outputs[0]})
     return records
 
 

@@ -27,13 +27,9 @@ baseline_app = typer.Typer(
 def analyze(
     datasets: Annotated[
         list[str],
-        typer.Argument(
-            help="NAME=PATH or PATH: a JSON/JSONL record file, a tree directory or a run directory."
-        ),
+        typer.Argument(help="NAME=PATH or PATH: a JSON/JSONL record file, a tree directory or a run directory."),
     ],
-    out_dir: Annotated[
-        Path, typer.Option("--out", "-o", help="Folder for report.html, report.md, summary.json.")
-    ],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for report.html, report.md, summary.json.")],
     seeds: Annotated[
         Path | None,
         typer.Option(
@@ -63,12 +59,8 @@ def analyze(
         note: str | None = f"{len(seed_texts)} seed instructions from {seeds}"
     else:
         found = default_seeds(loaded)
-        seed_texts, note = (
-            (found[0], f"{len(found[0])} seed instructions: {found[1]}") if found else (None, None)
-        )
-    options = AnalysisOptions(
-        top_verbs=top_verbs, top_nouns=top_nouns, batch_size=batch_size, n_process=processes
-    )
+        seed_texts, note = (found[0], f"{len(found[0])} seed instructions: {found[1]}") if found else (None, None)
+    options = AnalysisOptions(top_verbs=top_verbs, top_nouns=top_nouns, batch_size=batch_size, n_process=processes)
     with rich_progress() as progress:
         summary = run_analysis(
             loaded, out_dir, seeds=seed_texts, seeds_note=note, options=options, progress=progress, nlp=nlp
@@ -92,12 +84,8 @@ def analyze(
 
 @baseline_app.command("human-curated")
 def human_curated(
-    superni: Annotated[
-        Path, typer.Option(help="A local Super-NaturalInstructions checkout (with tasks/*.json).")
-    ],
-    out_file: Annotated[
-        Path, typer.Option("--out", "-o", help="Output file: .jsonl for JSONL, else a JSON list.")
-    ],
+    superni: Annotated[Path, typer.Option(help="A local Super-NaturalInstructions checkout (with tasks/*.json).")],
+    out_file: Annotated[Path, typer.Option("--out", "-o", help="Output file: .jsonl for JSONL, else a JSON list.")],
     domain: Annotated[
         str,
         typer.Option(help="Paper domain whose default categories to use: rewriting, brainstorming or math."),
@@ -107,9 +95,7 @@ def human_curated(
         str | None, typer.Option(help="Comma-separated SuperNI categories, replacing the domain's defaults.")
     ] = None,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 42,
-    english_only: Annotated[
-        bool, typer.Option(help="Skip tasks whose declared languages are not English.")
-    ] = True,
+    english_only: Annotated[bool, typer.Option(help="Skip tasks whose declared languages are not English.")] = True,
 ) -> None:
     """Sample the Domain-Specific Human-Curated baseline from a local SuperNI copy (nothing is downloaded)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -118,9 +104,7 @@ def human_curated(
     from explore_instruct.datafile import format_for_path, write_records
 
     cats = categories_for(domain, categories.split(",") if categories is not None else None)
-    with Progress(
-        TextColumn("scanning tasks"), BarColumn(), MofNCompleteColumn(), console=err, transient=True
-    ) as prog:
+    with Progress(TextColumn("scanning tasks"), BarColumn(), MofNCompleteColumn(), console=err, transient=True) as prog:
         bar = prog.add_task("scan", total=None)
         records, report = sample_superni(
             superni,
@@ -136,10 +120,7 @@ def human_curated(
         f"({report.instances_available} instances in categories: {', '.join(cats)}) → {out_file}"
     )
     if report.sampled < num:
-        err.print(
-            f"[yellow]warning:[/] only {report.instances_available} instances available,"
-            f" fewer than --num {num}"
-        )
+        err.print(f"[yellow]warning:[/] only {report.instances_available} instances available, fewer than --num {num}")
 
 
 def register(app: typer.Typer) -> None:

@@ -39,8 +39,6 @@ def question_prompt(question: str) -> str:
     return build_prompt(question)
 
 
-
-
 def to_prompt_completion(rec: Mapping[str, Any], where: str = "record") -> dict[str, str]:
     """An Alpaca record (`instruction`, optional `input`, `output`) as a prompt/completion pair."""
     instruction = text_field(rec, "instruction", where, required=True)

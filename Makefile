@@ -36,6 +36,7 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.dev-installed
 	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
 	$(PY) -m pytest -q
 
 lint: $(VENV)/.dev-installed

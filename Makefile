@@ -24,9 +24,9 @@ $(VENV)/.installed: $(VENV)/.created pyproject.toml
 
 # Dev install: every extra. torch is pinned to the CPU build that lies in the local wheel cache,
 # installed first so nothing later pulls a multi-GB CUDA build.
-$(VENV)/.dev-installed: $(VENV)/.created pyproject.toml
+$(VENV)/.dev-installed: $(VENV)/.created pyproject.toml requirements/dev-constraints.txt
 	$(PIP) install -q "torch==2.13.0"
-	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q -c requirements/dev-constraints.txt -e ".[dev]"
 	touch $@
 
 venv: $(VENV)/.installed

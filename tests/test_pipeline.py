@@ -213,3 +213,11 @@ def test_filter_drops_copies_of_the_seeds(tmp_path):
     seed = next(e for e in ctx.store.examples(origins=["seed"]) if e.id == dropped["dup_of"])
     assert seed.instruction == dropped["instruction"] and dropped["score"] == 1.0
     assert all(e.status == "ok" for e in ctx.store.examples(origins=["seed"]))
+
+
+def test_resume_with_a_changed_config_warns(tmp_path, caplog):
+    run_fake(tmp_path / "run")
+    with caplog.at_level("WARNING"):
+        run_fake(tmp_path / "run", make_config(sample={"size": 5}))
+    assert "config differs" in caplog.text
+    assert "size: 5" in (tmp_path / "run" / "config.yaml").read_text()

@@ -6,12 +6,14 @@ The CLI is a thin layer over these functions; so are the baselines.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from explore_instruct.config import RunConfig, build_config
 from explore_instruct.context import Progress, RunContext, SilentProgress
+from explore_instruct.datafile import atomic_write_text
 from explore_instruct.errors import RunStopped, UserError
 from explore_instruct.explore import explore
 from explore_instruct.export import write_run_exports
@@ -24,6 +26,8 @@ from explore_instruct.store import CONFIG_FILE, RunStore
 
 # Stage order of a full run. Pruning needs only task names, so it runs before enrichment and no
 # call is spent on a task that will be pruned.
+log = logging.getLogger(__name__)
+
 ALL_STAGES = ("explore", "prune", "generate", "filter", "sample")
 LLM_STAGES = {"explore", "generate"}
 
@@ -34,7 +38,14 @@ def open_run(config: RunConfig, run_dir: str | Path, *, resume: bool) -> RunStor
         if not resume:
             raise UserError(f"{run_dir}: already holds a run; pass --resume to continue it")
         store = RunStore.open(run_dir)
-        (Path(run_dir) / CONFIG_FILE).write_text(config.to_yaml(), encoding="utf-8")
+        config_path = Path(run_dir) / CONFIG_FILE
+        new_yaml = config.to_yaml()
+        if config_path.is_file() and config_path.read_text(encoding="utf-8") != new_yaml:
+            # Changed prompts or settings make new requests: those calls are paid for again.
+            log.warning(
+                "%s: the config differs from the one this run used; calls it changes will be sent again", run_dir
+            )
+        atomic_write_text(config_path, new_yaml)
         return store
     return RunStore.create(run_dir, config.to_yaml())
 

@@ -158,7 +158,8 @@ from explore_instruct.pipeline import run_stages
 from explore_instruct.llm.scripted import ScriptedLLM
 from tests.fakes import fake_model
 from tests.helpers import make_config
-run_stages(make_config(), sys.argv[1], backend=ScriptedLLM(fake_model, latency=0.2))
+# One subtask per round: 3 sequential rounds at the root, then 2 per child (9 exploration calls).
+run_stages(make_config(explore={{"new_per_call": 1}}), sys.argv[1], backend=ScriptedLLM(fake_model, latency=0.3))
 """
 
 
@@ -184,17 +185,19 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-    assert 3 <= done < 7, "the kill should land mid-exploration"
+    assert 3 <= done < 9, "the kill should land mid-exploration"
 
     with sqlite3.connect(db) as conn:
         stored = {r[0] for r in conn.execute("SELECT key FROM llm_calls WHERE status='ok'")}
     backend = ScriptedLLM(fake_model)
-    run_stages(make_config(), run_dir, backend=backend)
+    config = make_config(explore={"new_per_call": 1})
+    run_stages(config, run_dir, backend=backend)
     resent = {r.key(backend.model_id) for r in backend.requests} & stored
     assert resent == set(), "a request whose reply was stored was sent again"
     assert len(backend.requests) > 0
 
-    run_fake(tmp_path / "clean")
+    _, _, clean = run_fake(tmp_path / "clean", config)
+    assert sum(r.schema_name == "subtasks" for r in clean.requests) == 9
     assert snapshot(run_dir) == snapshot(tmp_path / "clean")
 
 

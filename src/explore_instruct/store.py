@@ -283,13 +283,13 @@ class RunStore:
                 by_id[ex.node_id].examples.append(Example(ex.instruction, ex.input, ex.output))
         return DomainTree(root)
 
-    def task_paths(self) -> dict[int, tuple[str, int, bool]]:
-        """node id -> (task path 'root > child > grandchild', depth, pruned)."""
-        paths: dict[int, tuple[str, int, bool]] = {}
+    def _task_info(self) -> dict[int, tuple[str, str, int]]:
+        """node id -> (name, task path 'root > child > grandchild', depth)."""
+        info: dict[int, tuple[str, str, int]] = {}
         for row in self.nodes():
-            prefix = paths[row.parent_id][0] + " > " if row.parent_id is not None else ""
-            paths[row.id] = (prefix + row.name, row.depth, row.pruned)
-        return paths
+            prefix = info[row.parent_id][1] + " > " if row.parent_id is not None else ""
+            info[row.id] = (row.name, prefix + row.name, row.depth)
+        return info
 
     def dataset(self, which: Which = "kept") -> list[dict[str, Any]]:
         """Records with provenance: instruction, input, output, task, task_path, depth, id, origin.
@@ -298,8 +298,7 @@ class RunStore:
         `kept` every example that passed all filters (seed examples excluded), `dropped` the
         rest with the reason and, for the diversity filter, the example it collided with.
         """
-        paths = self.task_paths()
-        names = {row.id: row.name for row in self.nodes()}
+        tasks = self._task_info()
         if which == "sample" and not self.sample_ids():
             which = "kept"
         if which == "sample":
@@ -313,12 +312,12 @@ class RunStore:
             rows = self.examples()
         out = []
         for r in rows:
-            path, depth, _ = paths[r.node_id]
+            name, path, depth = tasks[r.node_id]
             rec: dict[str, Any] = {
                 "instruction": r.instruction,
                 "input": r.input,
                 "output": r.output,
-                "task": names[r.node_id],
+                "task": name,
                 "task_path": path,
                 "depth": depth,
                 "id": r.id,

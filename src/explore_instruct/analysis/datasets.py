@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from explore_instruct.datafile import read_records
+from explore_instruct.datafile import read_records, text_field
 from explore_instruct.errors import UserError
 from explore_instruct.tree import META_FILE, DomainTree, load_upstream
 
@@ -67,10 +67,9 @@ def normalise_records(raw: list[dict[str, Any]], where: str) -> list[dict[str, s
     out: list[dict[str, str]] = []
     for i, rec in enumerate(raw):
         if "instruction" in rec:
-            if not isinstance(rec["instruction"], str):
-                raise UserError(f"{where}: record {i}: field 'instruction' must be a string")
+            instruction = text_field(rec, "instruction", f"{where}: record {i}")
             row = {k: _text(v) for k, v in rec.items() if k in ("task", "task_path", "depth")}
-            row.update(instruction=rec["instruction"], input=_text(rec.get("input")), output=_text(rec.get("output")))
+            row.update(instruction=instruction, input=_text(rec.get("input")), output=_text(rec.get("output")))
         else:
             chat = _from_messages(rec.get("messages"))
             if chat is None:

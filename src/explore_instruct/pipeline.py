@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from explore_instruct.config import RunConfig, build_config
+from explore_instruct.config import RunConfig, build_config, load_config
 from explore_instruct.context import Progress, RunContext, SilentProgress
 from explore_instruct.datafile import atomic_write_text
 from explore_instruct.errors import RunStopped, UserError
@@ -52,12 +52,9 @@ def open_run(config: RunConfig, run_dir: str | Path, *, resume: bool) -> RunStor
 
 def stored_config(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
     """The resolved config a run directory was started with (plus CLI overrides)."""
-    import yaml
-
-    store = RunStore.open(run_dir)  # says clearly when this is not a run
-    store.close()
-    path = Path(run_dir) / CONFIG_FILE
-    return build_config(yaml.safe_load(path.read_text(encoding="utf-8")), str(path), overrides)
+    if not RunStore.exists(run_dir):
+        RunStore.open(run_dir).close()  # raises the clear "not a run directory" error
+    return load_config(Path(run_dir) / CONFIG_FILE, overrides)
 
 
 def build_backend(config: RunConfig) -> LLM:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from rouge_score import rouge_scorer
 
-from explore_instruct.select.rouge import FilterResult, diversity_filter
+from explore_instruct.rouge import FilterResult, diversity_filter
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT.parent / "shared" / "fixtures" / "upstream_rewriting_tree"

@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rouge_score import rouge_scorer
 
-from explore_instruct.select import rouge
-from explore_instruct.select.rouge import (
+from explore_instruct import rouge
+from explore_instruct.rouge import (
     diversity_filter,
     make_tokenizer,
     max_overlap,

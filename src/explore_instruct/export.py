@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import json
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,12 +37,8 @@ def messages_record(rec: dict[str, Any]) -> dict[str, Any]:
 
 def tree_json(store: RunStore) -> dict[str, Any]:
     """The tree with reasons, pruned flags and kept-example counts (no example bodies)."""
-    rows = store.nodes()
-    names = {r.id: r.name for r in rows}
+    view = store.tree_view()
     counts = Counter(r.node_id for r in store.examples(status="ok") if r.origin != "seed")
-    children: dict[int | None, list[NodeRow]] = defaultdict(list)
-    for r in rows:
-        children[r.parent_id].append(r)
 
     def node_json(row: NodeRow) -> dict[str, Any]:
         return {
@@ -51,15 +47,13 @@ def tree_json(store: RunStore) -> dict[str, Any]:
             "reason": row.reason,
             "depth": row.depth,
             "pruned": row.pruned,
-            "pruned_by": names.get(row.pruned_by) if row.pruned_by else None,
+            "pruned_by": view.by_id[row.pruned_by].name if row.pruned_by else None,
             "pruned_score": row.pruned_score,
             "examples": counts[row.id],
-            "children": [node_json(c) for c in children[row.id]],
+            "children": [node_json(c) for c in view.children.get(row.id, [])],
         }
 
-    if not children[None]:
-        raise UserError(f"{store.run_dir}: the run has no tree yet")
-    return node_json(children[None][0])
+    return node_json(view.root)
 
 
 def export(store: RunStore, fmt: str, out: str | Path, *, which: Which = "sample") -> int:

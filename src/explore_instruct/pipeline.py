@@ -6,6 +6,7 @@ The CLI is a thin layer over these functions; so are the baselines.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,21 +16,14 @@ from explore_instruct.config import RunConfig, build_config, load_config
 from explore_instruct.context import Progress, RunContext, SilentProgress
 from explore_instruct.datafile import atomic_write_text
 from explore_instruct.errors import RunStopped, UserError
-from explore_instruct.explore import explore
 from explore_instruct.export import write_run_exports
-from explore_instruct.generate import generate
 from explore_instruct.llm.base import LLM, FatalLLMError
 from explore_instruct.llm.client import LLMClient, RetryPolicy
-from explore_instruct.select.stages import diversity, prune, sample
+from explore_instruct.stages import ALL_STAGES, BY_NAME
 from explore_instruct.start import insert_start, starting_tree
 from explore_instruct.store import CONFIG_FILE, RunStore
 
-# Stage order of a full run. Pruning needs only task names, so it runs before enrichment and no
-# call is spent on a task that will be pruned.
 log = logging.getLogger(__name__)
-
-ALL_STAGES = ("explore", "prune", "generate", "filter", "sample")
-LLM_STAGES = {"explore", "generate"}
 
 
 def open_run(config: RunConfig, run_dir: str | Path, *, resume: bool) -> RunStore:
@@ -86,21 +80,11 @@ async def run_stages_async(ctx: RunContext, stages: Sequence[str]) -> dict[str, 
         raise UserError(f"unknown stage(s): {', '.join(unknown)}")
     results: dict[str, Any] = {}
     try:
-        if any(s in LLM_STAGES for s in stages):
+        if any(BY_NAME[s].uses_llm for s in stages):
             await _check_backend(ctx.require_client())
-        for stage in stages:
-            if stage == "explore":
-                root = await explore(ctx)
-                results[stage] = len(root.walk())
-            elif stage == "generate":
-                results[stage] = await generate(ctx)
-            elif stage == "prune":
-                insert_start(ctx.store, ctx.config)
-                results[stage] = prune(ctx)
-            elif stage == "filter":
-                results[stage] = diversity(ctx)
-            elif stage == "sample":
-                results[stage] = sample(ctx)
+        for name in stages:
+            result = BY_NAME[name].run(ctx)
+            results[name] = await result if inspect.isawaitable(result) else result
     except FatalLLMError as exc:
         raise RunStopped(f"{exc} (finished work is saved; fix it and rerun with --resume)") from None
     finally:
@@ -121,7 +105,7 @@ def run_stages(
     """Open (or resume) the run at `run_dir` and run `stages`. Returns the context and results."""
     starting_tree(config)  # a malformed seed tree fails here, before anything is written
     store = open_run(config, run_dir, resume=resume)
-    needs_llm = any(s in LLM_STAGES for s in stages)
+    needs_llm = any(BY_NAME[s].uses_llm for s in stages if s in BY_NAME)
     client = make_client(config, store, backend) if needs_llm else None
     ctx = RunContext(store, config, client, progress or SilentProgress())
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from explore_instruct.config import RunConfig
-from explore_instruct.store import RunStore
+from explore_instruct.store import NodeRow, RunStore
 from explore_instruct.tree import DomainTree, Example, TaskNode, load_upstream
 
 
@@ -89,18 +89,15 @@ def insert_start(store: RunStore, config: RunConfig) -> LiveNode:
 
 def load_live_tree(store: RunStore, *, origins: tuple[str, ...] = ("seed", "import", "explore")) -> LiveNode:
     """The tree as stored, with each node's kept examples of the given origins (start + exploration)."""
-    by_id: dict[int, LiveNode] = {}
-    root: LiveNode | None = None
-    for row in store.nodes():
-        parent = by_id.get(row.parent_id) if row.parent_id is not None else None
+    view = store.tree_view()
+
+    def make(row: NodeRow, parent: LiveNode | None) -> LiveNode:
         node = LiveNode(row.id, row.key, row.name, row.reason, row.depth, parent)
-        by_id[row.id] = node
-        if parent is None:
-            root = node
-        else:
+        if parent is not None:
             parent.children.append(node)
-    if root is None:
-        raise RuntimeError("the run has no tree yet")
+        return node
+
+    by_id = view.build(make)
     for ex in store.examples(status="ok", origins=origins):
         by_id[ex.node_id].examples.append(Example(ex.instruction, ex.input, ex.output))
-    return root
+    return by_id[view.root.id]

@@ -8,20 +8,21 @@ rebuilds exactly the same rows without duplicating any.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections import defaultdict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
+from explore_instruct.db import connect, transaction
 from explore_instruct.errors import UserError
-from explore_instruct.llm.cache import CallLog, connect, transaction
+from explore_instruct.llm.cache import CallLog
 from explore_instruct.tree import DomainTree, Example, TaskNode, slugify
 
 DB_FILE = "run.db"
 CONFIG_FILE = "config.yaml"
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS nodes (
     id INTEGER PRIMARY KEY,
     key TEXT NOT NULL UNIQUE,
@@ -56,6 +57,7 @@ CREATE TABLE IF NOT EXISTS sample (position INTEGER PRIMARY KEY, example_id INTE
 """
 
 Which = Literal["sample", "kept", "all", "dropped"]
+T = TypeVar("T")
 
 
 @dataclass
@@ -87,6 +89,41 @@ class ExampleRow:
     drop_reason: str | None
     dup_of: int | None
     score: float | None
+
+
+class TreeView:
+    """The stored tree's shape: node rows in level order, their children, and each node's path.
+
+    Every view of the tree (live nodes for the stages, TaskNodes for exports, provenance paths,
+    tree.json) is built from this one reading of the node rows.
+    """
+
+    def __init__(self, rows: list[NodeRow]) -> None:
+        self.rows = rows
+        self.by_id = {row.id: row for row in rows}
+        self.children: dict[int | None, list[NodeRow]] = defaultdict(list)
+        for row in rows:
+            self.children[row.parent_id].append(row)
+
+    @property
+    def root(self) -> NodeRow:
+        return self.children[None][0]
+
+    def path(self, node_id: int) -> list[str]:
+        """Task names from the root down to `node_id`."""
+        names: list[str] = []
+        row: NodeRow | None = self.by_id[node_id]
+        while row is not None:
+            names.append(row.name)
+            row = self.by_id.get(row.parent_id) if row.parent_id is not None else None
+        return names[::-1]
+
+    def build(self, make: Callable[[NodeRow, T | None], T]) -> dict[int, T]:
+        """`make(row, built parent)` for every node, parents first; returns node id -> built value."""
+        built: dict[int, T] = {}
+        for row in self.rows:  # level order: a parent is always built before its children
+            built[row.id] = make(row, built[row.parent_id] if row.parent_id is not None else None)
+        return built
 
 
 class RunStore:
@@ -127,15 +164,6 @@ class RunStore:
 
     def transaction(self) -> Any:
         return transaction(self.conn)
-
-    # --- meta ------------------------------------------------------------------------------------
-
-    def get_meta(self, key: str, default: str | None = None) -> str | None:
-        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return row["value"] if row else default
-
-    def set_meta(self, key: str, value: str) -> None:
-        self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
     # --- nodes -----------------------------------------------------------------------------------
 
@@ -265,31 +293,31 @@ class RunStore:
 
     # --- views used by exports and analysis ------------------------------------------------------
 
+    def tree_view(self) -> TreeView:
+        """The stored tree; a run without one yet is a clear error."""
+        view = TreeView(self.nodes())
+        if not view.children.get(None):
+            raise UserError(f"{self.run_dir}: the run has no tree yet (run 'explore' first)")
+        return view
+
+    def require_tree(self) -> None:
+        self.tree_view()
+
     def load_tree(self, *, include_seeds: bool = True) -> DomainTree:
         """The tree with each node's kept examples and its pruned flag."""
-        by_id: dict[int, TaskNode] = {}
-        root: TaskNode | None = None
-        for row in self.nodes():
+        view = self.tree_view()
+
+        def make(row: NodeRow, parent: TaskNode | None) -> TaskNode:
             node = TaskNode(name=row.name, reason=row.reason, slug=row.slug, pruned=row.pruned)
-            by_id[row.id] = node
-            if row.parent_id is None:
-                root = node
-            else:
-                by_id[row.parent_id].children.append(node)
-        if root is None:
-            raise UserError(f"{self.run_dir}: the run has no tree yet")
+            if parent is not None:
+                parent.children.append(node)
+            return node
+
+        by_id = view.build(make)
         for ex in self.examples(status="ok"):
             if include_seeds or ex.origin != "seed":
                 by_id[ex.node_id].examples.append(Example(ex.instruction, ex.input, ex.output))
-        return DomainTree(root)
-
-    def _task_info(self) -> dict[int, tuple[str, str, int]]:
-        """node id -> (name, task path 'root > child > grandchild', depth)."""
-        info: dict[int, tuple[str, str, int]] = {}
-        for row in self.nodes():
-            prefix = info[row.parent_id][1] + " > " if row.parent_id is not None else ""
-            info[row.id] = (row.name, prefix + row.name, row.depth)
-        return info
+        return DomainTree(by_id[view.root.id])
 
     def dataset(self, which: Which = "kept") -> list[dict[str, Any]]:
         """Records with provenance: instruction, input, output, task, task_path, depth, id, origin.
@@ -298,7 +326,7 @@ class RunStore:
         `kept` every example that passed all filters (seed examples excluded), `dropped` the
         rest with the reason and, for the diversity filter, the example it collided with.
         """
-        tasks = self._task_info()
+        view = self.tree_view()
         if which == "sample" and not self.sample_ids():
             which = "kept"
         if which == "sample":
@@ -312,14 +340,14 @@ class RunStore:
             rows = self.examples()
         out = []
         for r in rows:
-            name, path, depth = tasks[r.node_id]
+            node = view.by_id[r.node_id]
             rec: dict[str, Any] = {
                 "instruction": r.instruction,
                 "input": r.input,
                 "output": r.output,
-                "task": name,
-                "task_path": path,
-                "depth": depth,
+                "task": node.name,
+                "task_path": " > ".join(view.path(node.id)),
+                "depth": node.depth,
                 "id": r.id,
                 "origin": r.origin,
             }

@@ -93,7 +93,7 @@ def atomic_write_file(path: Path, data: bytes | str) -> None:
 
 def seed_overlap_scores(texts: Sequence[str], seeds: Sequence[str], advance: Callable[[int], None]) -> list[float]:
     """Each text's highest ROUGE-L F1 against any seed instruction."""
-    from explore_instruct.select.rouge import max_overlap
+    from explore_instruct.rouge import max_overlap
 
     scores: list[float] = []
     for start in range(0, len(texts), ROUGE_CHUNK):

@@ -105,7 +105,7 @@ def filter_file(
     """Keep a record only if its ROUGE-L F1 with every record kept before it is at most the threshold."""
     from explore_instruct.datafile import read_records, write_records
     from explore_instruct.errors import UserError
-    from explore_instruct.select.rouge import TOKENIZERS, diversity_filter
+    from explore_instruct.rouge import TOKENIZERS, diversity_filter
 
     if tokenizer not in TOKENIZERS:
         raise UserError(f"--tokenizer must be one of {', '.join(TOKENIZERS)}, not {tokenizer!r}")

@@ -11,11 +11,10 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from explore_instruct.db import connect
 from explore_instruct.llm.base import Completion, CompletionRequest, Usage
 
 CALLS_SCHEMA = """
@@ -38,28 +37,6 @@ CREATE TABLE IF NOT EXISTS llm_calls (
 CREATE UNIQUE INDEX IF NOT EXISTS llm_calls_ok_key ON llm_calls(key) WHERE status = 'ok';
 CREATE INDEX IF NOT EXISTS llm_calls_stage ON llm_calls(stage);
 """
-
-
-def connect(path: str | Path) -> sqlite3.Connection:
-    """Open a SQLite file in WAL mode; writes go through explicit transactions."""
-    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
-    conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA foreign_keys=ON")
-    return conn
-
-
-@contextmanager
-def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """One atomic unit of work: everything inside commits together or not at all."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
 
 
 @dataclass

@@ -24,7 +24,8 @@ from explore_instruct.llm.base import (
     TransientLLMError,
     Usage,
 )
-from explore_instruct.llm.cache import CallLog, transaction
+from explore_instruct.db import transaction
+from explore_instruct.llm.cache import CallLog
 
 T = TypeVar("T")
 

@@ -310,13 +310,3 @@ def train(cfg: TrainConfig) -> TrainResult:
     trainer.accelerator.wait_for_everyone()
     return TrainResult(out, p.settings.to_dict(), p.losses, seconds, _is_main(trainer))
 
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m explore_instruct.train.sft ARGS` == `explore-instruct train ARGS` (for accelerate launch)."""
-    from explore_instruct.cli import main as cli_main
-
-    return cli_main(["train", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

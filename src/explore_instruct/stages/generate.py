@@ -132,7 +132,7 @@ async def _enrich(ctx: RunContext, work: NodeWork) -> None:
         await asyncio.gather(*(_call(ctx, work, start + i, count, pool) for i, count in enumerate(counts)))
 
 
-async def generate(ctx: RunContext, *, skip_pruned: bool = True) -> dict[str, int]:
+async def run(ctx: RunContext, *, skip_pruned: bool = True) -> dict[str, int]:
     """Enrich every (unpruned) task; returns examples generated per task key."""
     insert_start(ctx.store, ctx.config)
     root = load_live_tree(ctx.store)

@@ -129,7 +129,7 @@ async def _visit(ctx: RunContext, node: LiveNode) -> None:
     await asyncio.gather(*(_visit(ctx, child) for child in node.children))
 
 
-async def explore(ctx: RunContext) -> LiveNode:
+async def run(ctx: RunContext) -> LiveNode:
     """Grow the tree from the starting tree to max depth K; returns the live root."""
     root = insert_start(ctx.store, ctx.config)
     cfg = ctx.config.explore

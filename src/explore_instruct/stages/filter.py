@@ -1,0 +1,54 @@
+"""The diversity filter: drop an instruction whose ROUGE-L F1 with an already kept one is too high.
+
+As in self-instruct, the seed instructions count as already kept (configurable). Each run replaces
+the filter's earlier decisions, so it can be re-run with other settings.
+"""
+
+from __future__ import annotations
+
+from explore_instruct.context import RunContext
+from explore_instruct.rouge import diversity_filter
+from explore_instruct.store import ExampleRow
+
+STAGE = "filter"
+
+
+def run(ctx: RunContext) -> tuple[int, int]:
+    """Drop examples whose instruction's ROUGE-L F1 with a kept one exceeds the threshold.
+
+    Returns (kept, total). Dropped rows record the kept example they collided with and the score.
+    """
+    ctx.store.require_tree()
+    cfg = ctx.config.filter
+    rows = filter_candidates(ctx)
+    # As in self-instruct, the seed instructions count as already kept: a copy of a seed is dropped.
+    seeds = ctx.store.examples(status="ok", origins=["seed"]) if cfg.against_seeds else []
+    pool = seeds + rows
+    drops: list[tuple[int, str, int | None, float | None]] = []
+    if cfg.enabled and rows:
+        ctx.progress.start("filter", len(pool))
+        seen = 0
+
+        def advance(done: int, _total: int) -> None:
+            nonlocal seen
+            ctx.progress.advance("filter", done - seen)
+            seen = done
+
+        result = diversity_filter(
+            [r.instruction for r in pool],
+            cfg.threshold,
+            groups=[r.node_id for r in pool] if cfg.scope == "node" else None,
+            tokenizer=cfg.tokenizer,
+            stem=cfg.stem,
+            progress=advance,
+        )
+        ctx.progress.finish("filter")
+        for i, row in enumerate(pool[len(seeds) :], start=len(seeds)):
+            if not result.kept[i]:
+                dup = result.dup_of[i]
+                drops.append(
+                    (row.id, f"ROUGE-L > {cfg.threshold}", pool[dup].id if dup is not None else None, result.score[i])
+                )
+    with ctx.store.transaction():
+        ctx.store.mark_dropped("filter", drops)
+    return len(rows) - len(drops), len(rows)

@@ -309,3 +309,4 @@ def train(cfg: TrainConfig) -> TrainResult:
         os.replace(p.work, out)
     trainer.accelerator.wait_for_everyone()
     return TrainResult(out, p.settings.to_dict(), p.losses, seconds, _is_main(trainer))
+

@@ -33,7 +33,7 @@ human_eval_app = typer.Typer(
 def _require_web() -> None:
     from explore_instruct.train.deps import require
 
-    require("fastapi", "uvicorn", "multipart", extra="web")
+    require("fastapi", "uvicorn", "python_multipart", extra="web")
 
 
 def _serve(app: object, host: str, port: int, what: str, links: list[str]) -> None:

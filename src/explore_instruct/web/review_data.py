@@ -87,7 +87,8 @@ class RunReview:
                 else:
                     c.dropped[f"{r['drop_stage']}: {r['drop_reason']}"] += r["n"]
             for r in conn.execute(
-                "SELECT e.node_id, COUNT(*) AS n FROM sample s JOIN examples e ON e.id = s.example_id GROUP BY e.node_id"
+                "SELECT e.node_id, COUNT(*) AS n FROM sample s JOIN examples e ON e.id = s.example_id"
+                " GROUP BY e.node_id"
             ):
                 counts[r["node_id"]].sampled = r["n"]
             for r in conn.execute(

@@ -43,7 +43,9 @@ def rater_path(study: Path, n: int = 1) -> str:
 
 def votes(study: Path) -> list[tuple]:
     with sqlite3.connect(study / "study.db") as conn:
-        return conn.execute("SELECT rater_id, item_id, choice, comment FROM votes ORDER BY rater_id, item_id").fetchall()
+        return conn.execute(
+            "SELECT rater_id, item_id, choice, comment FROM votes ORDER BY rater_id, item_id"
+        ).fetchall()
 
 
 # --- create --------------------------------------------------------------------------------------

@@ -36,9 +36,12 @@ def study_inputs(d: Path, n: int = 6) -> tuple[Path, Path, Path]:
         {"question_id": f"q{i}", "question": f"Question number {i}?", "class": "writing" if i % 2 else "ideas"}
         for i in range(1, n + 1)
     ]
-    baseline = [{"question_id": f"q{i}", "answer": f"baseline answer {i}", "model_id": BASELINE_MODEL} for i in range(1, n + 1)]
+    baseline = [
+        {"question_id": f"q{i}", "answer": f"baseline answer {i}", "model_id": BASELINE_MODEL} for i in range(1, n + 1)
+    ]
     candidate = [
-        {"question_id": f"q{i}", "answer": f"candidate answer {i}", "model_id": CANDIDATE_MODEL} for i in range(1, n + 1)
+        {"question_id": f"q{i}", "answer": f"candidate answer {i}", "model_id": CANDIDATE_MODEL}
+        for i in range(1, n + 1)
     ]
     candidate[0]["answer"] = f"candidate answer 1 {SCRIPT}"
     return (
@@ -69,7 +72,10 @@ def make_run(run_dir: Path) -> RunStore:
         store.add_example(key="s0", node_id=root, origin="seed", example=Example("Fix this.", "He go.", "He goes."))
         for i in range(4):
             store.add_example(
-                key=f"a{i}", node_id=a, origin="generate", example=Example(f"Rewrite letter {i} formally", "", f"out {i}")
+                key=f"a{i}",
+                node_id=a,
+                origin="generate",
+                example=Example(f"Rewrite letter {i} formally", "", f"out {i}"),
             )
         store.add_example(
             key="a-bad", node_id=a, origin="generate", example=Example("Rewrite", "", ""), drop_reason="empty output"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import sqlite3
 import threading
 from pathlib import Path
@@ -25,10 +24,9 @@ def stored_votes(study: Path) -> list[tuple[int, int, str]]:
         return conn.execute("SELECT rater_id, item_id, choice FROM votes").fetchall()
 
 
-def rater_client(base: str, link: str) -> tuple[httpx.Client, str, str]:
+def rater_client(base: str, path: str) -> tuple[httpx.Client, str, str]:
     """A rater's own browser session: its cookie, its link's path, the form token of its session."""
     client = httpx.Client(base_url=base, timeout=30, follow_redirects=False)
-    path = re.sub(r"^http://[^/]+", "", link)
     return client, path, form_token(client.get(f"{path}/1").text)
 
 

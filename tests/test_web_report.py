@@ -27,7 +27,9 @@ def vote(study: Study, rater_id: int, question_id: str, outcome: str) -> None:
     """Vote as rater `rater_id` so that the candidate gets `outcome`, whichever side it is shown on."""
     rater = Rater(rater_id, f"rater-{rater_id}")
     item = next(a for a in study.assignments(rater) if a.question_id == question_id)
-    candidate_side = "left" if item.left.startswith("candidate") else "right"
+    candidate_side = study.rows(
+        "SELECT candidate_side FROM assignments WHERE rater_id = ? AND item_id = ?", (rater_id, item.item_id)
+    )[0][0]
     other = "right" if candidate_side == "left" else "left"
     choice = {"win": candidate_side, "lose": other}.get(outcome, outcome)
     assert study.vote(rater, item.position, choice)
@@ -60,22 +62,22 @@ def test_majority_per_class_and_split_votes_count_as_ties(tmp_path: Path) -> Non
     vote_all(
         study,
         {
-            "q1": ["win", "win", "lose"],  # writing: win
-            "q3": ["win", "lose", "tie"],  # writing: split -> tie
-            "q5": ["both_bad", "both_bad", "win"],  # writing: both bad
-            "q2": ["lose", "lose", "win"],  # ideas: lose
-            "q4": ["win", "win", "win"],  # ideas: win
+            "q1": ["win", "win", "lose"],  # rewriting: win
+            "q3": ["win", "lose", "tie"],  # rewriting: split -> tie
+            "q5": ["both_bad", "both_bad", "win"],  # rewriting: both bad
+            "q2": ["lose", "lose", "win"],  # brainstorming: lose
+            "q4": ["win", "win", "win"],  # brainstorming: win
         },
     )
     report = build_report(study, resamples=200)
     by = {t["name"]: t for t in report["majority"]}
-    assert (by["writing"]["win"], by["writing"]["tie"], by["writing"]["lose"], by["writing"]["both_bad"]) == (
+    assert (by["rewriting"]["win"], by["rewriting"]["tie"], by["rewriting"]["lose"], by["rewriting"]["both_bad"]) == (
         1,
         1,
         0,
         1,
     )
-    assert (by["ideas"]["win"], by["ideas"]["lose"]) == (1, 1)
+    assert (by["brainstorming"]["win"], by["brainstorming"]["lose"]) == (1, 1)
     assert by["overall"]["beat_rate"] == pytest.approx(2 / 3)
     assert report["items_voted"] == 5 and report["votes"] == 15
     low, high = by["overall"]["ci_low"], by["overall"]["ci_high"]

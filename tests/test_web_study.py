@@ -38,7 +38,7 @@ def client(study: Path):
 
 
 def rater_path(study: Path, n: int = 1) -> str:
-    return read_links(study)[f"rater-{n}"].removeprefix("http://127.0.0.1:8000")
+    return read_links(study)[f"rater-{n}"]
 
 
 def votes(study: Path) -> list[tuple]:
@@ -153,7 +153,7 @@ def test_rater_pages_never_name_the_models(client: TestClient, study: Path) -> N
     bodies.append(client.get(f"{home}/done").text)
     for body in bodies:
         for secret in (BASELINE_MODEL, CANDIDATE_MODEL, "baseline", "candidate"):
-            assert secret not in body.replace("candidate answer", "").replace("baseline answer", "")
+            assert secret not in body
 
 
 def test_sides_are_randomised_and_recorded(tmp_path: Path) -> None:
@@ -191,7 +191,7 @@ def test_a_rater_cannot_reach_items_outside_their_list(tmp_path: Path) -> None:
 
 def test_the_owner_page_needs_the_owner_token(client: TestClient, study: Path) -> None:
     links = read_links(study)
-    owner = links["owner"].removeprefix("http://127.0.0.1:8000")
+    owner = links["owner"]
     rater_token = rater_path(study).rsplit("/", 1)[1]
     assert client.get(f"/owner/{rater_token}").status_code == 404
     page = client.get(owner)

@@ -29,21 +29,64 @@ def write_lines(path: Path, records: list[dict]) -> Path:
     return path
 
 
+EXAMPLES = [  # (class, question, baseline answer, candidate answer)
+    (
+        "rewriting",
+        'Rewrite this sentence so it sounds more formal: "gonna be late, traffic is nuts"',
+        "Gonna be late because of traffic.",
+        "I apologise, but I will be late: the traffic is unusually heavy.",
+    ),
+    (
+        "brainstorming",
+        "Suggest three names for a bakery that only sells sourdough.",
+        "Bread Shop, Sour Shop, Dough Place.",
+        "1. The Patient Loaf\n2. Wild Yeast & Co.\n3. Crumb and Crust",
+    ),
+    (
+        "rewriting",
+        'Shorten without losing the meaning: "Due to the fact that the meeting ran late, we were not able to '
+        'finish the agenda."',
+        "Because the meeting ran late, we were not able to finish the agenda.",
+        "The meeting ran late, so we did not finish the agenda.",
+    ),
+    (
+        "brainstorming",
+        "Give me ideas for a rainy-day activity with two small children.",
+        "Watch a film.",
+        "Build a blanket fort, bake simple biscuits together, or hold an indoor treasure hunt with drawn clues.",
+    ),
+    (
+        "rewriting",
+        'Turn this note into a polite email to a landlord: "heater broken again, pls fix"',
+        "Hi, the heater is broken again, please fix it.",
+        "Dear Ms Patel,\n\nThe heater has stopped working again. Could you arrange a repair this week?"
+        "\n\nKind regards,\nSam",
+    ),
+    (
+        "brainstorming",
+        "List ways a small library could attract teenagers.",
+        "Have more books.",
+        "Host game nights, start a manga club, offer quiet study rooms during exams, and let teens pick new titles.",
+    ),
+]
+
+
 def study_inputs(d: Path, n: int = 6) -> tuple[Path, Path, Path]:
-    """Questions in two classes, and two answer files whose model names must never reach a rater."""
+    """Questions in two classes, and two answer files whose model names must never reach a rater.
+
+    The first candidate answer carries a `<script>` that must stay inert text.
+    """
     d.mkdir(parents=True, exist_ok=True)
-    questions = [
-        {"question_id": f"q{i}", "question": f"Question number {i}?", "class": "writing" if i % 2 else "ideas"}
-        for i in range(1, n + 1)
+    rows = EXAMPLES[:n] + [
+        ("rewriting" if i % 2 else "brainstorming", f"Question number {i}?", f"Short reply {i}.", f"Longer reply {i}.")
+        for i in range(len(EXAMPLES) + 1, n + 1)
     ]
-    baseline = [
-        {"question_id": f"q{i}", "answer": f"baseline answer {i}", "model_id": BASELINE_MODEL} for i in range(1, n + 1)
-    ]
-    candidate = [
-        {"question_id": f"q{i}", "answer": f"candidate answer {i}", "model_id": CANDIDATE_MODEL}
-        for i in range(1, n + 1)
-    ]
-    candidate[0]["answer"] = f"candidate answer 1 {SCRIPT}"
+    questions, baseline, candidate = [], [], []
+    for i, (cls, question, base, cand) in enumerate(rows, start=1):
+        questions.append({"question_id": f"q{i}", "question": question, "class": cls})
+        baseline.append({"question_id": f"q{i}", "answer": base, "model_id": BASELINE_MODEL})
+        candidate.append({"question_id": f"q{i}", "answer": cand, "model_id": CANDIDATE_MODEL})
+    candidate[0]["answer"] += f" {SCRIPT}"
     return (
         write_lines(d / "questions.jsonl", questions),
         write_lines(d / "baseline.jsonl", baseline),
@@ -98,7 +141,7 @@ def free_port() -> int:
 @contextmanager
 def serving(args: list[str], port: int) -> Iterator[subprocess.Popen]:
     """`explore-instruct ARGS --port PORT` in a child process, ready to answer; killed on exit."""
-    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    env = {**os.environ, "PYTHONPATH": str(SRC), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "explore_instruct", *args, "--port", str(port)],
         env=env,

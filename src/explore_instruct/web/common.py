@@ -85,6 +85,10 @@ def make_app(title: str) -> FastAPI:
         text = exc.detail if isinstance(exc.detail, str) else "Request refused."
         return render("error.html", status_code=exc.status_code, message=text)
 
+    @app.get("/favicon.ico")
+    def favicon() -> Response:
+        return Response(status_code=204)  # no icon, and no 404 in the browser's console
+
     @app.get("/static/{name}")
     def static(name: str) -> Response:
         if name not in STATIC_FILES:

@@ -172,3 +172,13 @@ def test_a_run_never_reviewed_exports_as_before(run_dir: Path, tmp_path: Path) -
     assert [r["id"] for r in export(run_dir, "sample", tmp_path)] == [ids(run_dir)[k] for k in ("a0", "a1", "b0")]
     assert export(run_dir, "reviewed", tmp_path) == []
     assert main(["export", "-r", str(run_dir), "--which", "bogus"]) == 2
+
+
+def test_serving_commands_refuse_what_they_cannot_open(tmp_path: Path, capsys) -> None:
+    assert main(["review", str(tmp_path / "nowhere")]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+    RunStore.create(tmp_path / "empty", "domain: generic\n").close()
+    assert main(["review", str(tmp_path / "empty")]) == 2
+    assert "no tree yet" in capsys.readouterr().err
+    assert main(["human-eval", "serve", str(tmp_path / "nowhere")]) == 2
+    assert "not a study folder" in capsys.readouterr().err

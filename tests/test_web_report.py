@@ -83,6 +83,7 @@ def test_majority_per_class_and_split_votes_count_as_ties(tmp_path: Path) -> Non
     low, high = by["overall"]["ci_low"], by["overall"]["ci_high"]
     assert 0 <= low <= by["overall"]["beat_rate"] <= high <= 1
     assert majority(["win", "lose"]) == "tie" and majority(["lose", "lose", "tie"]) == "lose"
+    assert {m["question_id"]: m["majority"] for m in report["item_majority"]}["q3"] == "tie"
 
 
 def test_agreement_matches_the_libraries_on_the_model_side_matrix(tmp_path: Path) -> None:

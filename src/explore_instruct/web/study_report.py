@@ -35,6 +35,7 @@ class Vote:
     question_id: str
     cls: str
     outcome: str  # from the candidate's side
+    comment: str = ""
 
 
 @dataclass
@@ -57,11 +58,11 @@ def outcome(choice: str, candidate_side: str) -> str:
 
 def study_votes(study: Study) -> list[Vote]:
     rows = study.rows(
-        "SELECT r.name, v.item_id, i.question_id, i.cls, v.choice, a.candidate_side FROM votes v"
+        "SELECT r.name, v.item_id, i.question_id, i.cls, v.choice, a.candidate_side, v.comment FROM votes v"
         " JOIN raters r ON r.id = v.rater_id JOIN items i ON i.id = v.item_id"
         " JOIN assignments a ON a.rater_id = v.rater_id AND a.item_id = v.item_id ORDER BY r.id, v.item_id"
     )
-    return [Vote(r[0], r[1], r[2], r[3], outcome(r[4], r[5])) for r in rows]
+    return [Vote(r[0], r[1], r[2], r[3], outcome(r[4], r[5]), r[6]) for r in rows]
 
 
 def tally(name: str, outcomes: Sequence[str], *, resamples: int, seed: int) -> Tally:
@@ -189,6 +190,10 @@ def build_report(
         "per_rater": [asdict(t) for t in per_rater],
         "majority": [asdict(t) for t in per_class],
         "agreement": {"fleiss_kappa": fleiss(votes), "krippendorff_alpha": krippendorff_alpha(votes)},
+        "item_majority": [{"question_id": q, "class": c, "majority": m} for q, c, m in majorities.values()],
+        "votes_detail": [
+            {"question_id": v.question_id, "rater": v.rater, "outcome": v.outcome, "comment": v.comment} for v in votes
+        ],
     }
     if judge_path is not None:
         report["judge"] = {"file": str(judge_path), **judge_agreement(majorities, read_judge(judge_path))}

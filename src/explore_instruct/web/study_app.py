@@ -38,7 +38,7 @@ def create_app(study: Study) -> FastAPI:
         return RedirectResponse(target, status_code=303)
 
     @app.get("/r/{token}/done")
-    def rater_done(token: str, request: Request) -> Response:
+    def rater_done(token: str) -> Response:
         items = study.assignments(rater_for(token))
         voted = sum(a.choice is not None for a in items)
         return render("rater_done.html", token=token, items=items, voted=voted)

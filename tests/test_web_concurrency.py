@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import threading
 from pathlib import Path
@@ -72,7 +73,7 @@ def test_twenty_raters_voting_at_once_lose_nothing_and_duplicate_nothing(tmp_pat
 
 
 def test_a_killed_server_restarts_with_every_acknowledged_vote(tmp_path: Path) -> None:
-    items = 40
+    items = 24
     study = make_study(tmp_path, items)
     links = [v for k, v in read_links(study).items() if k.startswith("rater-")]
     port = free_port()
@@ -90,7 +91,7 @@ def test_a_killed_server_restarts_with_every_acknowledged_vote(tmp_path: Path) -
             if r.status_code == 303:
                 with lock:
                     acked.append((path, n))
-                    if len(acked) >= 150:
+                    if len(acked) >= 120:
                         enough.set()
         client.close()
 
@@ -105,16 +106,13 @@ def test_a_killed_server_restarts_with_every_acknowledged_vote(tmp_path: Path) -
     assert errors == []
     with lock:
         acknowledged = set(acked)
-    assert 150 <= len(acknowledged) < RATERS * items  # killed mid-study
+    assert 120 <= len(acknowledged) < RATERS * items  # killed mid-study
 
     with serving(["human-eval", "serve", str(study)], port):
         seen = set()
         for link in links:
-            client, path, _ = rater_client(f"http://127.0.0.1:{port}", link)
-            for n in range(1, items + 1):
-                page = client.get(f"{path}/{n}").text
-                if 'value="tie" data-key="3" class="chosen"' in page:
-                    seen.add((path, n))
-            client.close()
+            overview = httpx.get(f"http://127.0.0.1:{port}{link}/done").text  # the rater's list of items
+            voted = re.findall(r'href="[^"]+/(\d+)">Item \d+</a> <span class="ok">voted', overview)
+            seen.update((link, int(n)) for n in voted)
     assert acknowledged <= seen
     assert len(stored_votes(study)) == len(seen)

@@ -109,22 +109,48 @@ def make_run(run_dir: Path) -> RunStore:
     store = RunStore.create(run_dir, "domain: generic\n")
     with store.transaction():
         root = store.add_node(key="r", parent_id=None, position=0, depth=0, name="Text editing", reason="")
-        a = store.add_node(key="r.0", parent_id=root, position=0, depth=1, name="Formal rewriting", reason="tone")
-        b = store.add_node(key="r.1", parent_id=root, position=1, depth=1, name="Grammar fixing", reason="errors")
-        store.add_node(key="r.0.0", parent_id=a, position=0, depth=2, name="Rewrite emails formally", reason="mail")
+        a = store.add_node(
+            key="r.0",
+            parent_id=root,
+            position=0,
+            depth=1,
+            name="Formal rewriting",
+            reason="Casual text often has to be put in a formal register.",
+        )
+        b = store.add_node(
+            key="r.1",
+            parent_id=root,
+            position=1,
+            depth=1,
+            name="Grammar fixing",
+            reason="Drafts contain grammatical errors worth fixing.",
+        )
+        store.add_node(
+            key="r.0.0",
+            parent_id=a,
+            position=0,
+            depth=2,
+            name="Rewrite emails formally",
+            reason="Emails are the most common formal text.",
+        )
         store.add_example(key="s0", node_id=root, origin="seed", example=Example("Fix this.", "He go.", "He goes."))
         for i in range(4):
             store.add_example(
                 key=f"a{i}",
                 node_id=a,
                 origin="generate",
-                example=Example(f"Rewrite letter {i} formally", "", f"out {i}"),
+                example=Example(f"Rewrite letter {i} formally", "", f"Dear Sir or Madam, I am writing about item {i}."),
             )
         store.add_example(
             key="a-bad", node_id=a, origin="generate", example=Example("Rewrite", "", ""), drop_reason="empty output"
         )
         store.add_example(key="b0", node_id=b, origin="generate", example=Example("Fix the grammar", "x", SCRIPT))
-        store.add_example(key="b1", node_id=b, origin="generate", example=Example("Fix the grammar please", "y", "z"))
+        store.add_example(
+            key="b1",
+            node_id=b,
+            origin="generate",
+            example=Example("Fix the grammar please", "She don't like it.", "She doesn't like it."),
+        )
     ids = {r.key: r.id for r in store.examples()}
     with store.transaction():
         store.mark_dropped("filter", [(ids["b1"], "ROUGE-L > 0.7", ids["b0"], 0.875)])

@@ -56,7 +56,7 @@ CREATE INDEX IF NOT EXISTS examples_node ON examples(node_id, status);
 CREATE TABLE IF NOT EXISTS sample (position INTEGER PRIMARY KEY, example_id INTEGER NOT NULL REFERENCES examples(id));
 """
 
-Which = Literal["sample", "kept", "all", "dropped"]
+Which = Literal["sample", "kept", "all", "dropped", "reviewed"]
 T = TypeVar("T")
 
 
@@ -325,6 +325,8 @@ class RunStore:
         `sample` is the sampled dataset (falls back to `kept` when no sample was drawn yet),
         `kept` every example that passed all filters (seed examples excluded), `dropped` the
         rest with the reason and, for the diversity filter, the example it collided with.
+        `reviewed` the kept examples a reviewer accepted or edited; `sample` and `kept` leave out
+        rejected examples and carry edits too.
         """
         view = self.tree_view()
         if which == "sample" and not self.sample_ids():
@@ -332,7 +334,7 @@ class RunStore:
         if which == "sample":
             rows_by_id = {r.id: r for r in self.examples(status="ok")}
             rows = [rows_by_id[i] for i in self.sample_ids() if i in rows_by_id]
-        elif which == "kept":
+        elif which in ("kept", "reviewed"):
             rows = [r for r in self.examples(status="ok") if r.origin != "seed"]
         elif which == "dropped":
             rows = self.examples(status="dropped")
@@ -354,4 +356,8 @@ class RunStore:
             if r.status == "dropped":
                 rec.update(drop_stage=r.drop_stage, drop_reason=r.drop_reason, dup_of=r.dup_of, score=r.score)
             out.append(rec)
+        if which in ("sample", "kept", "reviewed"):  # a reviewer's rejections and edits (review.py)
+            from explore_instruct.review import apply_review
+
+            out = apply_review(self.conn, out, only_reviewed=which == "reviewed")
         return out

@@ -190,13 +190,13 @@ def register(app: typer.Typer) -> None:
         run_dir: RunDir,
         fmt: Annotated[str, typer.Option("--format", "-f", help="upstream | alpaca | jsonl | messages")] = "alpaca",
         out_path: Annotated[Path | None, typer.Option("--out", "-o", help="File (or folder for upstream).")] = None,
-        which: Annotated[str, typer.Option(help="sample | kept | dropped | all")] = "sample",
+        which: Annotated[str, typer.Option(help="sample | kept | reviewed | dropped | all")] = "sample",
     ) -> None:
         """Write the run's data in one format."""
         from explore_instruct.export import export as do_export
 
-        if which not in ("sample", "kept", "dropped", "all"):
-            raise UserError(f"--which {which!r}: choose sample, kept, dropped or all")
+        if which not in ("sample", "kept", "reviewed", "dropped", "all"):
+            raise UserError(f"--which {which!r}: choose sample, kept, reviewed, dropped or all")
         store = RunStore.open(run_dir)
         default = {"upstream": "upstream", "alpaca": "alpaca.json", "jsonl": "data.jsonl", "messages": "messages.jsonl"}
         target = out_path or run_dir / "exports" / default.get(fmt, fmt)

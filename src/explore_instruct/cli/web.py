@@ -1,0 +1,163 @@
+"""Web app commands: `human-eval create | serve | report` and `review`.
+
+The apps need the `[web]` extra; the commands import it only when they run.
+"""
+
+from __future__ import annotations
+
+import getpass
+import ipaddress
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from explore_instruct.errors import UserError
+
+console = Console(stderr=True)
+out_console = Console()
+
+Opt = typer.Option
+Host = Annotated[str, Opt(help="Address to listen on; anything but loopback lets other machines reach the app.")]
+Port = Annotated[int, Opt(help="Port to listen on.")]
+
+human_eval_app = typer.Typer(
+    name="human-eval",
+    help="Blind pairwise human evaluation: make a study, serve it to raters, report the results.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+def _require_web() -> None:
+    from explore_instruct.train.deps import require
+
+    require("fastapi", "uvicorn", "python_multipart", extra="web")
+
+
+def _serve(app: object, host: str, port: int, what: str, links: list[str]) -> None:
+    import uvicorn
+
+    if not 0 < port < 65536:
+        raise UserError(f"--port {port}: choose a port between 1 and 65535")
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        console.print(f"warning: listening on {host}: anyone who can reach it and holds a link gets in")
+    base = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
+    console.print(f"serving {what} on {base} (Ctrl+C stops)", highlight=False)
+    for link in links:
+        out_console.print(f"{base}{link}", highlight=False, soft_wrap=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")  # type: ignore[arg-type]
+
+
+@human_eval_app.command("create")
+def create(
+    questions: Annotated[Path, Opt(help="Question file (question_id, question, class).")],
+    baseline: Annotated[Path, Opt(help="Baseline answers (JSONL from `answer`).")],
+    candidate: Annotated[Path, Opt(help="Candidate answers (JSONL from `answer`).")],
+    raters: Annotated[int, Opt(help="Number of raters (each gets a secret link).")],
+    out: Annotated[Path, Opt(help="The study folder to create.")],
+    per_rater: Annotated[int | None, Opt(help="Items per rater (default: every item).")] = None,
+    min_votes: Annotated[
+        int | None, Opt(help="Votes every item must get (default: all raters, or what --per-rater allows).")
+    ] = None,
+    seed: Annotated[int, Opt(help="Seed of the assignment, the item order and the sides.")] = 0,
+) -> None:
+    """Make a study folder; print each rater's secret link once (also in STUDY/links.txt, owner-only)."""
+    _require_web()
+    from explore_instruct.web.study import LINKS_FILE, create_study
+
+    made = create_study(
+        questions, baseline, candidate, out, raters=raters, per_rater=per_rater, min_votes=min_votes, seed=seed
+    )
+    console.print(
+        f"study {made.path}: {made.items} items, {raters} raters, every item gets at least {made.min_votes} vote(s). "
+        f"Secret links (after 'human-eval serve {made.path}'; kept in {made.path / LINKS_FILE}, mode 0600):",
+        highlight=False,
+    )
+    for who, path in made.links:
+        out_console.print(f"{who}\thttp://127.0.0.1:8000{path}", highlight=False, soft_wrap=True)
+
+
+@human_eval_app.command("serve")
+def serve(
+    study: Annotated[Path, typer.Argument(help="The study folder.")],
+    host: Host = "127.0.0.1",
+    port: Port = 8000,
+) -> None:
+    """Serve the rater and owner pages of a study."""
+    _require_web()
+    from explore_instruct.web.study import LINKS_FILE, Study
+    from explore_instruct.web.study_app import create_app
+
+    opened = Study(study)
+    console.print(f"the links are in {study / LINKS_FILE}", highlight=False)
+    try:
+        _serve(create_app(opened), host, port, f"study {study}", [])
+    finally:
+        opened.close()
+
+
+@human_eval_app.command("report")
+def report(
+    study: Annotated[Path, typer.Argument(help="The study folder.")],
+    judge: Annotated[
+        Path | None, Opt(help="A `judge` result JSON: agreement of the LLM judge with the humans.")
+    ] = None,
+    out: Annotated[Path | None, Opt(help="Result JSON (default STUDY/report.json); Markdown beside it.")] = None,
+    bootstrap: Annotated[int, Opt(help="Bootstrap resamples for the 95 % intervals.")] = 2000,
+    seed: Annotated[int, Opt(help="Seed of the bootstrap.")] = 0,
+) -> None:
+    """Win:Tie:Lose and beat rate per rater, by majority and per class; rater agreement; judge agreement."""
+    import json
+
+    _require_web()
+    from explore_instruct.datafile import atomic_write_text
+    from explore_instruct.train.deps import require
+    from explore_instruct.web.study import Study
+    from explore_instruct.web.study_report import build_report, markdown
+
+    require("statsmodels", "krippendorff", extra="web")
+    if bootstrap < 100:
+        raise UserError("--bootstrap must be at least 100")
+    opened = Study(study)
+    try:
+        result = build_report(opened, judge_path=judge, resamples=bootstrap, seed=seed)
+    finally:
+        opened.close()
+    target = out or study / "report.json"
+    table = markdown(result)
+    atomic_write_text(target, json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(target.with_suffix(".md"), table)
+    out_console.print(table, highlight=False, soft_wrap=True, markup=False)
+    console.print(f"results -> {target}, table -> {target.with_suffix('.md')}", highlight=False)
+
+
+def review(
+    run_dir: Annotated[Path, typer.Argument(help="The run directory.")],
+    host: Host = "127.0.0.1",
+    port: Port = 8000,
+    reviewer: Annotated[str | None, Opt(help="Name stored with each decision (default: your user name).")] = None,
+) -> None:
+    """Browse a run's task tree and examples; accept, reject or edit examples before export."""
+    _require_web()
+    from explore_instruct.web.common import new_token
+    from explore_instruct.web.review_app import create_app
+    from explore_instruct.web.review_data import RunReview
+
+    name = reviewer or getpass.getuser()
+    opened = RunReview(run_dir, name)
+    token = new_token()
+    try:
+        _serve(create_app(opened, token), host, port, f"the review of {run_dir} as {name!r}", [f"/{token}/"])
+    finally:
+        opened.close()
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(human_eval_app)
+    app.command("review")(review)

@@ -1,0 +1,146 @@
+"""A reviewer's decisions on a run's examples: accept, reject or edit, stored in the run's database.
+
+The examples table is never changed: an edit lives beside the original, and every decision is
+also appended to a history with its time and reviewer. Exports read the current decisions through
+`apply_review`: a rejected example never reaches a training file, an edited one goes out edited
+with provenance naming the reviewer and keeping the original text.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from explore_instruct.db import transaction
+from explore_instruct.errors import UserError
+
+Decision = Literal["accept", "reject", "edit"]
+DECISIONS: tuple[str, ...] = ("accept", "reject", "edit")
+# How a decision reads in an exported record's provenance.
+EXPORTED_AS = {"accept": "accepted", "edit": "edited"}
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS review (
+    example_id INTEGER PRIMARY KEY REFERENCES examples(id),
+    decision TEXT NOT NULL CHECK (decision IN ('accept', 'reject', 'edit')),
+    instruction TEXT,              -- the edited text (NULL unless decision = 'edit')
+    input TEXT,
+    output TEXT,
+    reviewer TEXT NOT NULL,
+    decided_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS review_history (
+    id INTEGER PRIMARY KEY,
+    example_id INTEGER NOT NULL REFERENCES examples(id),
+    decision TEXT NOT NULL,        -- accept | reject | edit | undo
+    instruction TEXT,
+    input TEXT,
+    output TEXT,
+    reviewer TEXT NOT NULL,
+    decided_at TEXT NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class ReviewDecision:
+    example_id: int
+    decision: str
+    instruction: str | None
+    input: str | None
+    output: str | None
+    reviewer: str
+    decided_at: str
+
+
+def ensure_schema(conn: sqlite3.Connection) -> None:
+    conn.executescript(SCHEMA)
+
+
+def _has_review_table(conn: sqlite3.Connection) -> bool:
+    row = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'review'").fetchone()
+    return row is not None
+
+
+def decisions(conn: sqlite3.Connection) -> dict[int, ReviewDecision]:
+    """Current decision per example id (empty for a run nobody has reviewed)."""
+    if not _has_review_table(conn):
+        return {}
+    rows = conn.execute(
+        "SELECT example_id, decision, instruction, input, output, reviewer, decided_at FROM review"
+    ).fetchall()
+    return {r["example_id"]: ReviewDecision(**dict(r)) for r in rows}
+
+
+def decide(
+    conn: sqlite3.Connection,
+    example_id: int,
+    decision: str,
+    reviewer: str,
+    *,
+    edited: tuple[str, str, str] | None = None,
+) -> None:
+    """Record `decision` on an example (replacing an earlier one) and append it to the history.
+
+    `undo` removes the current decision. An `edit` needs the new (instruction, input, output).
+    """
+    if decision not in (*DECISIONS, "undo"):
+        raise UserError(f"decision {decision!r}: choose accept, reject, edit or undo")
+    if decision == "edit" and (edited is None or not edited[0].strip()):
+        raise UserError("an edit needs a non-empty instruction")
+    if not reviewer.strip():
+        raise UserError("a decision needs a reviewer name")
+    ensure_schema(conn)
+    text: tuple[str | None, str | None, str | None] = edited if decision == "edit" else (None, None, None)  # type: ignore[assignment]
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    with transaction(conn):
+        if conn.execute("SELECT 1 FROM examples WHERE id = ?", (example_id,)).fetchone() is None:
+            raise UserError(f"example {example_id}: no such example in this run")
+        if decision == "undo":
+            conn.execute("DELETE FROM review WHERE example_id = ?", (example_id,))
+        else:
+            conn.execute(
+                "INSERT INTO review (example_id, decision, instruction, input, output, reviewer, decided_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(example_id) DO UPDATE SET decision = excluded.decision,"
+                " instruction = excluded.instruction, input = excluded.input, output = excluded.output,"
+                " reviewer = excluded.reviewer, decided_at = excluded.decided_at",
+                (example_id, decision, *text, reviewer, now),
+            )
+        conn.execute(
+            "INSERT INTO review_history (example_id, decision, instruction, input, output, reviewer, decided_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (example_id, decision, *text, reviewer, now),
+        )
+
+
+def apply_review(
+    conn: sqlite3.Connection, records: list[dict[str, Any]], *, only_reviewed: bool = False
+) -> list[dict[str, Any]]:
+    """Records (from `RunStore.dataset`) with the review applied.
+
+    Rejected records are left out; edited ones carry the edited text and a `review` field with the
+    decision, reviewer, time and the original text; accepted ones a `review` field. With
+    `only_reviewed`, records nobody accepted or edited are left out too.
+    """
+    current = decisions(conn)
+    if not current and not only_reviewed:
+        return records
+    out = []
+    for rec in records:
+        d = current.get(rec["id"])
+        if d is None:
+            if not only_reviewed:
+                out.append(rec)
+            continue
+        if d.decision == "reject":
+            continue
+        review: dict[str, Any] = {"decision": EXPORTED_AS[d.decision], "reviewer": d.reviewer, "at": d.decided_at}
+        rec = dict(rec)
+        if d.decision == "edit":
+            review["original"] = {k: rec[k] for k in ("instruction", "input", "output")}
+            rec.update(instruction=d.instruction or "", input=d.input or "", output=d.output or "")
+        rec["review"] = review
+        out.append(rec)
+    return out

@@ -86,16 +86,19 @@ def _train(
     result = train(cfg)
     if not result.main_process:
         return  # one summary per run, from the main process
-    r = result.settings["result"]
-    b = result.settings["batch"]
-    console.print(
-        f"trained {result.settings['num_examples']} examples, {r['global_steps']} steps in {r['seconds']}s "
-        f"(batch {b['effective_global_batch_size']} = {b['per_device_batch_size']} x "
-        f"{b['gradient_accumulation_steps']} x {b['world_size']} devices, {result.settings['precision']}); "
-        f"loss {_loss(r['first_loss'])} -> {_loss(r['last_loss'])}",
-        highlight=False,
-    )
+    console.print(train_summary(result.settings), highlight=False)
     out_console.print(str(result.out), highlight=False)
+
+
+def train_summary(settings: dict) -> str:
+    """One line from train_settings.json; losses to four decimals (the raw floats are in the file)."""
+    r, b = settings["result"], settings["batch"]
+    return (
+        f"trained {settings['num_examples']} examples, {r['global_steps']} steps in {r['seconds']}s "
+        f"(batch {b['effective_global_batch_size']} = {b['per_device_batch_size']} x "
+        f"{b['gradient_accumulation_steps']} x {b['world_size']} devices, {settings['precision']}); "
+        f"loss {_loss(r['first_loss'])} -> {_loss(r['last_loss'])}"
+    )
 
 
 def _loss(value: object) -> str:

@@ -137,3 +137,28 @@ def test_missing_group_field_and_bad_options(tmp_path, capsys):
     assert main(["filter-file", str(tmp_path / "missing.json"), "--out", str(out)]) == 2
     assert "no such file" in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("threshold", ["-0.1", "1.5", "nan"])
+def test_threshold_outside_zero_to_one_is_one_line(tmp_path, capsys, threshold):
+    src = write_json(tmp_path / "in.json", RECORDS)
+    out = tmp_path / "out.json"
+    assert main(["filter-file", str(src), "--out", str(out), "--threshold", threshold]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--threshold must be between 0 and 1" in err
+    assert not out.exists()
+
+
+def test_library_function_is_what_the_command_runs(tmp_path):
+    from explore_instruct.filter_file import FilterFileOptions, filter_file
+
+    src = write_jsonl(tmp_path / "in.jsonl", RECORDS)
+    calls: list[tuple[int, int]] = []
+    result = filter_file(
+        src, tmp_path / "out", FilterFileOptions(group_field="task"), progress=lambda *a: calls.append(a)
+    )
+    assert (result.total, result.kept) == (5, 4)
+    kept, fmt = read_any(tmp_path / "out")
+    assert fmt == "jsonl"  # no .json/.jsonl suffix: the input's format
+    assert kept == [RECORDS[0], RECORDS[2], RECORDS[3], RECORDS[4]]
+    assert calls[0] == (0, 5) and calls[-1] == (5, 5)

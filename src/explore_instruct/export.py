@@ -13,11 +13,23 @@ from typing import Any, Literal
 
 from explore_instruct.datafile import atomic_write_text, write_records
 from explore_instruct.errors import UserError
-from explore_instruct.store import NodeRow, RunStore, Which
-from explore_instruct.tree import save_upstream
+from explore_instruct.store import NodeRow, RunStore, Which, task_node
+from explore_instruct.tree import DomainTree, Example, save_upstream
 
 ExportFormat = Literal["upstream", "alpaca", "jsonl", "messages"]
 FORMATS: tuple[str, ...] = ("upstream", "alpaca", "jsonl", "messages")
+# Default names: `<which>.<format>`, with the file type's extension where the format's name is not one.
+_DEFAULT_NAMES = {
+    "upstream": "{}.upstream",
+    "alpaca": "{}.alpaca.json",
+    "jsonl": "{}.jsonl",
+    "messages": "{}.messages.jsonl",
+}
+
+
+def default_export_name(fmt: str, which: str) -> str:
+    """The file (or folder, for upstream) name an export gets when no path is given."""
+    return _DEFAULT_NAMES.get(fmt, "{}." + fmt).format(which)
 
 
 def alpaca_record(rec: dict[str, Any]) -> dict[str, str]:
@@ -56,12 +68,30 @@ def tree_json(store: RunStore) -> dict[str, Any]:
     return node_json(view.root)
 
 
+def upstream_tree(store: RunStore, which: Which) -> DomainTree:
+    """Every task, pruned ones too (flagged), each with its examples among `which`'s records.
+
+    Pruned tasks stay because their subtasks were explored and enriched; the root keeps its seed
+    examples whatever `which` is, since the release's format keeps them there.
+    """
+    view = store.tree_view()
+    nodes = view.build(task_node)
+    for ex in store.examples(status="ok", origins=["seed"]):
+        nodes[ex.node_id].examples.append(Example(ex.instruction, ex.input, ex.output))
+    # The records as `which` exports them (a reviewer's edit included), in example order.
+    node_of = {ex.id: ex.node_id for ex in store.examples()}
+    for rec in sorted(store.dataset(which), key=lambda r: r["id"]):
+        if rec["origin"] != "seed":
+            nodes[node_of[rec["id"]]].examples.append(Example(rec["instruction"], rec["input"], rec["output"]))
+    return DomainTree(nodes[view.root.id])
+
+
 def export(store: RunStore, fmt: str, out: str | Path, *, which: Which = "sample") -> int:
     """Write one export; returns the number of records (or tasks, for `upstream`)."""
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     if fmt == "upstream":
-        tree = store.load_tree()
+        tree = upstream_tree(store, which)
         save_upstream(tree, out)
         return sum(1 for _ in tree.level_order())
     records = store.dataset(which)

@@ -91,6 +91,14 @@ class ExampleRow:
     score: float | None
 
 
+def task_node(row: NodeRow, parent: TaskNode | None) -> TaskNode:
+    """A node row as a TaskNode attached to its parent (the builder for `TreeView.build`)."""
+    node = TaskNode(name=row.name, reason=row.reason, slug=row.slug, pruned=row.pruned)
+    if parent is not None:
+        parent.children.append(node)
+    return node
+
+
 class TreeView:
     """The stored tree's shape: node rows in level order, their children, and each node's path.
 
@@ -306,14 +314,7 @@ class RunStore:
     def load_tree(self, *, include_seeds: bool = True) -> DomainTree:
         """The tree with each node's kept examples and its pruned flag."""
         view = self.tree_view()
-
-        def make(row: NodeRow, parent: TaskNode | None) -> TaskNode:
-            node = TaskNode(name=row.name, reason=row.reason, slug=row.slug, pruned=row.pruned)
-            if parent is not None:
-                parent.children.append(node)
-            return node
-
-        by_id = view.build(make)
+        by_id = view.build(task_node)
         for ex in self.examples(status="ok"):
             if include_seeds or ex.origin != "seed":
                 by_id[ex.node_id].examples.append(Example(ex.instruction, ex.input, ex.output))

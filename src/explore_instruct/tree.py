@@ -172,6 +172,7 @@ def save_upstream(tree: DomainTree, directory: str | Path) -> None:
         # The release writes the hand-made root indented and generated nodes on one line.
         text = json.dumps(body, indent=2) if is_root else json.dumps(body, ensure_ascii=False) + "\n"
         atomic_write_text(d / head["config_filename"], text)
-        return {**head, "children": [meta_of(c, False) for c in node.children]}
+        flag = {"pruned": True} if node.pruned else {}  # an addition to the release's format: readers ignore it
+        return {**head, **flag, "children": [meta_of(c, False) for c in node.children]}
 
     atomic_write_text(d / META_FILE, json.dumps(meta_of(tree.root, True), indent=2))

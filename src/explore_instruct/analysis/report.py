@@ -10,8 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
@@ -44,28 +43,6 @@ ProgressHook = Callable[[str, int], Callable[[int], None]]
 
 def _no_progress(_desc: str, _total: int) -> Callable[[int], None]:
     return lambda _n: None
-
-
-@contextmanager
-def rich_progress() -> Iterator[ProgressHook]:
-    """Progress bars on stderr (stdout stays free for the summary)."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    ) as prog:
-
-        def start(desc: str, total: int) -> Callable[[int], None]:
-            task = prog.add_task(desc, total=total)
-            return lambda n: prog.advance(task, n)
-
-        yield start
 
 
 def _file_mode() -> int:

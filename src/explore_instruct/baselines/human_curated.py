@@ -159,7 +159,7 @@ def sample_superni(
     `num` yields all of them (the report says how many).
     """
     if num <= 0:
-        raise UserError("--num must be a positive number")
+        raise UserError("--sample-size must be a positive number")
     wanted = {c.strip().lower() for c in categories}
     files = sorted(tasks_dir(superni).glob("*.json"))
     pool: list[dict[str, str]] = []

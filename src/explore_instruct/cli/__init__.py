@@ -7,6 +7,7 @@ thin wrappers: parse flags, call a stage function, print a summary.
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -23,6 +24,23 @@ app = typer.Typer(
 )
 
 err_console = Console(stderr=True)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from explore_instruct import __version__
+
+        typer.echo(f"explore-instruct {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    pass
 
 
 def _register_commands() -> None:

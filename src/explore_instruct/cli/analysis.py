@@ -13,6 +13,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from explore_instruct.cli.vocabulary import AliasedCommand
+
 err = Console(stderr=True)
 out = Console()
 
@@ -27,7 +29,10 @@ baseline_app = typer.Typer(
 def analyze(
     datasets: Annotated[
         list[str],
-        typer.Argument(help="NAME=PATH or PATH: a JSON/JSONL record file, a tree directory or a run directory."),
+        typer.Argument(
+            metavar="DATASETS",
+            help="NAME=PATH or PATH: a JSON/JSONL record file, a tree directory or a run directory.",
+        ),
     ],
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for report.html, report.md, summary.json.")],
     seeds: Annotated[
@@ -40,17 +45,18 @@ def analyze(
     top_verbs: Annotated[int, typer.Option(help="Verbs in the verb–noun figure's inner ring.")] = 20,
     top_nouns: Annotated[int, typer.Option(help="Nouns per verb in the outer ring.")] = 4,
     batch_size: Annotated[int, typer.Option(help="Instructions per spaCy batch.")] = 256,
-    processes: Annotated[int, typer.Option(help="spaCy worker processes (1 = in-process).")] = 1,
+    workers: Annotated[int, typer.Option(help="spaCy worker processes (1 = in-process).")] = 1,
 ) -> None:
     """Data-centric analysis: verb–noun diversity, overlap with the seeds, lengths and tree statistics."""
     from explore_instruct.analysis.datasets import default_seeds, load_datasets, load_seed_instructions
-    from explore_instruct.analysis.report import AnalysisOptions, rich_progress
+    from explore_instruct.analysis.report import AnalysisOptions
     from explore_instruct.analysis.report import analyze as run_analysis
     from explore_instruct.analysis.verbnoun import load_nlp
+    from explore_instruct.cli.progress import hook_progress
     from explore_instruct.errors import UserError
 
-    if top_verbs < 1 or top_nouns < 1 or batch_size < 1 or processes < 1:
-        raise UserError("--top-verbs, --top-nouns, --batch-size and --processes must be at least 1")
+    if top_verbs < 1 or top_nouns < 1 or batch_size < 1 or workers < 1:
+        raise UserError("--top-verbs, --top-nouns, --batch-size and --workers must be at least 1")
     started = time.perf_counter()
     nlp = load_nlp()  # fail on a missing model before reading anything big
     loaded = load_datasets(datasets)
@@ -60,8 +66,8 @@ def analyze(
     else:
         found = default_seeds(loaded)
         seed_texts, note = (found[0], f"{len(found[0])} seed instructions: {found[1]}") if found else (None, None)
-    options = AnalysisOptions(top_verbs=top_verbs, top_nouns=top_nouns, batch_size=batch_size, n_process=processes)
-    with rich_progress() as progress:
+    options = AnalysisOptions(top_verbs=top_verbs, top_nouns=top_nouns, batch_size=batch_size, n_process=workers)
+    with hook_progress() as progress:
         summary = run_analysis(
             loaded, out_dir, seeds=seed_texts, seeds_note=note, options=options, progress=progress, nlp=nlp
         )
@@ -82,7 +88,7 @@ def analyze(
     err.print(f"done in {time.perf_counter() - started:.1f} s")
 
 
-@baseline_app.command("human-curated")
+@baseline_app.command("human-curated", cls=AliasedCommand)
 def human_curated(
     superni: Annotated[Path, typer.Option(help="A local Super-NaturalInstructions checkout (with tasks/*.json).")],
     out_file: Annotated[Path, typer.Option("--out", "-o", help="Output file: .jsonl for JSONL, else a JSON list.")],
@@ -90,7 +96,7 @@ def human_curated(
         str,
         typer.Option(help="Paper domain whose default categories to use: rewriting, brainstorming or math."),
     ] = "rewriting",
-    num: Annotated[int, typer.Option(help="How many examples to sample.")] = 10000,
+    sample_size: Annotated[int, typer.Option(help="How many examples to sample.")] = 10000,
     categories: Annotated[
         str | None, typer.Option(help="Comma-separated SuperNI categories, replacing the domain's defaults.")
     ] = None,
@@ -98,32 +104,28 @@ def human_curated(
     english_only: Annotated[bool, typer.Option(help="Skip tasks whose declared languages are not English.")] = True,
 ) -> None:
     """Sample the Domain-Specific Human-Curated baseline from a local SuperNI copy (nothing is downloaded)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
     from explore_instruct.baselines.human_curated import categories_for, sample_superni
+    from explore_instruct.cli.progress import count_progress
     from explore_instruct.datafile import format_for_path, write_records
 
     cats = categories_for(domain, categories.split(",") if categories is not None else None)
-    with Progress(TextColumn("scanning tasks"), BarColumn(), MofNCompleteColumn(), console=err, transient=True) as prog:
-        bar = prog.add_task("scan", total=None)
+    with count_progress("scanning tasks") as on_progress:
         records, report = sample_superni(
-            superni,
-            cats,
-            num,
-            seed=seed,
-            english_only=english_only,
-            progress=lambda done, total: prog.update(bar, completed=done, total=total),
+            superni, cats, sample_size, seed=seed, english_only=english_only, progress=on_progress
         )
     write_records(out_file, records, format_for_path(out_file))
     out.print(
         f"{report.sampled} examples from {len(report.tasks_matched)} of {report.tasks_scanned} tasks "
         f"({report.instances_available} instances in categories: {', '.join(cats)}) → {out_file}"
     )
-    if report.sampled < num:
-        err.print(f"[yellow]warning:[/] only {report.instances_available} instances available, fewer than --num {num}")
+    if report.sampled < sample_size:
+        err.print(
+            f"[yellow]warning:[/] only {report.instances_available} instances available, "
+            f"fewer than --sample-size {sample_size}"
+        )
 
 
 def register(app: typer.Typer) -> None:
     """Add this group's commands to `app`."""
-    app.command("analyze")(analyze)
+    app.command("analyze", cls=AliasedCommand)(analyze)
     app.add_typer(baseline_app, name="baseline")

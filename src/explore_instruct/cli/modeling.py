@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from explore_instruct.cli.vocabulary import AliasedCommand
 from explore_instruct.errors import UserError
 
 console = Console(stderr=True)
@@ -23,7 +24,9 @@ Opt = typer.Option
 def _train(
     data: Annotated[Path, Opt(help="Alpaca records (JSON list or JSONL): instruction, input, output.")],
     model: Annotated[str, Opt(help="Base model: a local HF folder, a .gguf file, or 'embedded' (SmolLM2).")],
-    out: Annotated[Path, Opt(help="Folder for the trained model, train_log.jsonl, train_settings.json.")],
+    out: Annotated[
+        Path, Opt("--out", "-o", help="Folder for the trained model, train_log.jsonl, train_settings.json.")
+    ],
     gguf_file: Annotated[str | None, Opt(help="GGUF file name inside the --model folder.")] = None,
     lr: Annotated[float, Opt("--lr", help="Peak learning rate.")] = 2e-5,
     global_batch_size: Annotated[int, Opt(help="Per-device batch x accumulation x devices.")] = 128,
@@ -83,23 +86,30 @@ def _train(
     result = train(cfg)
     if not result.main_process:
         return  # one summary per run, from the main process
-    r = result.settings["result"]
-    b = result.settings["batch"]
-    console.print(
-        f"trained {result.settings['num_examples']} examples, {r['global_steps']} steps in {r['seconds']}s "
-        f"(batch {b['effective_global_batch_size']} = {b['per_device_batch_size']} x "
-        f"{b['gradient_accumulation_steps']} x {b['world_size']} devices, {result.settings['precision']}); "
-        f"loss {r['first_loss']} -> {r['last_loss']}",
-        highlight=False,
-    )
+    console.print(train_summary(result.settings), highlight=False)
     out_console.print(str(result.out), highlight=False)
+
+
+def train_summary(settings: dict) -> str:
+    """One line from train_settings.json; losses to four decimals (the raw floats are in the file)."""
+    r, b = settings["result"], settings["batch"]
+    return (
+        f"trained {settings['num_examples']} examples, {r['global_steps']} steps in {r['seconds']}s "
+        f"(batch {b['effective_global_batch_size']} = {b['per_device_batch_size']} x "
+        f"{b['gradient_accumulation_steps']} x {b['world_size']} devices, {settings['precision']}); "
+        f"loss {_loss(r['first_loss'])} -> {_loss(r['last_loss'])}"
+    )
+
+
+def _loss(value: object) -> str:
+    return f"{value:.4f}" if isinstance(value, int | float) else "n/a"
 
 
 def _endpoint_backend(base_url: str, model: str | None, api_key_env: str | None, timeout: float):
     from explore_instruct.llm.factory import build_backend
 
     if not model:
-        raise UserError("--endpoint needs --model NAME (the model name the server serves)")
+        raise UserError("--base-url needs --model NAME (the model name the server serves)")
     return build_backend(
         "openai", base_url=base_url, model=model, api_key_env=api_key_env, timeout=timeout, structured_output="text"
     )
@@ -107,23 +117,23 @@ def _endpoint_backend(base_url: str, model: str | None, api_key_env: str | None,
 
 def _answer(
     questions: Annotated[Path, Opt(help="Question file: question, std_answer, class, question_id.")],
-    out: Annotated[Path, Opt(help="Output JSONL: question_id, class, answer, model_id, settings.")],
+    out: Annotated[Path, Opt("--out", "-o", help="Output JSONL: question_id, class, answer, model_id, settings.")],
     model: Annotated[
-        str | None, Opt(help="Local model folder / .gguf / 'embedded'; with --endpoint, the served model's name.")
+        str | None, Opt(help="Local model folder / .gguf / 'embedded'; with --base-url, the served model's name.")
     ] = None,
-    endpoint: Annotated[str | None, Opt(help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1.")] = None,
+    base_url: Annotated[str | None, Opt(help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1.")] = None,
     gguf_file: Annotated[str | None, Opt(help="GGUF file name inside the --model folder.")] = None,
     api_key_env: Annotated[str | None, Opt(help="Environment variable holding the endpoint's key.")] = None,
     prompt_format: Annotated[
         str | None,
-        Opt(help="alpaca (the training template) or plain; default alpaca for a local model, plain for an endpoint."),
+        Opt(help="alpaca (the training template) or plain; default alpaca for a local model, plain with --base-url."),
     ] = None,
     temperature: Annotated[float, Opt(help="Sampling temperature; 0 is greedy.")] = 0.0,
     top_p: Annotated[float, Opt(help="Nucleus sampling mass.")] = 1.0,
-    max_new_tokens: Annotated[int, Opt(help="Most tokens per answer.")] = 512,
+    max_tokens: Annotated[int, Opt(help="Most tokens per answer.")] = 512,
     seed: Annotated[int, Opt(help="Sampling seed.")] = 0,
     batch_size: Annotated[int, Opt(help="Questions per generate() call (local model).")] = 8,
-    concurrency: Annotated[int, Opt(help="Requests in flight (endpoint).")] = 8,
+    max_concurrency: Annotated[int, Opt(help="Requests in flight (endpoint).")] = 8,
     retries: Annotated[int, Opt(help="Retries per request (endpoint).")] = 4,
     timeout: Annotated[float, Opt(help="Seconds per request (endpoint).")] = 120.0,
     cache: Annotated[Path | None, Opt(help="LLM cache file (endpoint); default beside --out.")] = None,
@@ -133,23 +143,23 @@ def _answer(
     from explore_instruct.evaluate.answer import SamplingSettings
     from explore_instruct.evaluate.stages import EndpointSettings, answer_file
 
-    if (model is None) and (endpoint is None):
-        raise UserError("give --model PATH (a local model) or --endpoint URL --model NAME")
-    fmt = prompt_format or ("plain" if endpoint else "alpaca")
+    if (model is None) and (base_url is None):
+        raise UserError("give --model PATH (a local model) or --base-url URL --model NAME")
+    fmt = prompt_format or ("plain" if base_url else "alpaca")
     if fmt not in ("alpaca", "plain"):
         raise UserError(f"--prompt-format {fmt}: expected alpaca or plain")
-    if temperature < 0 or not 0 < top_p <= 1 or max_new_tokens < 1 or batch_size < 1:
-        raise UserError("need --temperature >= 0, 0 < --top-p <= 1, --max-new-tokens >= 1, --batch-size >= 1")
-    settings = SamplingSettings(temperature, top_p, max_new_tokens, seed, fmt)  # type: ignore[arg-type]
-    if endpoint:
-        backend = _endpoint_backend(endpoint, model, api_key_env, timeout)
+    if temperature < 0 or not 0 < top_p <= 1 or max_tokens < 1 or batch_size < 1:
+        raise UserError("need --temperature >= 0, 0 < --top-p <= 1, --max-tokens >= 1, --batch-size >= 1")
+    settings = SamplingSettings(temperature, top_p, max_tokens, seed, fmt)  # type: ignore[arg-type]
+    if base_url:
+        backend = _endpoint_backend(base_url, model, api_key_env, timeout)
         summary = answer_file(
             questions,
             out,
             settings,
             backend=backend,
             model_id=model_id,
-            endpoint=EndpointSettings(concurrency, retries, cache),
+            endpoint=EndpointSettings(max_concurrency, retries, cache),
         )
     else:
         summary = answer_file(
@@ -157,7 +167,7 @@ def _answer(
         )
     console.print(
         f"{summary.answered} answers from {summary.model_id} ({summary.truncated} cut at "
-        f"--max-new-tokens) -> {summary.out}",
+        f"--max-tokens) -> {summary.out}",
         highlight=False,
     )
 
@@ -183,7 +193,7 @@ def _judge(
     questions: Annotated[Path, Opt(help="Question file.")],
     baseline: Annotated[Path, Opt(help="Baseline answers (JSONL from `answer`).")],
     candidate: Annotated[Path, Opt(help="Candidate answers (JSONL from `answer`).")],
-    out: Annotated[Path, Opt(help="Result JSON (summary + every pair's reviews).")],
+    out: Annotated[Path, Opt("--out", "-o", help="Result JSON (summary + every pair's reviews).")],
     table: Annotated[Path | None, Opt(help="Markdown table; default: --out with .md.")] = None,
     base_url: Annotated[str | None, Opt(help="Judge endpoint (OpenAI-compatible base URL).")] = None,
     model: Annotated[str | None, Opt(help="Judge model name.")] = None,
@@ -191,7 +201,7 @@ def _judge(
     config: Annotated[Path | None, Opt(help="A run config whose llm section names the judge.")] = None,
     temperature: Annotated[float, Opt(help="Judge sampling temperature.")] = 0.0,
     max_tokens: Annotated[int, Opt(help="Most tokens per review.")] = 1024,
-    concurrency: Annotated[int, Opt(help="Judge calls in flight.")] = 8,
+    max_concurrency: Annotated[int, Opt(help="Judge calls in flight.")] = 8,
     retries: Annotated[int, Opt(help="Retries per call (errors and unparseable reviews).")] = 4,
     timeout: Annotated[float, Opt(help="Seconds per call.")] = 120.0,
     cache: Annotated[Path | None, Opt(help="LLM cache file; default beside --out.")] = None,
@@ -214,7 +224,7 @@ def _judge(
         backend,
         JudgeSettings(temperature=temperature, max_tokens=max_tokens, seed=seed),
         table_path=table,
-        endpoint=EndpointSettings(concurrency, retries, cache),
+        endpoint=EndpointSettings(max_concurrency, retries, cache),
         bootstrap=bootstrap,
         seed=seed,
     )
@@ -230,7 +240,7 @@ def _judge(
 def _math_eval(
     questions: Annotated[Path, Opt(help="MATH question file (std_answer with \\boxed{}, level, type).")],
     answers: Annotated[Path, Opt(help="Answers (JSONL from `answer`).")],
-    out: Annotated[Path, Opt(help="Summary JSON: accuracy overall, by level, by type.")],
+    out: Annotated[Path, Opt("--out", "-o", help="Summary JSON: accuracy overall, by level, by type.")],
     verdicts: Annotated[Path | None, Opt(help="Per-item verdicts JSONL; default <out>.verdicts.jsonl.")] = None,
     timeout: Annotated[int, Opt(help="Seconds math-verify may spend per parse / comparison.")] = 5,
 ) -> None:
@@ -246,7 +256,5 @@ def _math_eval(
 
 def register(app: typer.Typer) -> None:
     """Add this group's commands to `app`."""
-    app.command("train")(_train)
-    app.command("answer")(_answer)
-    app.command("judge")(_judge)
-    app.command("math-eval")(_math_eval)
+    for name, command in (("train", _train), ("answer", _answer), ("judge", _judge), ("math-eval", _math_eval)):
+        app.command(name, cls=AliasedCommand)(command)

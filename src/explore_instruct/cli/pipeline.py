@@ -8,13 +8,15 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from explore_instruct.cli.progress import LOCAL_FIRST_REPLY_HINT, REMOTE_FIRST_REPLY_HINT, StageProgress
+from explore_instruct.cli.vocabulary import AliasedCommand
 from explore_instruct.config import RunConfig, load_config, parse_override
 from explore_instruct.errors import UserError
 from explore_instruct.pipeline import ALL_STAGES, import_tree, run_stages, stored_config
-from explore_instruct.store import RunStore
+from explore_instruct.stages import BY_NAME
+from explore_instruct.store import CONFIG_FILE, RunStore
 from explore_instruct.summary import run_summary
 
 console = Console(stderr=True)
@@ -25,46 +27,6 @@ Sets = Annotated[
     list[str] | None,
     typer.Option("--set", "-s", help="Override a config value: section.field=value (repeatable)."),
 ]
-
-
-class RichProgress:
-    """Progress bars on stderr, one per stage."""
-
-    def __init__(self) -> None:
-        self._bars = Progress(
-            TextColumn("[bold]{task.description:<9}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            transient=False,
-        )
-        self._tasks: dict[str, Any] = {}
-
-    def __enter__(self) -> RichProgress:
-        self._bars.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._bars.stop()
-
-    def start(self, stage: str, total: int | None) -> None:
-        self._tasks[stage] = self._bars.add_task(stage, total=total)
-
-    def advance(self, stage: str, amount: int = 1, *, total: int | None = None) -> None:
-        task = self._tasks.get(stage)
-        if task is None:
-            return
-        if total:
-            current = self._bars.tasks[self._bars.task_ids.index(task)].total or 0
-            self._bars.update(task, total=current + total)
-        self._bars.advance(task, amount)
-
-    def finish(self, stage: str) -> None:
-        task = self._tasks.get(stage)
-        if task is not None:
-            t = self._bars.tasks[self._bars.task_ids.index(task)]
-            self._bars.update(task, total=t.completed)
 
 
 def _overrides(sets: list[str] | None, **flags: Any) -> dict[str, Any]:
@@ -107,8 +69,23 @@ def print_summary(store: RunStore, session: Any = None) -> None:
     console.print(table)
 
 
+def _config(config_file: Path, run_dir: Path, resume: bool, overrides: dict[str, Any]) -> RunConfig:
+    """The config to run with: a resumed run keeps its stored settings (the first run's flags included)."""
+    if not (resume and RunStore.exists(run_dir)):
+        return load_config(config_file, overrides)
+    # Flags and --set given now still apply on top; open_run warns when they change the config.
+    console.print(f"resuming with the settings in {run_dir / CONFIG_FILE}", highlight=False)
+    return stored_config(run_dir, overrides)
+
+
+def _progress(config: RunConfig) -> StageProgress:
+    hint = LOCAL_FIRST_REPLY_HINT if config.llm.backend == "local" else REMOTE_FIRST_REPLY_HINT
+    llm_stages = frozenset(name for name, stage in BY_NAME.items() if stage.uses_llm)
+    return StageProgress(llm_stages=llm_stages, first_reply_hint=hint)
+
+
 def _run(config: RunConfig, run_dir: Path, stages: tuple[str, ...], resume: bool) -> None:
-    with RichProgress() as progress:
+    with _progress(config) as progress:
         ctx, results = run_stages(config, run_dir, stages, resume=resume, progress=progress)
     session = ctx.client.stats if ctx.client else None
     print_summary(ctx.store, session)
@@ -121,35 +98,38 @@ def _run(config: RunConfig, run_dir: Path, stages: tuple[str, ...], resume: bool
 
 
 def register(app: typer.Typer) -> None:
-    @app.command()
+    @app.command(cls=AliasedCommand)
     def run(
-        config: Annotated[Path, typer.Argument(help="The run config (YAML).")],
+        config: Annotated[Path, typer.Argument(metavar="CONFIG", help="The run config (YAML).")],
         run_dir: Annotated[Path | None, typer.Option("--run-dir", "-r", help="Default: runs/<config name>.")] = None,
-        resume: Annotated[bool, typer.Option("--resume", help="Continue a killed or finished run.")] = False,
+        resume: Annotated[
+            bool,
+            typer.Option(
+                "--resume", help="Continue a killed or finished run with its stored settings (flags given now apply)."
+            ),
+        ] = False,
         sets: Sets = None,
         backend: Annotated[str | None, typer.Option(help="LLM backend: local | openai.")] = None,
         base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint.")] = None,
         model: Annotated[str | None, typer.Option(help="Model name at the endpoint.")] = None,
         max_depth: Annotated[int | None, typer.Option(help="Max depth K.")] = None,
         sample_size: Annotated[int | None, typer.Option(help="Examples to sample.")] = None,
-        concurrency: Annotated[int | None, typer.Option(help="LLM calls in flight.")] = None,
+        max_concurrency: Annotated[int | None, typer.Option(help="LLM calls in flight.")] = None,
     ) -> None:
         """Run every stage: explore, prune, generate, filter, sample; then export."""
-        cfg = load_config(
-            config,
-            _overrides(
-                sets,
-                **{
-                    "llm.backend": backend,
-                    "llm.base_url": base_url,
-                    "llm.model": model,
-                    "explore.max_depth": max_depth,
-                    "sample.size": sample_size,
-                    "llm.max_concurrency": concurrency,
-                },
-            ),
+        directory = run_dir or Path("runs") / config.stem
+        overrides = _overrides(
+            sets,
+            **{
+                "llm.backend": backend,
+                "llm.base_url": base_url,
+                "llm.model": model,
+                "explore.max_depth": max_depth,
+                "sample.size": sample_size,
+                "llm.max_concurrency": max_concurrency,
+            },
         )
-        _run(cfg, run_dir or Path("runs") / config.stem, ALL_STAGES, resume)
+        _run(_config(config, directory, resume, overrides), directory, ALL_STAGES, resume)
 
     def stage_command(stage: str, doc: str) -> None:
         def command(run_dir: RunDir, sets: Sets = None) -> None:
@@ -157,7 +137,7 @@ def register(app: typer.Typer) -> None:
             _run(cfg, run_dir, (stage,), resume=True)
 
         command.__doc__ = doc
-        app.command(name=stage)(command)
+        app.command(name=stage, cls=AliasedCommand)(command)
 
     stage_command("explore", "Grow the task tree (lookahead + backtracking depth-first search).")
     stage_command("generate", "Write N examples for every task (enrichment).")
@@ -167,45 +147,59 @@ def register(app: typer.Typer) -> None:
 
     from explore_instruct.cli.analysis import baseline_app
 
-    @baseline_app.command("self-instruct")
+    @baseline_app.command("self-instruct", cls=AliasedCommand)
     def self_instruct(
-        config: Annotated[Path, typer.Argument(help="The exploration run's config (same root and seeds).")],
+        config: Annotated[
+            Path, typer.Argument(metavar="CONFIG", help="The exploration run's config (same root and seeds).")
+        ],
         run_dir: Annotated[
             Path | None, typer.Option("--run-dir", "-r", help="Default: runs/<config>-self-instruct.")
         ] = None,
-        num: Annotated[
+        sample_size: Annotated[
             int | None, typer.Option(help="Examples to generate (default: the config's sample size).")
         ] = None,
-        resume: Annotated[bool, typer.Option("--resume", help="Continue a killed or finished run.")] = False,
+        resume: Annotated[
+            bool, typer.Option("--resume", help="Continue a killed or finished run with its stored settings.")
+        ] = False,
         sets: Sets = None,
     ) -> None:
         """Domain-Aware Self-Instruct: the same root and seeds, no exploration (K = 0), bootstrapped."""
         from explore_instruct.baselines.self_instruct import self_instruct_config
 
-        cfg = self_instruct_config(load_config(config, _overrides(sets)), num)
-        _run(cfg, run_dir or Path("runs") / f"{config.stem}-self-instruct", ALL_STAGES, resume)
+        directory = run_dir or Path("runs") / f"{config.stem}-self-instruct"
+        cfg = self_instruct_config(_config(config, directory, resume, _overrides(sets)), sample_size)
+        _run(cfg, directory, ALL_STAGES, resume)
 
-    @app.command()
+    @app.command(cls=AliasedCommand)
     def export(
         run_dir: RunDir,
         fmt: Annotated[str, typer.Option("--format", "-f", help="upstream | alpaca | jsonl | messages")] = "alpaca",
-        out_path: Annotated[Path | None, typer.Option("--out", "-o", help="File (or folder for upstream).")] = None,
+        out_path: Annotated[
+            Path | None,
+            typer.Option(
+                "--out",
+                "-o",
+                help="File (or folder for upstream). Default: <run-dir>/exports/<which>.<format>[.json/l].",
+            ),
+        ] = None,
         which: Annotated[str, typer.Option(help="sample | kept | reviewed | dropped | all")] = "sample",
     ) -> None:
         """Write the run's data in one format."""
+        from explore_instruct.export import default_export_name
         from explore_instruct.export import export as do_export
 
         if which not in ("sample", "kept", "reviewed", "dropped", "all"):
             raise UserError(f"--which {which!r}: choose sample, kept, reviewed, dropped or all")
         store = RunStore.open(run_dir)
-        default = {"upstream": "upstream", "alpaca": "alpaca.json", "jsonl": "data.jsonl", "messages": "messages.jsonl"}
-        target = out_path or run_dir / "exports" / default.get(fmt, fmt)
+        target = out_path or run_dir / "exports" / default_export_name(fmt, which)
         n = do_export(store, fmt, target, which=which)  # type: ignore[arg-type]
         console.print(f"wrote {n} {'tasks' if fmt == 'upstream' else 'records'} to {target}")
 
-    @app.command("import-tree")
+    @app.command("import-tree", cls=AliasedCommand)
     def import_tree_cmd(
-        source: Annotated[Path, typer.Argument(help="A tree in the original release's directory format.")],
+        source: Annotated[
+            Path, typer.Argument(metavar="SOURCE", help="A tree in the original release's directory format.")
+        ],
         run_dir: RunDir,
         domain: Annotated[str, typer.Option(help="Domain profile.")] = "generic",
     ) -> None:
@@ -213,7 +207,7 @@ def register(app: typer.Typer) -> None:
         store = import_tree(source, run_dir, domain=domain)
         print_summary(store)
 
-    @app.command()
+    @app.command(cls=AliasedCommand)
     def stats(
         run_dir: RunDir,
         as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,

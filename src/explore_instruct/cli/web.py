@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from explore_instruct.cli.vocabulary import AliasedCommand
 from explore_instruct.errors import UserError
 
 console = Console(stderr=True)
@@ -54,13 +55,13 @@ def _serve(app: object, host: str, port: int, what: str, links: list[str]) -> No
     uvicorn.run(app, host=host, port=port, log_level="warning")  # type: ignore[arg-type]
 
 
-@human_eval_app.command("create")
+@human_eval_app.command("create", cls=AliasedCommand)
 def create(
     questions: Annotated[Path, Opt(help="Question file (question_id, question, class).")],
     baseline: Annotated[Path, Opt(help="Baseline answers (JSONL from `answer`).")],
     candidate: Annotated[Path, Opt(help="Candidate answers (JSONL from `answer`).")],
     raters: Annotated[int, Opt(help="Number of raters (each gets a secret link).")],
-    out: Annotated[Path, Opt(help="The study folder to create.")],
+    out: Annotated[Path, Opt("--out", "-o", help="The study folder to create.")],
     per_rater: Annotated[int | None, Opt(help="Items per rater (default: every item).")] = None,
     min_votes: Annotated[
         int | None, Opt(help="Votes every item must get (default: all raters, or what --per-rater allows).")
@@ -83,9 +84,9 @@ def create(
         out_console.print(f"{who}\thttp://127.0.0.1:8000{path}", highlight=False, soft_wrap=True)
 
 
-@human_eval_app.command("serve")
+@human_eval_app.command("serve", cls=AliasedCommand)
 def serve(
-    study: Annotated[Path, typer.Argument(help="The study folder.")],
+    study: Annotated[Path, typer.Argument(metavar="STUDY", help="The study folder.")],
     host: Host = "127.0.0.1",
     port: Port = 8000,
 ) -> None:
@@ -102,13 +103,15 @@ def serve(
         opened.close()
 
 
-@human_eval_app.command("report")
+@human_eval_app.command("report", cls=AliasedCommand)
 def report(
-    study: Annotated[Path, typer.Argument(help="The study folder.")],
+    study: Annotated[Path, typer.Argument(metavar="STUDY", help="The study folder.")],
     judge: Annotated[
         Path | None, Opt(help="A `judge` result JSON: agreement of the LLM judge with the humans.")
     ] = None,
-    out: Annotated[Path | None, Opt(help="Result JSON (default STUDY/report.json); Markdown beside it.")] = None,
+    out: Annotated[
+        Path | None, Opt("--out", "-o", help="Result JSON (default STUDY/report.json); Markdown beside it.")
+    ] = None,
     bootstrap: Annotated[int, Opt(help="Bootstrap resamples for the 95 % intervals.")] = 2000,
     seed: Annotated[int, Opt(help="Seed of the bootstrap.")] = 0,
 ) -> None:
@@ -138,7 +141,7 @@ def report(
 
 
 def review(
-    run_dir: Annotated[Path, typer.Argument(help="The run directory.")],
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="The run directory.")],
     host: Host = "127.0.0.1",
     port: Port = 8000,
     reviewer: Annotated[str | None, Opt(help="Name stored with each decision (default: your user name).")] = None,
@@ -160,4 +163,4 @@ def review(
 
 def register(app: typer.Typer) -> None:
     app.add_typer(human_eval_app)
-    app.command("review")(review)
+    app.command("review", cls=AliasedCommand)(review)

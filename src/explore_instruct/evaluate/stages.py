@@ -96,7 +96,7 @@ def answer_file(
 ) -> AnswerSummary:
     """Answer every question with a local model (`model`) or an endpoint backend (`backend`)."""
     if (model is None) == (backend is None):
-        raise UserError("give exactly one of --model PATH (a local model) or --endpoint URL")
+        raise UserError("give exactly one of --model PATH (a local model) or --base-url URL")
     questions = read_questions(questions_path)
     if backend is None:
         assert model is not None

@@ -1,0 +1,115 @@
+"""The ROUGE-L diversity filter on any JSON/JSONL record file, outside a run (`filter-file` in the CLI).
+
+Keeps a record only if its ROUGE-L F1 with every record kept before it is at most the threshold; writes
+the kept records in input order and, on request, the dropped ones with what they collided with.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from explore_instruct.datafile import read_records, write_records
+from explore_instruct.errors import UserError
+from explore_instruct.rouge import TOKENIZERS, diversity_filter
+
+
+@dataclass(frozen=True)
+class FilterFileOptions:
+    threshold: float = 0.7
+    field: str = "instruction"
+    group_field: str | None = None
+    tokenizer: str = "rouge"
+    stem: bool = False
+    workers: int | None = None
+
+    def check(self) -> None:
+        """Bad options are one clear line each, before any file is read."""
+        if not 0.0 <= self.threshold <= 1.0:  # NaN fails this too
+            raise UserError(f"--threshold must be between 0 and 1, not {self.threshold}")
+        if self.tokenizer not in TOKENIZERS:
+            raise UserError(f"--tokenizer must be one of {', '.join(TOKENIZERS)}, not {self.tokenizer!r}")
+        if self.workers is not None and self.workers < 1:
+            raise UserError("--workers must be at least 1")
+
+
+@dataclass(frozen=True)
+class FilterFileResult:
+    total: int
+    kept: int
+    out: Path
+
+
+def texts_and_groups(
+    path: Path, records: list[dict[str, Any]], field: str, group_field: str | None
+) -> tuple[list[str], list[str] | None]:
+    """The compared text of every record and, with `group_field`, its group key (JSON of the value)."""
+    texts: list[str] = []
+    groups: list[str] | None = [] if group_field else None
+    for i, rec in enumerate(records):
+        if field not in rec:
+            raise UserError(f"{path}: record {i} has no field {field!r}")
+        value = rec[field]
+        if not isinstance(value, str):
+            raise UserError(f"{path}: record {i}: field {field!r} is a {type(value).__name__}, expected a string")
+        texts.append(value)
+        if groups is not None and group_field is not None:
+            if group_field not in rec:
+                raise UserError(f"{path}: record {i} has no group field {group_field!r}")
+            # Any JSON value names a group; equal values (as JSON) are the same group.
+            groups.append(json.dumps(rec[group_field], sort_keys=True, ensure_ascii=False))
+    return texts, groups
+
+
+def filter_file(
+    input_path: Path,
+    out: Path,
+    options: FilterFileOptions = FilterFileOptions(),
+    *,
+    explain: Path | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> FilterFileResult:
+    """Filter `input_path` into `out` (format from its suffix, else the input's); see the module doc.
+
+    `explain`, when given, receives the dropped records as JSONL: index, dup_of (the kept record with the
+    highest score), score, both texts, and the group value when grouping.
+    """
+    options.check()
+    records, input_format = read_records(input_path)
+    texts, groups = texts_and_groups(input_path, records, options.field, options.group_field)
+    if progress is not None:
+        progress(0, len(texts))
+    result = diversity_filter(
+        texts,
+        options.threshold,
+        groups=groups,
+        tokenizer=options.tokenizer,  # type: ignore[arg-type]
+        stem=options.stem,
+        workers=options.workers,
+        progress=progress,
+    )
+    kept = [r for r, k in zip(records, result.kept, strict=True) if k]
+    # A .json/.jsonl name decides the output format; any other name keeps the input's.
+    fmt = {".json": "json", ".jsonl": "jsonl"}.get(out.suffix.lower(), input_format)
+    write_records(out, kept, fmt)  # type: ignore[arg-type]
+    if explain is not None:
+        write_records(explain, _dropped(records, texts, result, options.group_field), "jsonl")
+    return FilterFileResult(total=len(texts), kept=result.n_kept, out=out)
+
+
+def _dropped(records: list[dict[str, Any]], texts: list[str], result: Any, group_field: str | None) -> list[dict]:
+    return [
+        {
+            "index": i,
+            "dup_of": result.dup_of[i],
+            "score": result.score[i],
+            "text": texts[i],
+            "dup_text": texts[d] if (d := result.dup_of[i]) is not None else None,
+            **({"group": records[i][group_field]} if group_field else {}),
+        }
+        for i, k in enumerate(result.kept)
+        if not k
+    ]

@@ -107,9 +107,18 @@ def print_summary(store: RunStore, session: Any = None) -> None:
     console.print(table)
 
 
-def _run(config: RunConfig, run_dir: Path, stages: tuple[str, ...], resume: bool) -> None:
+AllowModelChange = Annotated[
+    bool, typer.Option("--allow-model-change", help="Resume with another model than the run's replies came from.")
+]
+
+
+def _run(
+    config: RunConfig, run_dir: Path, stages: tuple[str, ...], resume: bool, allow_model_change: bool = False
+) -> None:
     with RichProgress() as progress:
-        ctx, results = run_stages(config, run_dir, stages, resume=resume, progress=progress)
+        ctx, results = run_stages(
+            config, run_dir, stages, resume=resume, progress=progress, allow_model_change=allow_model_change
+        )
     session = ctx.client.stats if ctx.client else None
     print_summary(ctx.store, session)
     if "filter" in results:
@@ -133,6 +142,7 @@ def register(app: typer.Typer) -> None:
         max_depth: Annotated[int | None, typer.Option(help="Max depth K.")] = None,
         sample_size: Annotated[int | None, typer.Option(help="Examples to sample.")] = None,
         concurrency: Annotated[int | None, typer.Option(help="LLM calls in flight.")] = None,
+        allow_model_change: AllowModelChange = False,
     ) -> None:
         """Run every stage: explore, prune, generate, filter, sample; then export."""
         cfg = load_config(
@@ -149,12 +159,12 @@ def register(app: typer.Typer) -> None:
                 },
             ),
         )
-        _run(cfg, run_dir or Path("runs") / config.stem, ALL_STAGES, resume)
+        _run(cfg, run_dir or Path("runs") / config.stem, ALL_STAGES, resume, allow_model_change)
 
     def stage_command(stage: str, doc: str) -> None:
-        def command(run_dir: RunDir, sets: Sets = None) -> None:
+        def command(run_dir: RunDir, sets: Sets = None, allow_model_change: AllowModelChange = False) -> None:
             cfg = stored_config(run_dir, _overrides(sets))
-            _run(cfg, run_dir, (stage,), resume=True)
+            _run(cfg, run_dir, (stage,), resume=True, allow_model_change=allow_model_change)
 
         command.__doc__ = doc
         app.command(name=stage)(command)

@@ -118,7 +118,7 @@ run_stages(config, sys.argv[1], backend=FlakyLLM(every=3, latency=0.2))
 """
 
 
-def test_a_killed_run_under_transport_faults_resumes_to_the_uninterrupted_data(tmp_path, monkeypatch):
+def test_a_killed_run_under_transport_faults_resumes_to_the_uninterrupted_data(tmp_path, monkeypatch, capsys):
     run_dir = tmp_path / "flaky"
     proc = python(FLAKY_RUN, str(run_dir))
     db = run_dir / "run.db"
@@ -153,6 +153,12 @@ def test_a_killed_run_under_transport_faults_resumes_to_the_uninterrupted_data(t
     assert sum(c["attempts"] for c in calls.values()) > sum(c["calls"] for c in calls.values())
     session = run_summary(ctx.store, ctx.client.stats)["this_session"]
     assert sum(sum(s["retry_reasons"].values()) for s in session.values()) == len(flaky.faults)
+    capsys.readouterr()
+    assert main(["stats", "--run-dir", str(run_dir), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["calls"] == calls
+    assert main(["stats", "--run-dir", str(run_dir)]) == 0
+    table = "".join(capsys.readouterr().err.replace("│", " ").split())  # cells wrap: compare without spaces
+    assert "failedattempts:429" in table
 
 
 FILTER_FILE = """

@@ -99,9 +99,11 @@ def print_summary(store: RunStore, session: Any = None) -> None:
     for stage, c in s["calls"].items():
         here = session_stats.get(stage)
         extra = f"; this session {here['calls']} new, {here['cache_hits']} from cache" if here else ""
+        reasons = ", ".join(f"{reason} {n}" for reason, n in c.get("retry_reasons", {}).items())
+        retried = f" ({c['attempts']} attempts; failed attempts: {reasons})" if reasons else ""
         table.add_row(
             f"calls: {stage}",
-            f"{c['calls']} ok, {c['failed']} failed; tokens {c['prompt_tokens']} in / "
+            f"{c['calls']} ok, {c['failed']} failed{retried}; tokens {c['prompt_tokens']} in / "
             f"{c['completion_tokens']} out{extra}",
         )
     console.print(table)

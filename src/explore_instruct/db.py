@@ -25,7 +25,7 @@ def connect(path: str | Path) -> sqlite3.Connection:
 
 
 def connect_readonly(path: str | Path) -> sqlite3.Connection:
-    """Open a SQLite file for reading only: nothing is created or changed, not even WAL files.
+    """Open a SQLite file for reading only: no table, row or setting in it can change.
 
     In a folder this process may not write to, SQLite cannot create the WAL index a reader needs;
     the file is then opened as immutable (no other process can be writing to it there either).

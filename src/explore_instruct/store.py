@@ -139,7 +139,6 @@ class RunStore:
     ) -> None:
         self.run_dir = run_dir
         self.conn = conn
-        self.readonly = readonly
         self._lock = lock
         if not readonly:
             conn.executescript(SCHEMA)

@@ -313,3 +313,23 @@ def test_a_read_only_run_folder_reads_and_refuses_writes_in_one_line(tmp_path):
     sample = _in_read_only_folder(tmp_path / "run", "sample", "--run-dir", str(tmp_path / "run"))
     assert sample.returncode == 2
     assert "is not writable" in sample.stderr and len(sample.stderr.strip().splitlines()) == 1
+
+
+# --- identical requests in flight --------------------------------------------------------------------
+
+
+async def test_judging_two_equal_answers_sends_one_request_per_order(tmp_path):
+    from explore_instruct.evaluate.judge import JudgeSettings, judge_pairs
+    from explore_instruct.evaluate.questions import Answer, Question
+    from explore_instruct.llm.cache import CallLog
+    from explore_instruct.llm.client import LLMClient
+
+    # Equal answers make both orders the same request: sent once, both orders get its verdict.
+    backend = ScriptedLLM(lambda r: "Both fine.\nAssistant 1 = Assistant 2", model_id="judge", latency=0.02)
+    client = LLMClient(backend, CallLog.open(tmp_path / "judge.db"))
+    question = Question("q1", "Name a colour.", "brainstorming")
+    [pair] = await judge_pairs(
+        client, [question], {"q1": Answer("q1", "red")}, {"q1": Answer("q1", "red")}, JudgeSettings()
+    )
+    assert len(backend.requests) == 1
+    assert pair.baseline_first.verdict == pair.candidate_first.verdict == 0

@@ -158,3 +158,16 @@ def test_left_padded_batches_match_single_prompts(tmp_path: Path) -> None:
     single = [generate_local(model, tokenizer, [q], settings, batch_size=1)[0] for q in qs]
     assert [a.question_id for a in batched] == ["q0", "q1", "q2"]
     assert [a.text for a in batched] == [a.text for a in single]
+
+
+def test_a_repeated_question_is_answered_once(tmp_path: Path) -> None:
+    # Two ids with the same question make identical requests in flight together: one call, two answers.
+    questions = _write(
+        tmp_path / "rep.jsonl",
+        [{"question_id": "x", "question": "Name a colour."}, {"question_id": "y", "question": "Name a colour."}],
+    )
+    backend = ScriptedLLM(lambda r: "red", latency=0.02)
+    out = tmp_path / "answers.jsonl"
+    answer_file(questions, out, SamplingSettings(prompt_format="plain"), backend=backend)
+    assert len(backend.requests) == 1
+    assert [json.loads(line)["answer"] for line in out.read_text().splitlines()] == ["red", "red"]

@@ -131,7 +131,7 @@ def test_review_refusals(client: TestClient, run_dir: Path) -> None:
 
 def test_exports_honour_the_review(run_dir: Path, tmp_path: Path) -> None:
     e = ids(run_dir)
-    store = RunStore.open(run_dir)
+    store = RunStore.open(run_dir, write=True)
     decide(store.conn, e["a0"], "reject", "ada")  # sampled
     decide(store.conn, e["a1"], "edit", "ada", edited=("Rewrite letter one formally", "", "Dear Madam"))  # sampled
     decide(store.conn, e["a2"], "accept", "bo")
@@ -159,7 +159,7 @@ def test_exports_honour_the_review(run_dir: Path, tmp_path: Path) -> None:
 
 def test_undo_restores_the_example(run_dir: Path, tmp_path: Path) -> None:
     e = ids(run_dir)
-    store = RunStore.open(run_dir)
+    store = RunStore.open(run_dir, write=True)
     decide(store.conn, e["a0"], "reject", "ada")
     decide(store.conn, e["a0"], "undo", "ada")
     history = store.conn.execute("SELECT decision FROM review_history ORDER BY id").fetchall()

@@ -7,15 +7,40 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from explore_instruct.errors import UserError
+
 
 def connect(path: str | Path) -> sqlite3.Connection:
     """Open a SQLite file in WAL mode; writes go through explicit transactions."""
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
     conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA journal_mode=WAL")
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.OperationalError as exc:  # a read-only file or folder
+        conn.close()
+        raise UserError(f"{path} is not writable ({exc}): this command must write to the run") from None
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=ON")
     return conn
+
+
+def connect_readonly(path: str | Path) -> sqlite3.Connection:
+    """Open a SQLite file for reading only: no table, row or setting in it can change.
+
+    In a folder this process may not write to, SQLite cannot create the WAL index a reader needs;
+    the file is then opened as immutable (no other process can be writing to it there either).
+    """
+    uri = Path(path).resolve().as_uri()
+    for mode in ("mode=ro", "immutable=1"):
+        conn = sqlite3.connect(f"{uri}?{mode}", uri=True, isolation_level=None, check_same_thread=False, timeout=30)
+        conn.row_factory = sqlite3.Row
+        try:
+            conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        except sqlite3.OperationalError:
+            conn.close()
+            continue
+        return conn
+    raise UserError(f"{path}: cannot be opened for reading")
 
 
 @contextmanager

@@ -26,12 +26,32 @@ from explore_instruct.store import CONFIG_FILE, RunStore
 log = logging.getLogger(__name__)
 
 
-def open_run(config: RunConfig, run_dir: str | Path, *, resume: bool) -> RunStore:
-    """A new run directory, or the existing one when resuming (its config is replaced by `config`)."""
+def open_run(
+    config: RunConfig,
+    run_dir: str | Path,
+    *,
+    resume: bool,
+    model_id: str | None = None,
+    allow_model_change: bool = False,
+) -> RunStore:
+    """A new run directory, or the existing one when resuming (its config is replaced by `config`).
+
+    Either way this process then holds the run's lock. `model_id` is the model the calls will go
+    to: resuming a run whose replies came from another model is refused unless `allow_model_change`.
+    """
     if RunStore.exists(run_dir):
         if not resume:
             raise UserError(f"{run_dir}: already holds a run; pass --resume to continue it")
-        store = RunStore.open(run_dir)
+        store = RunStore.open(run_dir, write=True)
+        try:
+            if model_id is not None and not allow_model_change:
+                _refuse_model_change(store, model_id)
+            # A process killed between a commit and its exports left them stale: match the database first.
+            if store.nodes():
+                write_run_exports(store)
+        except BaseException:
+            store.close()
+            raise
         config_path = Path(run_dir) / CONFIG_FILE
         new_yaml = config.to_yaml()
         if config_path.is_file() and config_path.read_text(encoding="utf-8") != new_yaml:
@@ -42,6 +62,15 @@ def open_run(config: RunConfig, run_dir: str | Path, *, resume: bool) -> RunStor
         atomic_write_text(config_path, new_yaml)
         return store
     return RunStore.create(run_dir, config.to_yaml())
+
+
+def _refuse_model_change(store: RunStore, model_id: str) -> None:
+    used = [m for m in store.calls.models() if m != model_id]
+    if used:
+        raise UserError(
+            f"{store.run_dir}: its replies came from {', '.join(used)}, this run would use {model_id}; "
+            "pass --allow-model-change to mix the two models' data"
+        )
 
 
 def stored_config(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
@@ -101,11 +130,20 @@ def run_stages(
     resume: bool = True,
     backend: LLM | None = None,
     progress: Progress | None = None,
+    allow_model_change: bool = False,
 ) -> tuple[RunContext, dict[str, Any]]:
     """Open (or resume) the run at `run_dir` and run `stages`. Returns the context and results."""
     starting_tree(config)  # a malformed seed tree fails here, before anything is written
-    store = open_run(config, run_dir, resume=resume)
     needs_llm = any(BY_NAME[s].uses_llm for s in stages if s in BY_NAME)
+    if needs_llm and backend is None:
+        backend = build_backend(config)  # a bad llm section fails here, before anything is written
+    store = open_run(
+        config,
+        run_dir,
+        resume=resume,
+        model_id=backend.model_id if needs_llm and backend is not None else None,
+        allow_model_change=allow_model_change,
+    )
     client = make_client(config, store, backend) if needs_llm else None
     ctx = RunContext(store, config, client, progress or SilentProgress())
 

@@ -33,10 +33,14 @@ languages that `rouge-score` drops entirely (it keeps only ``[a-z0-9]``): see `t
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import math
 import os
 import re
+import signal
 import sys
+import threading
+import time
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterator, Sequence
@@ -461,7 +465,36 @@ def _run_sequential(
 _SHARED: _Index | None = None
 
 
-def _worker_loop(conn: Any) -> None:
+# prctl(2) option: the signal the kernel sends this process when the thread that forked it ends.
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """End this worker when the process that forked it ends, however it ends (SIGKILL included).
+
+    On Linux the kernel kills it at once (PR_SET_PDEATHSIG). A watcher thread covers the rest: a
+    parent that died before prctl took effect, and platforms without prctl.
+    """
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:
+        os._exit(0)
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _worker_loop(conn: Any, inherited: list[Any], parent_pid: int) -> None:
+    _die_with_parent(parent_pid)
+    # Fork copied this process's ends of every pipe made so far (this worker's own included). Closed
+    # here, a dead parent reads as end-of-file instead of a pipe that stays open forever.
+    for other in inherited:
+        other.close()
     index = _SHARED
     assert index is not None
     try:
@@ -503,7 +536,7 @@ def _run_parallel(
     try:
         for _ in range(workers):
             parent, child = ctx.Pipe()
-            p = ctx.Process(target=_worker_loop, args=(child,), daemon=True)
+            p = ctx.Process(target=_worker_loop, args=(child, [*conns, parent], os.getpid()), daemon=True)
             p.start()
             child.close()
             procs.append(p)
@@ -606,7 +639,6 @@ def diversity_filter(
     1 = this process only; needs fork, so other platforms run in this process).
     `progress(done, total)` is called now and then.
     """
-    import time
 
     start = time.perf_counter()
     total = len(texts)

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from explore_instruct.db import connect, transaction
+from explore_instruct.db import connect, connect_readonly, transaction
 from explore_instruct.errors import UserError
 from explore_instruct.llm.cache import CallLog
+from explore_instruct.runlock import lock_run_dir, unlock_run_dir
 from explore_instruct.tree import DomainTree, Example, TaskNode, slugify
 
 DB_FILE = "run.db"
@@ -135,13 +136,21 @@ class TreeView:
 
 
 class RunStore:
-    """A run directory: `config.yaml`, `run.db` and the exports written from it."""
+    """A run directory: `config.yaml`, `run.db` and the exports written from it.
 
-    def __init__(self, run_dir: Path, conn: sqlite3.Connection) -> None:
+    Opened for writing (`create`, `open(write=True)`), the process holds the directory's lock until
+    the store is closed; opened for reading (the default of `open`), nothing in it is touched.
+    """
+
+    def __init__(
+        self, run_dir: Path, conn: sqlite3.Connection, *, readonly: bool = False, lock: Path | None = None
+    ) -> None:
         self.run_dir = run_dir
         self.conn = conn
-        conn.executescript(SCHEMA)
-        self.calls = CallLog(conn)
+        self._lock = lock
+        if not readonly:
+            conn.executescript(SCHEMA)
+        self.calls = CallLog(conn, readonly=readonly)
 
     # --- opening ---------------------------------------------------------------------------------
 
@@ -151,17 +160,33 @@ class RunStore:
         d = Path(run_dir)
         if (d / DB_FILE).exists():
             raise UserError(f"{d}: already holds a run; pass --resume to continue it or pick another --run-dir")
-        d.mkdir(parents=True, exist_ok=True)
-        store = cls(d, connect(d / DB_FILE))
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"run dir {d} cannot be created ({exc.strerror})") from None
+        lock = lock_run_dir(d)
+        try:
+            store = cls(d, connect(d / DB_FILE), lock=lock)
+        except BaseException:
+            unlock_run_dir(lock)
+            raise
         (d / CONFIG_FILE).write_text(config_yaml, encoding="utf-8")
         return store
 
     @classmethod
-    def open(cls, run_dir: str | Path) -> RunStore:
+    def open(cls, run_dir: str | Path, *, write: bool = False) -> RunStore:
+        """An existing run: read-only by default; `write=True` takes the directory's lock first."""
         d = Path(run_dir)
         if not (d / DB_FILE).is_file():
             raise UserError(f"{d}: not a run directory (no {DB_FILE}); start one with 'explore-instruct run'")
-        return cls(d, connect(d / DB_FILE))
+        if not write:
+            return cls(d, connect_readonly(d / DB_FILE), readonly=True)
+        lock = lock_run_dir(d)
+        try:
+            return cls(d, connect(d / DB_FILE), lock=lock)
+        except BaseException:
+            unlock_run_dir(lock)
+            raise
 
     @staticmethod
     def exists(run_dir: str | Path) -> bool:
@@ -169,6 +194,9 @@ class RunStore:
 
     def close(self) -> None:
         self.conn.close()
+        if self._lock is not None:
+            unlock_run_dir(self._lock)
+            self._lock = None
 
     def transaction(self) -> Any:
         return transaction(self.conn)

@@ -1,4 +1,8 @@
-"""What a run holds: tasks per depth, examples kept at each step, drops by reason, calls and tokens."""
+"""What a run holds: tasks per depth, examples kept at each step, drops by reason, calls and tokens.
+
+Calls are counted per stage across every session (from the call log): ok and failed calls, the
+attempts they took, and the failed attempts by reason (429, 5xx, timeout, unparseable, truncated, ...).
+"""
 
 from __future__ import annotations
 
@@ -36,6 +40,7 @@ def run_summary(store: RunStore, session: ClientStats | None = None) -> dict[str
                 "cache_hits": s.cache_hits,
                 "failed": s.failed,
                 "retries": s.retries,
+                "retry_reasons": dict(sorted(s.retry_reasons.items())),
                 "prompt_tokens": s.usage.prompt_tokens,
                 "completion_tokens": s.usage.completion_tokens,
             }

@@ -61,9 +61,11 @@ def print_summary(store: RunStore, session: Any = None) -> None:
     for stage, c in s["calls"].items():
         here = session_stats.get(stage)
         extra = f"; this session {here['calls']} new, {here['cache_hits']} from cache" if here else ""
+        reasons = ", ".join(f"{reason} {n}" for reason, n in c.get("retry_reasons", {}).items())
+        retried = f" ({c['attempts']} attempts; failed attempts: {reasons})" if reasons else ""
         table.add_row(
             f"calls: {stage}",
-            f"{c['calls']} ok, {c['failed']} failed; tokens {c['prompt_tokens']} in / "
+            f"{c['calls']} ok, {c['failed']} failed{retried}; tokens {c['prompt_tokens']} in / "
             f"{c['completion_tokens']} out{extra}",
         )
     console.print(table)
@@ -84,9 +86,18 @@ def _progress(config: RunConfig) -> StageProgress:
     return StageProgress(llm_stages=llm_stages, first_reply_hint=hint)
 
 
-def _run(config: RunConfig, run_dir: Path, stages: tuple[str, ...], resume: bool) -> None:
+AllowModelChange = Annotated[
+    bool, typer.Option("--allow-model-change", help="Resume with another model than the run's replies came from.")
+]
+
+
+def _run(
+    config: RunConfig, run_dir: Path, stages: tuple[str, ...], resume: bool, allow_model_change: bool = False
+) -> None:
     with _progress(config) as progress:
-        ctx, results = run_stages(config, run_dir, stages, resume=resume, progress=progress)
+        ctx, results = run_stages(
+            config, run_dir, stages, resume=resume, progress=progress, allow_model_change=allow_model_change
+        )
     session = ctx.client.stats if ctx.client else None
     print_summary(ctx.store, session)
     if "filter" in results:
@@ -115,6 +126,7 @@ def register(app: typer.Typer) -> None:
         max_depth: Annotated[int | None, typer.Option(help="Max depth K.")] = None,
         sample_size: Annotated[int | None, typer.Option(help="Examples to sample.")] = None,
         max_concurrency: Annotated[int | None, typer.Option(help="LLM calls in flight.")] = None,
+        allow_model_change: AllowModelChange = False,
     ) -> None:
         """Run every stage: explore, prune, generate, filter, sample; then export."""
         directory = run_dir or Path("runs") / config.stem
@@ -129,12 +141,12 @@ def register(app: typer.Typer) -> None:
                 "llm.max_concurrency": max_concurrency,
             },
         )
-        _run(_config(config, directory, resume, overrides), directory, ALL_STAGES, resume)
+        _run(_config(config, directory, resume, overrides), directory, ALL_STAGES, resume, allow_model_change)
 
     def stage_command(stage: str, doc: str) -> None:
-        def command(run_dir: RunDir, sets: Sets = None) -> None:
+        def command(run_dir: RunDir, sets: Sets = None, allow_model_change: AllowModelChange = False) -> None:
             cfg = stored_config(run_dir, _overrides(sets))
-            _run(cfg, run_dir, (stage,), resume=True)
+            _run(cfg, run_dir, (stage,), resume=True, allow_model_change=allow_model_change)
 
         command.__doc__ = doc
         app.command(name=stage, cls=AliasedCommand)(command)

@@ -14,7 +14,7 @@ from functools import cache
 from importlib import resources
 
 from explore_instruct.evaluate.questions import Answer, Question
-from explore_instruct.llm.base import Completion, CompletionRequest, ParseError
+from explore_instruct.llm.base import Completion, CompletionRequest, ErrorKind, ParseError
 from explore_instruct.llm.client import LLMClient
 
 STAGE = "judge"
@@ -109,7 +109,7 @@ async def _judge_once(
     )
     result = await client.call(request, stage=STAGE, parse=_parse_completion)
     if result.failed:
-        kind = "unparsed" if (result.error or "").startswith("ParseError") else "failed"
+        kind = "failed" if result.error_kind == ErrorKind.TRANSPORT else "unparsed"
         return OrderResult(None, None, f"{kind}: {result.error}")
     review = result.completion.text if result.completion else None
     return OrderResult(result.value, review, None)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
 
@@ -82,12 +83,44 @@ class Completion:
     finish_reason: str | None = None
 
 
-class TransientLLMError(Exception):
-    """A failure worth retrying: 429, 5xx, timeout, dropped connection."""
+class RetryReason(StrEnum):
+    """Why an attempt failed: the names the call log, the summary and `stats` count retries under.
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+    The first five are transport faults (the request is resent unchanged); the last two are replies
+    that arrived but were unusable (the request may be resent with another seed).
+    """
+
+    RATE_LIMITED = "429"
+    SERVER_ERROR = "5xx"
+    TIMEOUT = "timeout"
+    CONNECTION = "connection"
+    BAD_BODY = "bad_body"  # a 200 whose body is not a chat completion
+    REJECTED = "4xx"  # e.g. a prompt over the context length
+    UNPARSEABLE = "unparseable"
+    TRUNCATED = "truncated"
+
+
+class ErrorKind(StrEnum):
+    """What finally went wrong with a call whose retries ran out (`CallResult.error_kind`)."""
+
+    TRANSPORT = "transport"  # no usable reply arrived: 429, 5xx, timeout, connection, malformed body
+    UNPARSEABLE = "unparseable"  # a reply arrived but is not the records asked for
+    TRUNCATED = "truncated"  # a reply arrived but stopped at max_tokens
+
+
+class TransientLLMError(Exception):
+    """A failure worth retrying: 429, 5xx, timeout, dropped connection. `reason` says which."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        reason: RetryReason = RetryReason.SERVER_ERROR,
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.reason = reason
 
 
 class FatalLLMError(Exception):

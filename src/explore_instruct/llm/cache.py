@@ -4,6 +4,8 @@ Every call the client makes is logged here (stage, request, reply, tokens, statu
 reply doubles as the cache entry for its request, so a resumed run never pays twice for it. The
 same table lives inside a run's `run.db`; commands without a run (e.g. `judge`) use a file of
 their own. API keys never reach this table: requests hold prompts and sampling settings only.
+Each row also counts its attempts and why the failed ones failed (`retry_reasons`, a JSON object of
+reason -> count), so retries are visible in the summary and `stats`.
 """
 
 from __future__ import annotations
@@ -11,8 +13,11 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from explore_instruct.db import connect
 from explore_instruct.llm.base import Completion, CompletionRequest, Usage
@@ -32,11 +37,15 @@ CREATE TABLE IF NOT EXISTS llm_calls (
     status TEXT NOT NULL CHECK (status IN ('ok', 'failed')),
     error TEXT,
     seconds REAL,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    retry_reasons TEXT,
+    error_kind TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS llm_calls_ok_key ON llm_calls(key) WHERE status = 'ok';
 CREATE INDEX IF NOT EXISTS llm_calls_stage ON llm_calls(stage);
 """
+# Columns added after the first release: (name, SQL type). Older run.db files gain them on open.
+ADDED_COLUMNS = (("retry_reasons", "TEXT"), ("error_kind", "TEXT"))
 
 
 @dataclass
@@ -48,9 +57,18 @@ class CachedCall:
 class CallLog:
     """The `llm_calls` table over an open connection."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, *, readonly: bool = False) -> None:
         self.conn = conn
-        conn.executescript(CALLS_SCHEMA)
+        if not readonly:
+            conn.executescript(CALLS_SCHEMA)
+            self._migrate()
+        self._columns = {row["name"] for row in conn.execute("PRAGMA table_info(llm_calls)")}
+
+    def _migrate(self) -> None:
+        have = {row["name"] for row in self.conn.execute("PRAGMA table_info(llm_calls)")}
+        for name, sql_type in ADDED_COLUMNS:
+            if name not in have:
+                self.conn.execute(f"ALTER TABLE llm_calls ADD COLUMN {name} {sql_type}")
 
     @classmethod
     def open(cls, path: str | Path) -> CallLog:
@@ -79,13 +97,15 @@ class CallLog:
         attempts: int,
         error: str | None = None,
         seconds: float | None = None,
+        retry_reasons: Mapping[str, int] | None = None,
+        error_kind: str | None = None,
     ) -> int:
         """Insert one call row (caller owns the transaction). Returns its id."""
         status = "ok" if completion is not None and error is None else "failed"
         cur = self.conn.execute(
             "INSERT INTO llm_calls (key, stage, model, request, response, finish_reason, prompt_tokens,"
-            " completion_tokens, attempts, status, error, seconds, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " completion_tokens, attempts, status, error, seconds, created_at, retry_reasons, error_kind)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 key,
                 stage,
@@ -100,18 +120,35 @@ class CallLog:
                 error,
                 seconds,
                 time.time(),
+                json.dumps(dict(sorted(retry_reasons.items()))) if retry_reasons else None,
+                error_kind,
             ),
         )
         return int(cur.lastrowid or 0)
 
-    def usage_by_stage(self) -> dict[str, dict[str, int]]:
-        out: dict[str, dict[str, int]] = {}
+    def models(self) -> list[str]:
+        """The models whose replies this log holds (what a resumed run would be mixing with)."""
+        return [r[0] for r in self.conn.execute("SELECT DISTINCT model FROM llm_calls WHERE status = 'ok' ORDER BY 1")]
+
+    def usage_by_stage(self) -> dict[str, dict[str, Any]]:
+        """Per stage: ok and failed calls, attempts sent, tokens, and failed attempts by reason."""
+        out: dict[str, dict[str, Any]] = {}
+        reasons: dict[str, Counter[str]] = {}
         for row in self.conn.execute(
-            "SELECT stage, status, COUNT(*) AS n, SUM(prompt_tokens) AS p, SUM(completion_tokens) AS c "
-            "FROM llm_calls GROUP BY stage, status"
+            "SELECT stage, status, COUNT(*) AS n, SUM(attempts) AS a, SUM(prompt_tokens) AS p,"
+            " SUM(completion_tokens) AS c FROM llm_calls GROUP BY stage, status"
         ):
-            s = out.setdefault(row["stage"], {"calls": 0, "failed": 0, "prompt_tokens": 0, "completion_tokens": 0})
+            s = out.setdefault(
+                row["stage"], {"calls": 0, "failed": 0, "attempts": 0, "prompt_tokens": 0, "completion_tokens": 0}
+            )
             s["calls" if row["status"] == "ok" else "failed"] += row["n"]
+            s["attempts"] += row["a"] or 0
             s["prompt_tokens"] += row["p"] or 0
             s["completion_tokens"] += row["c"] or 0
+            reasons.setdefault(row["stage"], Counter())
+        if "retry_reasons" in self._columns:  # a read-only open of a run.db from before the column
+            for row in self.conn.execute("SELECT stage, retry_reasons FROM llm_calls WHERE retry_reasons IS NOT NULL"):
+                reasons[row["stage"]].update(json.loads(row["retry_reasons"]))
+        for stage, counted in reasons.items():
+            out[stage]["retry_reasons"] = dict(sorted(counted.items()))
         return out

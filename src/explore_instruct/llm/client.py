@@ -3,6 +3,11 @@
 A call goes: cache lookup -> (miss) backend.complete with retries -> parse -> one transaction that
 logs the call and writes whatever the caller derived from the reply. A killed process therefore
 loses only the calls in flight, and a resumed one finds every finished reply in the cache.
+
+Two identical requests never go out at once: the second waits for the first and takes its reply
+from the cache. A transport fault (429, 5xx, timeout, a body that is not a completion) resends the
+identical request, so the data does not depend on network luck; only a reply that arrived but is
+unusable (unparseable, truncated) is retried with another seed.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import dataclasses
 import random
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -21,13 +27,19 @@ from explore_instruct.llm.base import (
     LLM,
     Completion,
     CompletionRequest,
+    ErrorKind,
     ParseError,
+    RetryReason,
     TransientLLMError,
     Usage,
 )
-from explore_instruct.llm.cache import CallLog
+from explore_instruct.llm.cache import CachedCall, CallLog
+from explore_instruct.llm.concurrency import AdaptiveLimit
 
 T = TypeVar("T")
+
+# Added to the request seed per unusable reply, so a seeded backend does not repeat it.
+_RESEED_STEP = 7919
 
 
 @dataclass
@@ -36,6 +48,7 @@ class StageStats:
     cache_hits: int = 0
     failed: int = 0
     retries: int = 0
+    retry_reasons: Counter[str] = field(default_factory=Counter)
     usage: Usage = field(default_factory=Usage)
 
 
@@ -56,6 +69,7 @@ class CallResult(Generic[T]):
     call_id: int | None
     cached: bool
     error: str | None = None
+    error_kind: ErrorKind | None = None  # set with `error`: what the last attempt ran into
 
     @property
     def failed(self) -> bool:
@@ -75,6 +89,23 @@ class RetryPolicy:
         return random.uniform(0, min(self.max_delay, self.base_delay * 2**attempt))
 
 
+@dataclass
+class _Fault:
+    """Why one attempt gave nothing usable."""
+
+    reason: RetryReason
+    message: str
+    retry_after: float | None = None
+
+    @property
+    def kind(self) -> ErrorKind:
+        if self.reason == RetryReason.UNPARSEABLE:
+            return ErrorKind.UNPARSEABLE
+        if self.reason == RetryReason.TRUNCATED:
+            return ErrorKind.TRUNCATED
+        return ErrorKind.TRANSPORT
+
+
 class LLMClient:
     def __init__(
         self,
@@ -88,7 +119,9 @@ class LLMClient:
         self.log = log
         self.retry = retry or RetryPolicy()
         self.stats = ClientStats()
-        self._slots = asyncio.Semaphore(max(1, max_concurrency))
+        self.limit = AdaptiveLimit(max_concurrency)
+        # Cache key -> the outcome of the call sending it now (None: it ended without one).
+        self._in_flight: dict[str, asyncio.Future[CallResult | None]] = {}
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -104,72 +137,127 @@ class LLMClient:
     ) -> CallResult[T]:
         """Complete `request`, parse the reply, and commit call + `commit(value, call_id)` atomically.
 
-        `parse` raises ParseError for a malformed or truncated reply, which is retried like a server
-        error. When retries run out the call is logged as failed and `CallResult.error` says why;
-        only FatalLLMError (unreachable endpoint, refused credentials) propagates.
+        `parse` raises ParseError for a malformed reply, which is retried with another seed like a
+        truncated one. When retries run out the call is logged as failed and `CallResult.error` /
+        `error_kind` say why; only FatalLLMError (unreachable endpoint, refused credentials) propagates.
         """
         stats = self.stats.stage(stage)
         key = request.key(self.backend.model_id)
-        cached = self.log.lookup(key)
-        if cached is not None:
-            stats.cache_hits += 1
-            value = parse(cached.completion)  # replies are cached only after they parsed
-            if commit is not None:
-                with transaction(self.conn):
-                    commit(value, cached.id)
-            return CallResult(value, cached.completion, cached.id, cached=True)
+        while True:
+            cached = self.log.lookup(key)
+            if cached is not None:
+                return self._from_cache(cached, stats, parse, commit)
+            pending = self._in_flight.get(key)
+            if pending is None:
+                break
+            # The same request is on its way: wait for it rather than pay twice. Its reply lands in
+            # the cache (found on the next turn); its failure is this call's failure too.
+            outcome = await asyncio.shield(pending)
+            if outcome is not None and outcome.failed:
+                return CallResult(None, None, outcome.call_id, False, outcome.error, outcome.error_kind)
 
-        async with self._slots:
-            start = time.monotonic()
-            error: str | None = "no attempt made"
-            usage = Usage()
-            completion: Completion | None = None
-            value: T | None = None
-            attempts = 0
-            for attempt in range(self.retry.retries + 1):
-                attempts = attempt + 1
-                if attempt:
-                    stats.retries += 1
-                # A different seed per attempt, so a seeded backend does not repeat a bad reply.
-                sent = (
-                    request
-                    if attempt == 0 or request.seed is None
-                    else dataclasses.replace(request, seed=request.seed + 7919 * attempt)
-                )
-                try:
-                    completion = await self.backend.complete(sent)
-                    usage += completion.usage
-                    if completion.finish_reason == "length":
-                        raise ParseError("reply truncated at max_tokens")
-                    value = parse(completion)
-                    error = None
-                    break
-                except (TransientLLMError, ParseError) as exc:
-                    completion = None
-                    error = f"{type(exc).__name__}: {exc}"
-                    if attempt < self.retry.retries:
-                        await asyncio.sleep(self.retry.delay(attempt, getattr(exc, "retry_after", None)))
+        done: asyncio.Future[CallResult | None] = asyncio.get_running_loop().create_future()
+        self._in_flight[key] = done
+        outcome = None
+        try:
+            outcome = await self._send(request, key, stage, stats, parse, commit)
+            return outcome
+        finally:
+            del self._in_flight[key]
+            done.set_result(outcome)
 
-            stats.usage += usage
-            if completion is None:
-                stats.failed += 1
-            else:
-                stats.calls += 1
-                completion.usage = usage
+    def _from_cache(
+        self,
+        cached: CachedCall,
+        stats: StageStats,
+        parse: Callable[[Completion], T],
+        commit: Callable[[T, int], None] | None,
+    ) -> CallResult[T]:
+        stats.cache_hits += 1
+        value = parse(cached.completion)  # replies are cached only after they parsed
+        if commit is not None:
             with transaction(self.conn):
-                call_id = self.log.record(
-                    key=key,
-                    stage=stage,
-                    model=self.backend.model_id,
-                    request=request,
-                    completion=completion,
-                    attempts=attempts,
-                    error=error,
-                    seconds=time.monotonic() - start,
-                )
-                if completion is not None and commit is not None:
-                    commit(value, call_id)  # type: ignore[arg-type]
-            return CallResult(value, completion, call_id, cached=False, error=error)
+                commit(value, cached.id)
+        return CallResult(value, cached.completion, cached.id, cached=True)
+
+    async def _send(
+        self,
+        request: CompletionRequest,
+        key: str,
+        stage: str,
+        stats: StageStats,
+        parse: Callable[[Completion], T],
+        commit: Callable[[T, int], None] | None,
+    ) -> CallResult[T]:
+        start = time.monotonic()
+        usage = Usage()
+        reasons: Counter[str] = Counter()
+        completion: Completion | None = None
+        value: T | None = None
+        fault: _Fault | None = _Fault(RetryReason.CONNECTION, "no attempt made")
+        reseeds = attempts = 0
+        for attempt in range(self.retry.retries + 1):
+            attempts = attempt + 1
+            if attempt:
+                stats.retries += 1
+            sent = request
+            if reseeds and request.seed is not None:
+                sent = dataclasses.replace(request, seed=request.seed + _RESEED_STEP * reseeds)
+            completion, value, fault = await self._attempt(sent, parse, usage)
+            if fault is None:
+                break
+            reasons[str(fault.reason)] += 1
+            stats.retry_reasons[str(fault.reason)] += 1
+            if fault.kind != ErrorKind.TRANSPORT:
+                reseeds += 1  # the reply arrived and was unusable: ask for a different one
+            if attempt < self.retry.retries:
+                await asyncio.sleep(self.retry.delay(attempt, fault.retry_after))
+
+        stats.usage += usage
+        if fault is None and completion is not None:
+            stats.calls += 1
+            completion.usage = usage
+        else:
+            stats.failed += 1
+            completion = None
+        error = None if fault is None else fault.message
+        kind = None if fault is None else fault.kind
+        with transaction(self.conn):
+            call_id = self.log.record(
+                key=key,
+                stage=stage,
+                model=self.backend.model_id,
+                request=request,
+                completion=completion,
+                attempts=attempts,
+                error=error,
+                seconds=time.monotonic() - start,
+                retry_reasons=reasons,
+                error_kind=kind,
+            )
+            if completion is not None and commit is not None:
+                commit(value, call_id)  # type: ignore[arg-type]
+        return CallResult(value, completion, call_id, cached=False, error=error, error_kind=kind)
+
+    async def _attempt(
+        self, request: CompletionRequest, parse: Callable[[Completion], T], usage: Usage
+    ) -> tuple[Completion | None, T | None, _Fault | None]:
+        """One request to the backend within a concurrency slot; a fault instead of a usable reply."""
+        async with self.limit.slot() as epoch:
+            try:
+                completion = await self.backend.complete(request)
+            except TransientLLMError as exc:
+                if exc.reason == RetryReason.TIMEOUT:
+                    self.limit.timed_out(epoch)
+                return None, None, _Fault(exc.reason, f"{type(exc).__name__}: {exc}", exc.retry_after)
+            await self.limit.succeeded()
+        usage += completion.usage
+        if completion.finish_reason == "length":
+            return None, None, _Fault(RetryReason.TRUNCATED, "ParseError: reply truncated at max_tokens")
+        try:
+            return completion, parse(completion), None
+        except ParseError as exc:
+            return None, None, _Fault(RetryReason.UNPARSEABLE, f"ParseError: {exc}")
 
     async def aclose(self) -> None:
         await self.backend.aclose()

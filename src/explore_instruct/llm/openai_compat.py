@@ -28,6 +28,7 @@ from explore_instruct.llm.base import (
     Completion,
     CompletionRequest,
     FatalLLMError,
+    RetryReason,
     TransientLLMError,
     Usage,
 )
@@ -255,18 +256,20 @@ class OpenAICompatLLM:
                 raise _FormatRejected(f"HTTP {exc.status_code} {_error_text(exc)}") from exc
             raise self._fatal_or_transient(exc) from exc
         except openai.APITimeoutError as exc:  # subclass of APIConnectionError: test it first
-            raise TransientLLMError(f"timed out waiting for {self._display_url}") from exc
+            raise TransientLLMError(f"timed out waiting for {self._display_url}", reason=RetryReason.TIMEOUT) from exc
         except openai.APIConnectionError as exc:
-            raise TransientLLMError(self._unreachable(exc)) from exc
+            raise TransientLLMError(self._unreachable(exc), reason=RetryReason.CONNECTION) from exc
         except (openai.APIResponseValidationError, ValueError) as exc:
             # A 200 whose body is not a chat completion (truncated or malformed JSON): a server glitch.
-            raise TransientLLMError(f"malformed reply from {self._display_url}: {type(exc).__name__}") from exc
+            raise TransientLLMError(
+                f"malformed reply from {self._display_url}: {type(exc).__name__}", reason=RetryReason.BAD_BODY
+            ) from exc
         return self._to_completion(response)
 
     def _to_completion(self, response: Any) -> Completion:
         choices = getattr(response, "choices", None)
         if not choices:
-            raise TransientLLMError(f"reply from {self._display_url} has no choices")
+            raise TransientLLMError(f"reply from {self._display_url} has no choices", reason=RetryReason.BAD_BODY)
         choice = choices[0]
         message = getattr(choice, "message", None)
         text = getattr(message, "content", None) or ""
@@ -298,6 +301,7 @@ class OpenAICompatLLM:
             return TransientLLMError(
                 f"rate limited by {self._display_url} (HTTP 429): {detail}",
                 retry_after=parse_retry_after(exc.response.headers),
+                reason=RetryReason.RATE_LIMITED,
             )
         if status in (401, 403):
             source = f"from ${self._api_key_env}" if self._api_key_env else "none set: llm.api_key_env"
@@ -313,6 +317,7 @@ class OpenAICompatLLM:
         return TransientLLMError(
             f"{self._display_url} answered HTTP {status}: {detail}",
             retry_after=parse_retry_after(exc.response.headers),
+            reason=RetryReason.SERVER_ERROR if status >= 500 else RetryReason.REJECTED,
         )
 
     def _unreachable(self, exc: Exception) -> str:

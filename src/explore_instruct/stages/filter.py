@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from explore_instruct.context import RunContext
 from explore_instruct.rouge import diversity_filter
+from explore_instruct.stages import sample
 from explore_instruct.store import ExampleRow
 
 STAGE = "filter"
@@ -63,4 +64,7 @@ def run(ctx: RunContext) -> tuple[int, int]:
                 )
     with ctx.store.transaction():
         ctx.store.mark_dropped("filter", drops)
+        if ctx.store.sample_ids():
+            # The sample drawn before may hold examples dropped now: redraw it from what is kept.
+            ctx.store.set_sample(sample.draw(ctx))
     return len(rows) - len(drops), len(rows)

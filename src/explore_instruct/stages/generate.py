@@ -132,11 +132,11 @@ async def _enrich(ctx: RunContext, work: NodeWork) -> None:
         await asyncio.gather(*(_call(ctx, work, start + i, count, pool) for i, count in enumerate(counts)))
 
 
-async def run(ctx: RunContext, *, skip_pruned: bool = True) -> dict[str, int]:
+async def run(ctx: RunContext) -> dict[str, int]:
     """Enrich every (unpruned) task; returns examples generated per task key."""
     insert_start(ctx.store, ctx.config)
     root = load_live_tree(ctx.store)
-    pruned = {row.id for row in ctx.store.nodes() if row.pruned} if skip_pruned else set()
+    pruned = {row.id for row in ctx.store.nodes() if row.pruned}
     cfg = ctx.config.generate
     works = [
         NodeWork(node, per_depth(cfg.examples_per_task, node.depth)) for node in root.walk() if node.id not in pruned

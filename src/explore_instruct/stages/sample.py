@@ -10,7 +10,7 @@ from explore_instruct.context import RunContext
 STAGE = "sample"
 
 
-def _even_quotas(available: dict[int, int], size: int) -> dict[int, int]:
+def _even_quotas(available: dict[str, int], size: int) -> dict[str, int]:
     """Split `size` evenly over tasks, capped by what each has; spare quota flows to the others."""
     quotas = dict.fromkeys(available, 0)
     remaining = size
@@ -27,7 +27,15 @@ def _even_quotas(available: dict[int, int], size: int) -> dict[int, int]:
 
 
 def run(ctx: RunContext) -> int:
-    """Draw the target number of kept examples, an even share per eligible task, seeded.
+    """Draw the sample and store it; returns its size."""
+    chosen = draw(ctx)
+    with ctx.store.transaction():
+        ctx.store.set_sample(chosen)
+    return len(chosen)
+
+
+def draw(ctx: RunContext) -> list[int]:
+    """The target number of kept examples (ids), an even share per eligible task, seeded.
 
     Eligible tasks are unpruned (unless `skip_pruned` is off), at depth >= 1 and <= max_depth;
     when they hold too few examples, the sample is topped up from the root's examples. A tree
@@ -37,28 +45,30 @@ def run(ctx: RunContext) -> int:
     cfg = ctx.config.sample
     seed = cfg.seed if cfg.seed is not None else ctx.config.seed
     rng = random.Random(seed)
+    # Tasks and examples are taken in key order, not row order: rows are numbered as replies arrive,
+    # which varies between an interrupted run and an uninterrupted one.
     nodes = ctx.store.nodes()
-    root_id = next(n.id for n in nodes if n.parent_id is None)
+    task_key = {n.id: n.key for n in nodes}
+    root = next(n.key for n in nodes if n.parent_id is None)
     eligible = {
-        n.id
+        n.key
         for n in nodes
         if n.parent_id is not None
         and (cfg.max_depth is None or n.depth <= cfg.max_depth)
         and not (cfg.skip_pruned and n.pruned)
     }
-    by_task: dict[int, list[int]] = defaultdict(list)
+    by_task: dict[str, list[tuple[str, int]]] = defaultdict(list)
     for r in ctx.store.examples(status="ok"):
         if r.origin != "seed":
-            by_task[r.node_id].append(r.id)
-    pool_tasks = eligible or {root_id}
-    quotas = _even_quotas({t: len(by_task[t]) for t in sorted(pool_tasks)}, cfg.size)
+            by_task[task_key[r.node_id]].append((r.key, r.id))
+    ids = {task: [i for _, i in sorted(rows)] for task, rows in by_task.items()}
+    pool_tasks = eligible or {root}
+    quotas = _even_quotas({t: len(ids.get(t, [])) for t in sorted(pool_tasks)}, cfg.size)
     chosen: list[int] = []
     for task in sorted(pool_tasks):
-        chosen.extend(rng.sample(by_task[task], quotas[task]))
-    if len(chosen) < cfg.size and root_id not in pool_tasks:
-        spare = by_task[root_id]
+        chosen.extend(rng.sample(ids.get(task, []), quotas[task]))
+    if len(chosen) < cfg.size and root not in pool_tasks:
+        spare = ids.get(root, [])
         chosen.extend(rng.sample(spare, min(len(spare), cfg.size - len(chosen))))
     rng.shuffle(chosen)
-    with ctx.store.transaction():
-        ctx.store.set_sample(chosen)
-    return len(chosen)
+    return chosen

@@ -56,7 +56,7 @@ class RunReview:
     """One open run for the review app; the store's connection is used under a lock."""
 
     def __init__(self, run_dir: str | Path, reviewer: str) -> None:
-        self.store = RunStore.open(run_dir)
+        self.store = RunStore.open(run_dir, write=True)
         self.reviewer = reviewer
         self._lock = threading.Lock()
         with self._db():

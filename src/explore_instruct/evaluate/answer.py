@@ -160,6 +160,11 @@ class _KeepTruncated:
             return dataclasses.replace(completion, finish_reason="max_tokens")
         return completion
 
+    async def check(self) -> None:
+        check = getattr(self.backend, "check", None)
+        if check is not None:
+            await check()
+
     async def aclose(self) -> None:
         await self.backend.aclose()
 

@@ -7,6 +7,7 @@ endpoint). Every output is written atomically, and only once the stage has all i
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -20,6 +21,7 @@ from explore_instruct.evaluate.answer import (
     answer_records,
     answer_with_client,
     answer_with_local_model,
+    endpoint_prompt_format,
     keep_truncated,
 )
 from explore_instruct.evaluate.judge import JudgeSettings, judge_pairs
@@ -103,11 +105,13 @@ def answer_file(
     questions = read_questions(questions_path)
     if backend is None:
         assert model is not None
-        generated, described = answer_with_local_model(
+        generated, described, fmt = answer_with_local_model(
             model, gguf_file, questions, settings, batch_size=batch_size, progress=progress
         )
+        settings = dataclasses.replace(settings, prompt_format=fmt)  # the answers record what was used
     else:
         described = backend.model_id
+        settings = dataclasses.replace(settings, prompt_format=endpoint_prompt_format(settings.prompt_format))
         client = _client(keep_truncated(backend), out, endpoint or EndpointSettings())
         generated, failures = asyncio.run(_run_with(client, lambda c: answer_with_client(c, questions, settings)))
         if failures:

@@ -360,6 +360,7 @@ def test_judge_without_verdicts_exits_1_keeps_reviews_and_reruns_free(
     capsys.readouterr()
     monkeypatch.setattr(judge_module, "parse_verdict", lambda review: 0)
     assert main(_judge_args(q, base, cand, out)) == 0
+    assert "warning" not in capsys.readouterr().err
     assert backends[2].requests == []
     assert json.loads(out.read_text())["summary"][-1]["tie"] == 5
 
@@ -378,3 +379,22 @@ def test_truncated_review_is_kept_and_named(eval_files: tuple[Path, Path, Path],
     pair = json.loads((tmp_path / "res.json").read_text())["pairs"][0]
     assert "cut at --max-tokens" in pair["candidate_first"]["error"]
     assert pair["candidate_first"]["review"].startswith("Let me weigh")
+
+
+def test_some_unparsed_pairs_exit_0_with_a_warning(
+    eval_files: tuple[Path, Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from explore_instruct.llm import factory
+
+    def judge(request: CompletionRequest) -> str:
+        return "I cannot decide." if "Question q2?" in request.messages[-1].content else fair_judge(request)
+
+    monkeypatch.setattr(factory, "build_backend", lambda *a, **k: ScriptedLLM(judge, model_id="openai:chatty"))
+    q, base, cand = eval_files
+    assert main(_judge_args(q, base, cand, tmp_path / "res.json")) == 0
+    captured = capsys.readouterr()
+    assert "warning: 1 pair(s) not judged" in captured.err
+    assert "**Not judged: 1 of 5 pairs.** 1 unparsed" in captured.out

@@ -223,6 +223,12 @@ def _judge(
     )
     out_console.print(result.table, highlight=False, soft_wrap=True, markup=False)
     console.print(f"results -> {result.out}, table -> {result.table_path}", highlight=False)
+    if result.unparsed_pairs:
+        console.print(
+            f"[yellow]warning:[/] {result.unparsed_pairs} pair(s) not judged: the judge's reviews had no verdict "
+            f"line (they are kept in {result.out} and the cache)",
+            highlight=False,
+        )
     if result.failed_pairs:
         raise RunStopped(
             f"{result.failed_pairs} pair(s) not judged because the judge kept failing; "

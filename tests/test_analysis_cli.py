@@ -104,3 +104,27 @@ def test_spec_parsing(tmp_path: Path):
     assert datasets.parse_spec(str(f)) == ("a=b", f)  # an existing path is never split
     assert datasets.parse_spec("base=/x/y.json") == ("base", Path("/x/y.json"))
     assert datasets.parse_spec("/x/data.jsonl") == ("data", Path("/x/data.jsonl"))
+
+
+def test_run_seeds_are_the_config_seeds_only(tmp_path: Path, capsys):
+    from explore_instruct.store import RunStore
+    from tests.helpers import BASE, run_fake
+
+    run_dir = tmp_path / "run"
+    run_fake(run_dir)
+    store = RunStore.open(run_dir)
+    try:
+        root_examples = store.examples(node_id=store.tree_view().root.id)
+    finally:
+        store.close()
+    config_seeds = [e["instruction"] for e in BASE["root"]["examples"]]
+    assert len(root_examples) > len(config_seeds)  # enrichment also wrote examples for the root
+
+    assert datasets.load_seed_instructions(run_dir) == config_seeds
+    assert datasets.load_datasets([str(run_dir)])[0].seeds == config_seeds
+    for extra in (["--seeds", str(run_dir)], []):  # explicit, and the default taken from the run itself
+        out = tmp_path / f"o{len(extra)}"
+        assert main(["analyze", str(run_dir), "--out", str(out), *extra]) == 0
+        seeds = json.loads((out / "summary.json").read_text())["seeds"]
+        assert seeds["count"] == len(config_seeds), seeds
+    capsys.readouterr()

@@ -171,3 +171,110 @@ def test_a_repeated_question_is_answered_once(tmp_path: Path) -> None:
     answer_file(questions, out, SamplingSettings(prompt_format="plain"), backend=backend)
     assert len(backend.requests) == 1
     assert [json.loads(line)["answer"] for line in out.read_text().splitlines()] == ["red", "red"]
+
+
+# --- which prompt template a local model gets ----------------------------------------------------
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("torch")
+    from explore_instruct.train.tiny import build_tiny_llama
+
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny") / "m", ["Name a colour.", "Say hi."], seed=2)
+
+
+def _copy_with_template(src: Path, dst: Path, template: str | None) -> Path:
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    shutil.copytree(src, dst)
+    tokenizer = AutoTokenizer.from_pretrained(dst)
+    tokenizer.chat_template = template
+    tokenizer.save_pretrained(dst)
+    return dst
+
+
+def _answer_locally(
+    questions: Path, model: Path, out: Path, monkeypatch: pytest.MonkeyPatch, *extra: str
+) -> tuple[int, list[str], list[dict]]:
+    """Run `answer --model FOLDER`, returning the exit code, the prompts the model got, and the records."""
+    from explore_instruct.evaluate import answer as answer_module
+
+    prompts: list[str] = []
+    real_render = answer_module.render
+
+    def spy(question, prompt_format, tokenizer=None):  # type: ignore[no-untyped-def]
+        prompts.append(real_render(question, prompt_format, tokenizer))
+        return prompts[-1]
+
+    monkeypatch.setattr(answer_module, "render", spy)
+    args = ["answer", "--questions", str(questions), "--model", str(model), "--out", str(out)]
+    code = main([*args, "--max-new-tokens", "2", *extra])
+    records = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+    return code, prompts, records
+
+
+def test_a_model_with_its_own_chat_template_gets_that_template(
+    questions: Path, tiny_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = _copy_with_template(tiny_folder, tmp_path / "chatty", CHAT_TEMPLATE)
+    code, prompts, records = _answer_locally(questions, model, tmp_path / "a.jsonl", monkeypatch)
+    assert code == 0
+    assert prompts and all(p.startswith("<|user|>") and p.endswith("<|assistant|>") for p in prompts)
+    assert "<|user|>Name a colour.\n<|assistant|>" in prompts
+    assert {r["settings"]["prompt_format"] for r in records} == {"chat"}
+
+
+@pytest.mark.parametrize("marker", ["alpaca template", "train_settings.json", "no template"])
+def test_a_model_train_wrote_or_a_base_model_gets_alpaca(
+    marker: str, questions: Path, tiny_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from explore_instruct.train.prompting import alpaca_chat_template
+
+    template = {
+        "alpaca template": alpaca_chat_template(bos_token=False),
+        "train_settings.json": CHAT_TEMPLATE,  # a template of its own, but the folder says `train` wrote it
+        "no template": None,
+    }[marker]
+    model = _copy_with_template(tiny_folder, tmp_path / "m", template)
+    if marker == "train_settings.json":
+        (model / "train_settings.json").write_text("{}", encoding="utf-8")
+    code, prompts, records = _answer_locally(questions, model, tmp_path / "a.jsonl", monkeypatch)
+    assert code == 0
+    assert prompts and all(p.startswith("Below is an instruction") for p in prompts)
+    assert {r["settings"]["prompt_format"] for r in records} == {"alpaca"}
+
+
+def test_chat_format_needs_a_template_and_an_explicit_format_wins(
+    questions: Path,
+    tiny_folder: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, _, _ = _answer_locally(questions, tiny_folder, tmp_path / "a.jsonl", monkeypatch, "--prompt-format", "chat")
+    assert code == 2 and "needs a tokenizer with a chat template" in capsys.readouterr().err
+    assert not (tmp_path / "a.jsonl").exists()
+    model = _copy_with_template(tiny_folder, tmp_path / "chatty", CHAT_TEMPLATE)
+    code, prompts, records = _answer_locally(
+        questions, model, tmp_path / "b.jsonl", monkeypatch, "--prompt-format", "plain"
+    )
+    assert code == 0 and "Say hi." in prompts
+    assert {r["settings"]["prompt_format"] for r in records} == {"plain"}
+
+
+def test_endpoint_auto_is_plain_and_chat_is_refused(questions: Path, tmp_path: Path) -> None:
+    backend = ScriptedLLM(lambda r: "ok")
+    answer_file(questions, tmp_path / "a.jsonl", SamplingSettings(), backend=backend)
+    assert backend.requests[0].messages[-1].content in {"Name a colour.", "Rewrite: he go home.", "Say hi."}
+    rows = [json.loads(line) for line in (tmp_path / "a.jsonl").read_text().splitlines()]
+    assert {r["settings"]["prompt_format"] for r in rows} == {"plain"}
+    with pytest.raises(UserError, match="for a local model"):
+        answer_file(questions, tmp_path / "b.jsonl", SamplingSettings(prompt_format="chat"), backend=backend)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from explore_instruct.cli import main
-from explore_instruct.errors import UserError
+from explore_instruct.errors import RunStopped, UserError
 from explore_instruct.evaluate.judge import JudgeSettings, parse_verdict, render_prompt
 from explore_instruct.evaluate.judge_report import (
     PairOutcome,
@@ -18,7 +18,7 @@ from explore_instruct.evaluate.judge_report import (
     summarise,
 )
 from explore_instruct.evaluate.stages import EndpointSettings, judge_files
-from explore_instruct.llm.base import CompletionRequest, ParseError, TransientLLMError
+from explore_instruct.llm.base import Completion, CompletionRequest, ParseError, TransientLLMError, Usage
 from explore_instruct.llm.scripted import ScriptedLLM
 
 # --- parser ------------------------------------------------------------------------------------
@@ -208,7 +208,12 @@ def test_unparseable_reviews_are_retried_then_counted_apart(
     assert overall["unparsed"] == 1 and overall["failed"] == 0
     assert (overall["win"], overall["tie"], overall["lose"]) == (3, 1, 0)
     assert len(backend.requests) == 2 * 4 + 2 * 3  # q2's two orders: 3 attempts each
-    assert result.failed_pairs == 0
+    assert result.failed_pairs == 0 and result.unparsed_pairs == 1
+    saved = json.loads((tmp_path / "res.json").read_text())
+    q2 = next(p for p in saved["pairs"] if p["question_id"] == "q2")
+    assert q2["baseline_first"]["unparsed_reviews"] == ["I cannot decide."] * 3
+    assert saved["not_judged"] == {"unparsed": 1, "failed": 0}
+    assert "**Not judged: 1 of 5 pairs.** 1 unparsed" in result.table
 
 
 def test_failing_endpoint_resumes_from_the_cache(eval_files: tuple[Path, Path, Path], tmp_path: Path) -> None:
@@ -293,3 +298,103 @@ def test_judge_needs_an_endpoint(
     config.write_text("llm:\n  backend: openai\n", encoding="utf-8")
     assert main([*args, "--config", str(config)]) == 2
     assert "needs 'model'" in capsys.readouterr().err
+
+
+# --- a judge that never follows the verdict format ------------------------------------------------
+
+
+def _judge_args(q: Path, base: Path, cand: Path, out: Path) -> list[str]:
+    return [
+        "judge",
+        "--questions",
+        str(q),
+        "--baseline",
+        str(base),
+        "--candidate",
+        str(cand),
+        "--out",
+        str(out),
+        "--base-url",
+        "http://127.0.0.1:9/v1",
+        "--model",
+        "chatty",
+        "--retries",
+        "1",
+    ]
+
+
+def test_judge_without_verdicts_exits_1_keeps_reviews_and_reruns_free(
+    eval_files: tuple[Path, Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from explore_instruct.evaluate import judge as judge_module
+    from explore_instruct.llm import factory
+
+    q, base, cand = eval_files
+    out = tmp_path / "res.json"
+    backends: list[ScriptedLLM] = []
+
+    def chatty_backend(*args: object, **kwargs: object) -> ScriptedLLM:
+        backends.append(ScriptedLLM(lambda r: f"Both answers have merit. (seed {r.seed})", model_id="openai:chatty"))
+        return backends[-1]
+
+    monkeypatch.setattr(factory, "build_backend", chatty_backend)
+    assert main(_judge_args(q, base, cand, out)) == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "no pair could be judged (5 of 5" in err[0]
+    assert len(backends[0].requests) == 2 * 2 * len(QUALITY)  # both orders, a retry under a new seed each
+
+    saved = json.loads(out.read_text())
+    assert saved["not_judged"] == {"unparsed": 5, "failed": 0}
+    first = saved["pairs"][0]["baseline_first"]
+    assert first["verdict"] is None and first["error"].startswith("unparsed")
+    assert first["unparsed_reviews"] == ["Both answers have merit. (seed 0)", "Both answers have merit. (seed 7919)"]
+    assert "**Not judged: 5 of 5 pairs.** 5 unparsed" in (tmp_path / "res.md").read_text()
+
+    # Every review is in the cache: a rerun makes no call at all.
+    assert main(_judge_args(q, base, cand, out)) == 1
+    assert backends[1].requests == []
+    # ... and a rerun with a parser that reads these reviews (as ties) judges every pair for free.
+    capsys.readouterr()
+    monkeypatch.setattr(judge_module, "parse_verdict", lambda review: 0)
+    assert main(_judge_args(q, base, cand, out)) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert backends[2].requests == []
+    assert json.loads(out.read_text())["summary"][-1]["tie"] == 5
+
+
+def test_truncated_review_is_kept_and_named(eval_files: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    q, base, cand = eval_files
+
+    def long_winded(request: CompletionRequest) -> Completion:
+        return Completion("Let me weigh each answer in great detail, starting", Usage(5, 5), "length")
+
+    backend = ScriptedLLM(long_winded, model_id="judge")
+    endpoint = EndpointSettings(retries=0, retry_delay=0)
+    with pytest.raises(RunStopped, match="no pair could be judged"):
+        judge_files(q, base, cand, tmp_path / "res.json", backend, JudgeSettings(), endpoint=endpoint, bootstrap=200)
+    assert len(backend.requests) == 2 * len(QUALITY)  # stored on arrival, not retried as a failed call
+    pair = json.loads((tmp_path / "res.json").read_text())["pairs"][0]
+    assert "cut at --max-tokens" in pair["candidate_first"]["error"]
+    assert pair["candidate_first"]["review"].startswith("Let me weigh")
+
+
+def test_some_unparsed_pairs_exit_0_with_a_warning(
+    eval_files: tuple[Path, Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from explore_instruct.llm import factory
+
+    def judge(request: CompletionRequest) -> str:
+        return "I cannot decide." if "Question q2?" in request.messages[-1].content else fair_judge(request)
+
+    monkeypatch.setattr(factory, "build_backend", lambda *a, **k: ScriptedLLM(judge, model_id="openai:chatty"))
+    q, base, cand = eval_files
+    assert main(_judge_args(q, base, cand, tmp_path / "res.json")) == 0
+    captured = capsys.readouterr()
+    assert "warning: 1 pair(s) not judged" in captured.err
+    assert "**Not judged: 1 of 5 pairs.** 1 unparsed" in captured.out

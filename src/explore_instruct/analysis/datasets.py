@@ -25,6 +25,7 @@ class AnalysedDataset:
     tree: DomainTree | None = None
     source: str = ""
     kind: str = "file"  # "file" | "tree" | "run"
+    seeds: list[str] | None = None  # the hand-written seed instructions, when the input knows them
 
 
 def parse_spec(spec: str) -> tuple[str, Path]:
@@ -93,7 +94,14 @@ def _tree_records(tree: DomainTree) -> list[dict[str, str]]:
     return rows
 
 
-def _open_run(path: Path) -> tuple[DomainTree, list[dict[str, Any]]]:
+@dataclass
+class _OpenedRun:
+    tree: DomainTree
+    rows: list[dict[str, Any]]
+    seeds: list[str]
+
+
+def _open_run(path: Path) -> _OpenedRun:
     from explore_instruct.store import RunStore  # the run store is only needed for run directories
 
     store = RunStore.open(path)
@@ -101,21 +109,28 @@ def _open_run(path: Path) -> tuple[DomainTree, list[dict[str, Any]]]:
         tree = store.load_tree()
         # The sampled set is the run's final dataset; before sampling the store gives what the filters kept.
         rows = store.dataset("sample")
+        # The config's seed examples only: the root also holds examples that enrichment generated for it.
+        seeds = [ex.instruction for ex in store.examples(origins=["seed"])]
     finally:
         store.close()
-    return tree, rows
+    return _OpenedRun(tree, rows, seeds)
+
+
+def _root_instructions(tree: DomainTree) -> list[str]:
+    """A released tree's seeds: its root's examples (hand-written there)."""
+    return [e.instruction for e in tree.root.examples]
 
 
 def load_dataset(name: str, path: Path) -> AnalysedDataset:
     """Load one input. Raises UserError for a missing path, a bad file, or a dataset with no records."""
     if path.is_dir():
         if (path / "run.db").exists():
-            tree, raw = _open_run(path)
-            records = normalise_records(raw, str(path))
-            ds = AnalysedDataset(name, records, tree, str(path), "run")
+            run = _open_run(path)
+            records = normalise_records(run.rows, str(path))
+            ds = AnalysedDataset(name, records, run.tree, str(path), "run", run.seeds)
         elif (path / META_FILE).exists():
             tree = load_upstream(path)
-            ds = AnalysedDataset(name, _tree_records(tree), tree, str(path), "tree")
+            ds = AnalysedDataset(name, _tree_records(tree), tree, str(path), "tree", _root_instructions(tree))
         else:
             raise UserError(
                 f"{path}: not a dataset (expected a JSON/JSONL file, a tree directory with "
@@ -146,15 +161,15 @@ def load_datasets(specs: list[str]) -> list[AnalysedDataset]:
 
 
 def load_seed_instructions(path: Path) -> list[str]:
-    """Seed instructions: a tree's or run's root examples, or every record of a file."""
+    """Seed instructions: a run's seed examples (from its config), a tree's root examples, or every
+    record of a file."""
     if path.is_dir():
         if (path / "run.db").exists():
-            tree, _ = _open_run(path)
+            seeds = _open_run(path).seeds
         elif (path / META_FILE).exists():
-            tree = load_upstream(path)
+            seeds = _root_instructions(load_upstream(path))
         else:
             raise UserError(f"{path}: --seeds must be a record file, a tree directory or a run directory")
-        seeds = [e.instruction for e in tree.root.examples]
     elif path.exists():
         raw, _fmt = read_records(path)
         seeds = [r["instruction"] for r in normalise_records(raw, str(path))]
@@ -167,8 +182,9 @@ def load_seed_instructions(path: Path) -> list[str]:
 
 
 def default_seeds(datasets: list[AnalysedDataset]) -> tuple[list[str], str] | None:
-    """Without --seeds: the root examples of the first dataset that has a tree, and where they came from."""
+    """Without --seeds: the seeds of the first run or tree that has some, and where they came from."""
     for ds in datasets:
-        if ds.tree is not None and ds.tree.root.examples:
-            return [e.instruction for e in ds.tree.root.examples], f"root examples of {ds.name}"
+        if ds.seeds:
+            where = "seed examples" if ds.kind == "run" else "root examples"
+            return ds.seeds, f"{where} of {ds.name}"
     return None

@@ -126,7 +126,10 @@ def _answer(
     api_key_env: Annotated[str | None, Opt(help="Environment variable holding the endpoint's key.")] = None,
     prompt_format: Annotated[
         str | None,
-        Opt(help="alpaca (the training template) or plain; default alpaca for a local model, plain with --base-url."),
+        Opt(
+            help="auto, alpaca (the training template), chat (the tokenizer's template) or plain; auto: alpaca "
+            "for a model `train` wrote, else its chat template if any (local), plain for an base_url."
+        ),
     ] = None,
     temperature: Annotated[float, Opt(help="Sampling temperature; 0 is greedy.")] = 0.0,
     top_p: Annotated[float, Opt(help="Nucleus sampling mass.")] = 1.0,
@@ -140,14 +143,14 @@ def _answer(
     model_id: Annotated[str | None, Opt(help="Name written as model_id (default: the model).")] = None,
 ) -> None:
     """Answer a question file with a local model or an OpenAI-compatible endpoint."""
-    from explore_instruct.evaluate.answer import SamplingSettings
+    from explore_instruct.evaluate.answer import PROMPT_FORMATS, SamplingSettings
     from explore_instruct.evaluate.stages import EndpointSettings, answer_file
 
     if (model is None) and (base_url is None):
         raise UserError("give --model PATH (a local model) or --base-url URL --model NAME")
-    fmt = prompt_format or ("plain" if base_url else "alpaca")
-    if fmt not in ("alpaca", "plain"):
-        raise UserError(f"--prompt-format {fmt}: expected alpaca or plain")
+    fmt = prompt_format or "auto"
+    if fmt not in PROMPT_FORMATS:
+        raise UserError(f"--prompt-format {fmt}: expected one of {', '.join(PROMPT_FORMATS)}")
     if temperature < 0 or not 0 < top_p <= 1 or max_tokens < 1 or batch_size < 1:
         raise UserError("need --temperature >= 0, 0 < --top-p <= 1, --max-tokens >= 1, --batch-size >= 1")
     settings = SamplingSettings(temperature, top_p, max_tokens, seed, fmt)  # type: ignore[arg-type]
@@ -230,6 +233,12 @@ def _judge(
     )
     out_console.print(result.table, highlight=False, soft_wrap=True, markup=False)
     console.print(f"results -> {result.out}, table -> {result.table_path}", highlight=False)
+    if result.unparsed_pairs:
+        console.print(
+            f"[yellow]warning:[/] {result.unparsed_pairs} pair(s) not judged: the judge's reviews had no verdict "
+            f"line (they are kept in {result.out} and the cache)",
+            highlight=False,
+        )
     if result.failed_pairs:
         raise RunStopped(
             f"{result.failed_pairs} pair(s) not judged because the judge kept failing; "

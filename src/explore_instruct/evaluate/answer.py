@@ -1,8 +1,10 @@
 """Answers for a question file, from a local model (batched `generate`) or an OpenAI-compatible endpoint.
 
-A local model gets the same Alpaca prompt it was trained with (`train/prompting.py`). An endpoint
-gets the question as a plain chat message by default (what a reference chat model expects), or
-the Alpaca prompt with `prompt_format="alpaca"` (e.g. vLLM serving a model trained here).
+Prompt formats: `alpaca` (the template `train` fine-tunes with, `train/prompting.py`), `chat` (the
+local tokenizer's own chat template), `plain` (the bare question; an endpoint wraps it in its chat
+template). `auto`, the default, picks for a local model the Alpaca prompt when `train` wrote the
+model (its tokenizer carries the Alpaca chat template, or its folder `train_settings.json`), else
+the model's chat template when it has one, else Alpaca (a base model); for an endpoint, `plain`.
 """
 
 from __future__ import annotations
@@ -11,14 +13,17 @@ import asyncio
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Literal
 
+from explore_instruct.errors import UserError
 from explore_instruct.evaluate.questions import Question
 from explore_instruct.llm.base import LLM, Completion, CompletionRequest
 from explore_instruct.llm.client import LLMClient
-from explore_instruct.train.prompting import question_prompt
+from explore_instruct.train.prompting import alpaca_chat_template, question_prompt
 
-PromptFormat = Literal["alpaca", "plain"]
+PromptFormat = Literal["auto", "alpaca", "chat", "plain"]
+PROMPT_FORMATS: tuple[str, ...] = ("auto", "alpaca", "chat", "plain")
 STAGE = "answer"
 
 
@@ -28,7 +33,7 @@ class SamplingSettings:
     top_p: float = 1.0
     max_new_tokens: int = 512
     seed: int = 0
-    prompt_format: PromptFormat = "alpaca"
+    prompt_format: PromptFormat = "auto"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -41,8 +46,45 @@ class GeneratedAnswer:
     finish_reason: str  # "stop" | "length"
 
 
-def render(question: Question, prompt_format: PromptFormat) -> str:
-    return question_prompt(question.question) if prompt_format == "alpaca" else question.question.strip()
+def render(question: Question, prompt_format: PromptFormat, tokenizer: Any = None) -> str:
+    """The prompt text for one question in a resolved format (`chat` needs the local tokenizer)."""
+    if prompt_format == "alpaca":
+        return question_prompt(question.question)
+    if prompt_format == "chat":
+        messages = [{"role": "user", "content": question.question.strip()}]
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return question.question.strip()
+
+
+def trained_here(model_folder: str | Path, chat_template: str | None) -> bool:
+    """Did `train` write this model? It saves the Alpaca chat template with the tokenizer (which
+    travels with any copy of the tokenizer) and `train_settings.json` beside the weights."""
+    from explore_instruct.train.sft import SETTINGS_FILE
+
+    if chat_template in {alpaca_chat_template(bos_token=bos) for bos in (True, False)}:
+        return True
+    return (Path(model_folder) / SETTINGS_FILE).is_file()
+
+
+def local_prompt_format(requested: PromptFormat, model_folder: str | Path, tokenizer: Any) -> PromptFormat:
+    """Resolve `auto` for a local model (see the module doc); `chat` needs a chat template."""
+    template = getattr(tokenizer, "chat_template", None) or None
+    if requested == "chat" and template is None:
+        raise UserError(f"{model_folder}: --prompt-format chat needs a tokenizer with a chat template (it has none)")
+    if requested != "auto":
+        return requested
+    if trained_here(model_folder, template):
+        return "alpaca"
+    return "chat" if template is not None else "alpaca"
+
+
+def endpoint_prompt_format(requested: PromptFormat) -> PromptFormat:
+    """Resolve `auto` for an endpoint: the bare question, which the server wraps in its chat template."""
+    if requested == "chat":
+        raise UserError(
+            "--prompt-format chat is for a local model; an endpoint applies its own chat template (use plain)"
+        )
+    return "plain" if requested == "auto" else requested
 
 
 def answer_records(
@@ -83,7 +125,9 @@ def generate_local(
         tokenizer.pad_token = tokenizer.eos_token
     model.eval()
     device = next(model.parameters()).device
-    prompts = [render(q, settings.prompt_format) for q in questions]
+    fmt = local_prompt_format(settings.prompt_format, tokenizer.name_or_path, tokenizer)
+    settings = dataclasses.replace(settings, prompt_format=fmt)
+    prompts = [render(q, fmt, tokenizer) for q in questions]
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     sample = settings.temperature > 0
     gen_kwargs: dict[str, Any] = {
@@ -100,7 +144,13 @@ def generate_local(
     results: dict[int, GeneratedAnswer] = {}
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True).to(device)
+        # A chat template writes its own special tokens (BOS included), so none are added on top.
+        enc = tokenizer(
+            [prompts[i] for i in idx],
+            return_tensors="pt",
+            padding=True,
+            add_special_tokens=settings.prompt_format != "chat",
+        ).to(device)
         with torch.no_grad():
             out = model.generate(**enc, **gen_kwargs)
         new_tokens = out[:, enc["input_ids"].shape[1] :]
@@ -122,8 +172,11 @@ def answer_with_local_model(
     *,
     batch_size: int = 8,
     progress: Callable[[int], None] | None = None,
-) -> tuple[list[GeneratedAnswer], str]:
-    """Load a trained (or base) model from local files and answer every question; (answers, model_id)."""
+) -> tuple[list[GeneratedAnswer], str, PromptFormat]:
+    """Load a trained (or base) model from local files and answer every question.
+
+    Returns (answers, model_id, the prompt format used once `auto` is resolved).
+    """
     from explore_instruct.train.deps import require
 
     require("torch", "transformers")
@@ -133,11 +186,13 @@ def answer_with_local_model(
 
     src = resolve_source(model_path, gguf_file)
     tokenizer = load_tokenizer(src, padding_side="left")
+    fmt = local_prompt_format(settings.prompt_format, src.path, tokenizer)
+    settings = dataclasses.replace(settings, prompt_format=fmt)
     model = load_model(src)
     if torch.cuda.is_available():
         model = model.to("cuda")
     answers = generate_local(model, tokenizer, questions, settings, batch_size=batch_size, progress=progress)
-    return answers, src.describe()
+    return answers, src.describe(), fmt
 
 
 # --- endpoint ----------------------------------------------------------------------------------
@@ -159,6 +214,11 @@ class _KeepTruncated:
         if completion.finish_reason == "length":
             return dataclasses.replace(completion, finish_reason="max_tokens")
         return completion
+
+    async def check(self) -> None:
+        check = getattr(self.backend, "check", None)
+        if check is not None:
+            await check()
 
     async def aclose(self) -> None:
         await self.backend.aclose()

@@ -2,11 +2,17 @@
 
 Each (baseline, candidate) pair is judged twice, once with each answer in first place, so a judge
 that favours a position cancels out; `judge_report.py` turns the two verdicts into win/tie/lose.
+
+A review is parsed here, after the client has cached it: a review without a verdict line is a
+result (kept in the cache and in the output), not a failed call, so a rerun, even with a better
+parser, pays for nothing twice. Such a review is asked again under another seed, which is a new
+request with its own cache entry.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,7 +20,7 @@ from functools import cache
 from importlib import resources
 
 from explore_instruct.evaluate.questions import Answer, Question
-from explore_instruct.llm.base import Completion, CompletionRequest, ErrorKind, ParseError
+from explore_instruct.llm.base import Completion, CompletionRequest, ParseError
 from explore_instruct.llm.client import LLMClient
 
 STAGE = "judge"
@@ -68,8 +74,8 @@ def parse_verdict(review: str) -> Verdict:
     raise ParseError("no final line ordering Assistant 1 and Assistant 2")
 
 
-def _parse_completion(completion: Completion) -> Verdict:
-    return parse_verdict(completion.text)
+def _raw_text(completion: Completion) -> Completion:
+    return completion  # parsed after the client has cached it (see the module doc)
 
 
 @dataclass(frozen=True)
@@ -83,8 +89,10 @@ class JudgeSettings:
 @dataclass
 class OrderResult:
     verdict: Verdict | None  # from the first-placed answer's side
-    review: str | None
+    review: str | None  # the review that gave the verdict, else the last one received
     error: str | None  # "unparsed: ..." or "failed: ..." when no verdict
+    unparsed_reviews: list[str] = dataclasses.field(default_factory=list)  # reviews without a verdict line
+    failed: bool = False  # no review arrived at all (a transport fault), as opposed to reviews without a verdict
 
 
 @dataclass
@@ -93,6 +101,11 @@ class PairJudgement:
     cls: str
     baseline_first: OrderResult  # Assistant 1 = baseline, Assistant 2 = candidate
     candidate_first: OrderResult  # Assistant 1 = candidate, Assistant 2 = baseline
+
+
+def _retry_seed(seed: int | None, attempt: int) -> int | None:
+    """The seed of the attempt-th request for one ordering (attempt 0 keeps the configured seed)."""
+    return seed if attempt == 0 else (seed or 0) + 7919 * attempt
 
 
 async def _judge_once(
@@ -107,12 +120,22 @@ async def _judge_once(
         max_tokens=settings.max_tokens,
         seed=settings.seed,
     )
-    result = await client.call(request, stage=STAGE, parse=_parse_completion)
-    if result.failed:
-        kind = "failed" if result.error_kind == ErrorKind.TRANSPORT else "unparsed"
-        return OrderResult(None, None, f"{kind}: {result.error}")
-    review = result.completion.text if result.completion else None
-    return OrderResult(result.value, review, None)
+    unparsed: list[str] = []
+    reason = ""
+    for attempt in range(client.retry.retries + 1):
+        sent = request if attempt == 0 else dataclasses.replace(request, seed=_retry_seed(request.seed, attempt))
+        result = await client.call(sent, stage=STAGE, parse=_raw_text)
+        if result.failed or result.value is None:
+            last = unparsed[-1] if unparsed else None
+            return OrderResult(None, last, f"failed: {result.error}", unparsed, failed=True)
+        completion = result.value
+        try:
+            return OrderResult(parse_verdict(completion.text), completion.text, None, unparsed)
+        except ParseError as exc:
+            unparsed.append(completion.text)
+            cut = completion.finish_reason in ("length", "max_tokens")
+            reason = f"{exc}{' (the review was cut at --max-tokens)' if cut else ''}"
+    return OrderResult(None, unparsed[-1], f"unparsed: {reason} in {len(unparsed)} review(s)", unparsed)
 
 
 async def judge_pairs(

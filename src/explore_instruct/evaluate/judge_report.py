@@ -31,7 +31,7 @@ def pair_outcome(p: PairJudgement) -> PairOutcome:
     a, b = p.baseline_first, p.candidate_first
     for order in (a, b):
         if order.verdict is None:
-            kind = "failed" if (order.error or "").startswith("failed") else "unparsed"
+            kind = "failed" if order.failed else "unparsed"
             return PairOutcome(p.question_id, p.cls, kind, False)
     assert a.verdict is not None and b.verdict is not None
     from_baseline_first = -a.verdict  # there the candidate is Assistant 2
@@ -141,4 +141,13 @@ def markdown_table(summaries: Sequence[ClassSummary], *, baseline: str, candidat
             f"| {name} | {s.win}:{s.tie}:{s.lose} | {_pct(s.beat_rate)} | {ci} | "
             f"{_pct(s.disagreement_rate)} | {not_judged} |"
         )
+    overall = summaries[-1] if summaries else None
+    if overall is not None and overall.unparsed + overall.failed:
+        total = overall.judged + overall.unparsed + overall.failed
+        lines += [
+            "",
+            f"**Not judged: {overall.unparsed + overall.failed} of {total} pairs.** {overall.unparsed} unparsed "
+            "(the judge's reviews had no final line such as `Assistant 1 > Assistant 2`; they are kept in the "
+            f"results and the cache), {overall.failed} failed (the judge call kept failing; a rerun asks again).",
+        ]
     return "\n".join(lines) + "\n"

@@ -7,6 +7,7 @@ endpoint). Every output is written atomically, and only once the stage has all i
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -20,6 +21,7 @@ from explore_instruct.evaluate.answer import (
     answer_records,
     answer_with_client,
     answer_with_local_model,
+    endpoint_prompt_format,
     keep_truncated,
 )
 from explore_instruct.evaluate.judge import JudgeSettings, judge_pairs
@@ -62,6 +64,9 @@ def _client(backend: LLM, out: str | Path, endpoint: EndpointSettings) -> LLMCli
 
 async def _run_with(client: LLMClient, work: Callable[[LLMClient], Any]) -> Any:
     try:
+        check = getattr(client.backend, "check", None)
+        if check is not None:  # an unreachable endpoint or unknown model stops before any work
+            await check()
         return await work(client)
     except FatalLLMError as exc:
         raise RunStopped(f"{exc} (finished calls are cached; run the same command again to resume)") from None
@@ -100,11 +105,13 @@ def answer_file(
     questions = read_questions(questions_path)
     if backend is None:
         assert model is not None
-        generated, described = answer_with_local_model(
+        generated, described, fmt = answer_with_local_model(
             model, gguf_file, questions, settings, batch_size=batch_size, progress=progress
         )
+        settings = dataclasses.replace(settings, prompt_format=fmt)  # the answers record what was used
     else:
         described = backend.model_id
+        settings = dataclasses.replace(settings, prompt_format=endpoint_prompt_format(settings.prompt_format))
         client = _client(keep_truncated(backend), out, endpoint or EndpointSettings())
         generated, failures = asyncio.run(_run_with(client, lambda c: answer_with_client(c, questions, settings)))
         if failures:
@@ -134,7 +141,8 @@ class JudgeOutcome:
     table_path: Path
     table: str
     summaries: list[dict[str, Any]]
-    failed_pairs: int
+    failed_pairs: int  # the judge call kept failing (a rerun asks again)
+    unparsed_pairs: int  # every review of an order lacked a verdict line (kept; a rerun reads the cache)
 
 
 def judge_files(
@@ -155,7 +163,8 @@ def judge_files(
     baseline_answers, candidate_answers = read_answers(baseline_path), read_answers(candidate_path)
     baseline = match_answers(questions, baseline_answers, baseline_path)
     candidate = match_answers(questions, candidate_answers, candidate_path)
-    client = _client(backend, out, endpoint or EndpointSettings())
+    # A review cut at --max-tokens is still stored and parsed (its verdict line may be missing).
+    client = _client(keep_truncated(backend), out, endpoint or EndpointSettings())
     judged = asyncio.run(_run_with(client, lambda c: judge_pairs(c, questions, baseline, candidate, settings)))
 
     outcomes = [pair_outcome(p) for p in judged]
@@ -177,18 +186,27 @@ def judge_files(
                 "candidate_first": asdict(p.candidate_first),
             }
         )
+    failed = sum(o.outcome == "failed" for o in outcomes)
+    unparsed = sum(o.outcome == "unparsed" for o in outcomes)
     result = {
         **names,
         "judge_model": backend.model_id,
         "settings": asdict(settings),
+        "not_judged": {"unparsed": unparsed, "failed": failed},
         "summary": [s.to_dict() for s in summaries],
         "pairs": pairs,
     }
     table_file = Path(table_path) if table_path else Path(out).with_suffix(".md")
     atomic_write_text(out, json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     atomic_write_text(table_file, table)
-    failed = sum(o.outcome == "failed" for o in outcomes)
-    return JudgeOutcome(Path(out), table_file, table, result["summary"], failed)
+    if judged and failed + unparsed == len(judged):
+        cache = (endpoint or EndpointSettings()).cache or default_cache(out)
+        raise RunStopped(
+            f"no pair could be judged ({unparsed} of {len(judged)} with reviews lacking a verdict line, {failed} "
+            f"with failed judge calls); the reviews are in {out} and cached in {cache}, so a rerun pays only "
+            "for failed calls"
+        )
+    return JudgeOutcome(Path(out), table_file, table, result["summary"], failed, unparsed)
 
 
 # --- math --------------------------------------------------------------------------------------

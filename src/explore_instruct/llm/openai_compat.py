@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import logging
 import os
 import re
 import time
@@ -171,11 +172,15 @@ class OpenAICompatLLM:
         """One cheap call before a run starts: raise FatalLLMError with one clear line if the
         endpoint cannot be reached, refuses the key, or does not serve the model.
 
-        A busy server (429) counts as reachable: rate limits are the client's business.
+        A busy server (429) counts as reachable: rate limits are the client's business. A server that
+        answers for a model it does not list (llama.cpp serves whatever it loaded under any name)
+        passes with a warning naming the model(s) it reports, since the name may be a typo.
         """
+        listed: list[str] | None = None
         try:
             page = await self._client.models.list()
-            if self.model in {m.id for m in page.data}:
+            listed = [m.id for m in page.data]
+            if self.model in listed:
                 return
         except openai.APIStatusError as exc:
             if exc.status_code in (401, 403):
@@ -190,7 +195,7 @@ class OpenAICompatLLM:
         # Not listed (some servers list aliases only; llama.cpp serves whatever it loaded): ask once.
         probe = CompletionRequest.chat("Say OK.", max_tokens=1, temperature=0.0)
         try:
-            await self._client.chat.completions.create(**self._params(probe, "text"))
+            reply = await self._client.chat.completions.create(**self._params(probe, "text"))
         except openai.APIStatusError as exc:
             if exc.status_code == 429:
                 return
@@ -205,6 +210,9 @@ class OpenAICompatLLM:
             raise FatalLLMError(
                 f"{self._display_url} did not answer a test request with a chat completion: {type(exc).__name__}"
             ) from exc
+        note = served_model_note(self._display_url, self.model, listed, getattr(reply, "model", None))
+        if note:
+            logging.getLogger(__name__).warning(note)
 
     # ------------------------------------------------------------------ internals
 
@@ -324,6 +332,26 @@ class OpenAICompatLLM:
         cause = exc.__cause__ or exc
         reason = " ".join(str(cause).split())[:200] or type(cause).__name__
         return f"cannot reach {self._display_url}: {reason}"
+
+
+def served_model_note(url: str, asked: str, listed: list[str] | None, answered: Any) -> str | None:
+    """A warning when a server answered for `asked` but reports other models (None when it agrees).
+
+    `listed` is what GET /models returned (None: no listing), `answered` the `model` of the reply.
+    Not a failure: servers that serve one model under any name are fine to use, but a mistyped
+    --model would otherwise pass unnoticed and label the cache and results with the wrong name.
+    """
+    answered = answered if isinstance(answered, str) and answered else None
+    if listed and asked not in listed:
+        shown = ", ".join(repr(m) for m in listed[:5]) + (f" and {len(listed) - 5} more" if len(listed) > 5 else "")
+        said = f"; the reply came from {answered!r}" if answered and answered not in (asked, *listed) else ""
+        return (
+            f"warning: {url} does not list model {asked!r} (it lists {shown}) but answered for it{said}: "
+            "it may serve whatever it loaded under any name; check --model"
+        )
+    if answered and not answered.startswith(asked):  # "gpt-4o-2024-08-06" answering "gpt-4o" agrees
+        return f"warning: {url} answered a request for model {asked!r} as model {answered!r}; check --model"
+    return None
 
 
 class _FormatRejected(Exception):

@@ -101,7 +101,7 @@ def test_global_batch_from_devices() -> None:
 def test_paper_defaults() -> None:
     cfg = TrainConfig(data=Path("d.json"), model="m", out=Path("o"))
     assert (cfg.learning_rate, cfg.global_batch_size, cfg.epochs, cfg.max_length) == (2e-5, 128, 3.0, 512)
-    assert (cfg.weight_decay, cfg.warmup_ratio, cfg.lr_scheduler, cfg.optim) == (0.0, 0.03, "cosine", "adamw_torch")
+    assert (cfg.weight_decay, cfg.warmup_ratio, cfg.lr_scheduler, cfg.optim) == (0.0, 0.03, "cosine", "auto")
     assert cfg.precision == "auto"
 
 

@@ -1,8 +1,8 @@
 """Benchmark: `train`'s real tokens per second against a reference training loop, same model, data
 and device, in the same process; and how much of what each computes is padding.
 
-    .venv/bin/python bench/bench_train.py --random-model tiny                  # CPU, a minute
-    python bench/bench_train.py --random-model 1b --work /tmp/bt               # a GPU: the README figure
+    .venv/bin/python bench/bench_train.py                 # CPU: tiny model, 256 fixture examples, 4 steps
+    python bench/bench_train.py --random-model 1b         # a GPU: the README figure (1.1B, all 4,433 examples)
     python bench/bench_train.py --model /models/llama-7b --data sample.json    # any model folder and data
 
 The reference is the fastest plain loop we know for this job, without any of `train`'s duties: all
@@ -55,8 +55,9 @@ def fixture_records() -> list[dict[str, str]]:
 
 
 def random_model(shape: str, folder: Path, records: list[dict[str, str]]) -> Path:
-    """A random Llama: `tiny` (its own small tokenizer), or `1b` (TinyLlama's shape with the embedded
-    SmolLM2 tokenizer, saved in bf16)."""
+    """A random Llama: `tiny` (with its own small tokenizer), `tiny-smollm` (the same tiny shape with
+    the embedded SmolLM2 tokenizer, so lengths and padding are the real ones), or `1b` (TinyLlama's
+    shape with the SmolLM2 tokenizer, saved in bf16)."""
     from explore_instruct.train.tiny import LLAMA_1B, build_random_llama, build_tiny_llama
 
     if shape == "tiny":
@@ -64,6 +65,9 @@ def random_model(shape: str, folder: Path, records: list[dict[str, str]]) -> Pat
     import torch
 
     tokenizer = load_tokenizer(resolve_source("embedded"))
+    if shape == "tiny-smollm":
+        tiny = {"hidden_size": 64, "intermediate_size": 128, "layers": 2, "heads": 4, "kv_heads": 2}
+        return build_random_llama(folder, tokenizer, **tiny)  # type: ignore[arg-type]
     return build_random_llama(folder, tokenizer, **LLAMA_1B, dtype=torch.bfloat16)  # type: ignore[arg-type]
 
 
@@ -127,6 +131,12 @@ def reference_tokens_per_second(
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    if not torch.cuda.is_available() and args.limit is None:
+        # A CPU cannot do the full figure in reasonable time; keep it to a smoke run of the harness.
+        args.limit, args.steps = 256, min(args.steps, 4)
+        print(f"no GPU: {args.limit} examples, {args.steps} steps (pass --limit to change)", flush=True)
     records = read_records(Path(args.data))[0] if args.data else fixture_records()
     records = records[: args.limit] if args.limit else records
     work = Path(args.work or tempfile.mkdtemp(prefix="bench_train_"))
@@ -191,7 +201,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", help="a model folder (default: a random one, see --random-model)")
-    p.add_argument("--random-model", choices=["tiny", "1b"], default="tiny")
+    p.add_argument("--random-model", choices=["tiny", "tiny-smollm", "1b"], default="tiny")
     p.add_argument("--data", help="Alpaca JSON/JSONL (default: the shared fixture tree)")
     p.add_argument("--work", help="folder for the data copy, the random model and the trained model")
     p.add_argument("--steps", type=int, default=10, help="optimizer steps of each side (at least 3)")

@@ -1,5 +1,11 @@
 """Supervised fine-tuning with TRL's SFTTrainer on Alpaca records, loss on the response only.
 
+The examples are tokenized first (`tokenize.py`), so their lengths plan the batches before the trainer
+exists: packed or length-grouped micro-batches under a token budget, with the gradient accumulation the
+plan needs for 128-example steps (`batching.py`, `loader.py`); the per-device choices (budget, layout,
+checkpointing, optimizer, kernels) come from `runtime.py`. `--batching padded` keeps TRL's own padded
+batches of `--per-device-batch-size` rows.
+
 Output: a Hugging Face model folder (weights, config, tokenizer) that transformers and vLLM load,
 its tokenizer's chat template set to the Alpaca prompt (so a chat endpoint serving the model sends
 it exactly what it was trained on),

@@ -84,3 +84,14 @@ def test_bad_batching_options_are_one_line_errors(
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_parameters_are_counted_from_the_config_alone(tmp_path: Path) -> None:
+    """Under DeepSpeed the budget is chosen before the weights load: from the config, on the meta device."""
+    pytest.importorskip("transformers")
+    from explore_instruct.train.models import ModelSource, count_parameters, load_config, load_model
+    from explore_instruct.train.tiny import build_tiny_llama
+
+    src = ModelSource(str(build_tiny_llama(tmp_path / "m", ["a few words of text"])))
+    model = load_model(src)
+    assert count_parameters(load_config(src)) == sum(p.numel() for p in model.parameters())

@@ -23,6 +23,7 @@ Data: `--data` (Alpaca JSON or JSONL), else the 4,433 examples of the shared fix
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import sys
@@ -88,7 +89,42 @@ def reference_tokens_per_second(
     steps: int,
     precision: str,
 ) -> dict[str, Any]:
-    """The reference loop (module doc): full rows, no padding, fused AdamW on CUDA."""
+    """The reference loop (module doc): full rows, no padding, fused AdamW on CUDA. It builds the full
+    logits, which `train`'s fused head does not, so when a micro-batch of `rows_per_micro` rows runs out
+    of GPU memory it is measured again with half as many rows."""
+    import torch
+
+    while True:
+        try:
+            return _reference(
+                src,
+                stream,
+                max_length=max_length,
+                rows_per_step=rows_per_step,
+                rows_per_micro=rows_per_micro,
+                steps=steps,
+                precision=precision,
+            )
+        except torch.cuda.OutOfMemoryError:
+            if rows_per_micro == 1:
+                raise
+        # Outside the handler, so the failed attempt's model and tensors can be freed.
+        rows_per_micro //= 2
+        gc.collect()
+        torch.cuda.empty_cache()
+        print(f"reference: out of memory, retrying with {rows_per_micro} rows per micro-batch", flush=True)
+
+
+def _reference(
+    src: ModelSource,
+    stream: list[int],
+    *,
+    max_length: int,
+    rows_per_step: int,
+    rows_per_micro: int,
+    steps: int,
+    precision: str,
+) -> dict[str, Any]:
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -282,6 +282,10 @@ def _step_timer(meter: TokenMeter, marks: list[tuple[float, int]]):
 
     class StepTimer(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):  # type: ignore[override]
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()  # the step's kernels have finished, not just been queued
             marks.append((time.monotonic(), meter.real))
 
     return StepTimer()

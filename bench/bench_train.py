@@ -55,17 +55,23 @@ def fixture_records() -> list[dict[str, str]]:
     return [ex.to_dict() for node, _, _ in tree.level_order() for ex in node.examples]
 
 
-def random_model(shape: str, folder: Path, records: list[dict[str, str]]) -> Path:
+def random_model(shape: str, folder: Path, records: list[dict[str, str]], tokenizer_dir: str | None = None) -> Path:
     """A random Llama: `tiny` (with its own small tokenizer), `tiny-smollm` (the same tiny shape with
     the embedded SmolLM2 tokenizer, so lengths and padding are the real ones), or `1b` (TinyLlama's
-    shape with the SmolLM2 tokenizer, saved in bf16)."""
+    shape with the SmolLM2 tokenizer, saved in bf16). `tokenizer_dir`: a saved tokenizer to use instead
+    of the embedded one (a GPU machine may lack the package that ships the GGUF)."""
     from explore_instruct.train.tiny import LLAMA_1B, build_random_llama, build_tiny_llama
 
     if shape == "tiny":
         return build_tiny_llama(folder, [r["instruction"] + " " + r["output"] for r in records[:2000]])
     import torch
 
-    tokenizer = load_tokenizer(resolve_source("embedded"))
+    if tokenizer_dir:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
+    else:
+        tokenizer = load_tokenizer(resolve_source("embedded"))
     if shape == "tiny-smollm":
         tiny = {"hidden_size": 64, "intermediate_size": 128, "layers": 2, "heads": 4, "kv_heads": 2}
         return build_random_llama(folder, tokenizer, **tiny)  # type: ignore[arg-type]
@@ -179,7 +185,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     work.mkdir(parents=True, exist_ok=True)
     data = work / "data.json"
     data.write_text(json.dumps(records), encoding="utf-8")
-    model = args.model or str(random_model(args.random_model, work / f"model-{args.random_model}", records))
+    folder = work / f"model-{args.random_model}"
+    model = args.model or str(random_model(args.random_model, folder, records, args.tokenizer))
     src = resolve_source(model)
     tokenizer = load_tokenizer(src)
     examples = tokenize_pairs(build_pairs(records, str(data)), tokenizer, args.max_length).examples
@@ -238,6 +245,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", help="a model folder (default: a random one, see --random-model)")
     p.add_argument("--random-model", choices=["tiny", "tiny-smollm", "1b"], default="tiny")
+    p.add_argument("--tokenizer", help="a saved tokenizer folder for tiny-smollm and 1b (default: the embedded one)")
     p.add_argument("--data", help="Alpaca JSON/JSONL (default: the shared fixture tree)")
     p.add_argument("--work", help="folder for the data copy, the random model and the trained model")
     p.add_argument("--steps", type=int, default=10, help="optimizer steps of each side (at least 3)")

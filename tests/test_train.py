@@ -3,6 +3,7 @@ save/reload/answer, LoRA merging, and the errors a user can hit."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -101,7 +102,7 @@ def test_global_batch_from_devices() -> None:
 def test_paper_defaults() -> None:
     cfg = TrainConfig(data=Path("d.json"), model="m", out=Path("o"))
     assert (cfg.learning_rate, cfg.global_batch_size, cfg.epochs, cfg.max_length) == (2e-5, 128, 3.0, 512)
-    assert (cfg.weight_decay, cfg.warmup_ratio, cfg.lr_scheduler, cfg.optim) == (0.0, 0.03, "cosine", "adamw_torch")
+    assert (cfg.weight_decay, cfg.warmup_ratio, cfg.lr_scheduler, cfg.optim) == (0.0, 0.03, "cosine", "auto")
     assert cfg.precision == "auto"
 
 
@@ -174,31 +175,31 @@ def test_saved_model_reloads_and_answers(trained, tmp_path: Path) -> None:
 
 
 def test_prompt_tokens_carry_no_loss(tiny_model: Path, data_file: Path, tmp_path: Path) -> None:
+    """In the batches the trainer really gets (packed rows), each example's prompt tokens and the
+    padding carry no loss; exactly its response and the end-of-sequence token do."""
     from explore_instruct.train.sft import prepare
 
-    cfg = TrainConfig(
-        data=data_file,
-        model=str(tiny_model),
-        out=tmp_path / "m",
-        max_steps=1,
-        global_batch_size=4,
-        per_device_batch_size=4,
-    )
+    cfg = TrainConfig(data=data_file, model=str(tiny_model), out=tmp_path / "m", max_steps=1, global_batch_size=8)
     prepared = prepare(cfg)
-    tokenizer, dataset = prepared.tokenizer, prepared.trainer.train_dataset
-    rows = [dataset[i] for i in range(4)]
-    batch = prepared.trainer.data_collator(rows)
-    records = _records()
-    for i, row in enumerate(rows):
-        prompt = build_prompt(records[i]["instruction"], records[i]["input"])
-        prompt_len = len(tokenizer(prompt)["input_ids"])
-        length = len(row["input_ids"])
-        labels = batch["labels"][i].tolist()
-        assert all(label == -100 for label in labels[:prompt_len]), "a prompt token carries loss"
-        trained_ids = [t for t in labels[prompt_len:length] if t != -100]
-        # Exactly the response and the end-of-sequence token are learnt.
-        assert tokenizer.decode(trained_ids) == records[i]["output"] + tokenizer.eos_token
-        assert all(label == -100 for label in labels[length:]), "padding carries loss"
+    tokenizer = prepared.tokenizer
+    batch = next(iter(prepared.trainer.get_train_dataloader()))
+    assert "position_ids" in batch and "attention_mask" not in batch
+    prompts = {build_prompt(r["instruction"], r["input"]): r["output"] for r in _records()}
+    seen = []
+    for ids, labels, positions in zip(batch["input_ids"], batch["labels"], batch["position_ids"], strict=True):
+        starts = [k for k, p in enumerate(positions.tolist()) if p == 0] + [len(ids)]
+        for a, b in itertools.pairwise(starts):
+            text = tokenizer.decode(ids[a:b])
+            prompt = next((p for p in prompts if text.startswith(p)), None)
+            if prompt is None:  # the padding that ends a row
+                assert (labels[a:b] == -100).all(), "padding carries loss"
+                continue
+            prompt_len = len(tokenizer(prompt)["input_ids"])
+            assert (labels[a : a + prompt_len] == -100).all(), "a prompt token carries loss"
+            trained_ids = [t for t in labels[a + prompt_len : b].tolist() if t != -100]
+            assert tokenizer.decode(trained_ids) == prompts[prompt] + tokenizer.eos_token
+            seen.append(prompt)
+    assert sorted(seen) == sorted(prompts)
 
 
 @pytest.mark.slow

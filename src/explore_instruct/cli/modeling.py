@@ -30,7 +30,15 @@ def _train(
     gguf_file: Annotated[str | None, Opt(help="GGUF file name inside the --model folder.")] = None,
     lr: Annotated[float, Opt("--lr", help="Peak learning rate.")] = 2e-5,
     global_batch_size: Annotated[int, Opt(help="Per-device batch x accumulation x devices.")] = 128,
-    per_device_batch_size: Annotated[int, Opt(help="Sequences per device per step.")] = 4,
+    per_device_batch_size: Annotated[
+        int, Opt(help="Rows per micro-batch with --batching padded; on CPU also sets the token budget.")
+    ] = 4,
+    max_tokens_per_batch: Annotated[
+        int | None, Opt(help="Token budget of a micro-batch (rows x longest row); default from the device.")
+    ] = None,
+    batching: Annotated[
+        str, Opt(help="auto (packed where attention keeps examples apart, else grouped), packed, grouped, padded.")
+    ] = "auto",
     epochs: Annotated[float, Opt(help="Passes over the data.")] = 3.0,
     max_steps: Annotated[int, Opt(help="Stop after this many optimizer steps (> 0 overrides --epochs).")] = -1,
     max_length: Annotated[int, Opt(help="Tokens per sequence (longer ones are cut).")] = 512,
@@ -38,7 +46,10 @@ def _train(
     warmup_ratio: Annotated[float, Opt(help="Share of steps for linear warm-up.")] = 0.03,
     lr_scheduler: Annotated[str, Opt(help="Learning-rate schedule (transformers name).")] = "cosine",
     precision: Annotated[str, Opt(help="auto (bf16 where supported, else fp32), bf16, fp16, fp32.")] = "auto",
-    gradient_checkpointing: Annotated[bool, Opt(help="Trade compute for activation memory.")] = False,
+    gradient_checkpointing: Annotated[
+        bool | None, Opt(help="Trade compute for activation memory (default: only when memory requires it).")
+    ] = None,
+    liger: Annotated[bool | None, Opt(help="Liger kernels (default: on CUDA when installed).")] = None,
     max_examples: Annotated[int | None, Opt(help="Train on the first N records only.")] = None,
     seed: Annotated[int, Opt(help="Random seed.")] = 42,
     lora: Annotated[bool, Opt("--lora", help="Train LoRA adapters (PEFT) instead of all weights.")] = False,
@@ -71,7 +82,10 @@ def _train(
         warmup_ratio=warmup_ratio,
         lr_scheduler=lr_scheduler,
         precision=precision,
-        gradient_checkpointing=gradient_checkpointing,  # type: ignore[arg-type]
+        gradient_checkpointing=gradient_checkpointing,
+        batching=batching,
+        max_tokens_per_batch=max_tokens_per_batch,
+        liger=liger,
         max_examples=max_examples,
         seed=seed,
         lora=lora,
@@ -95,9 +109,10 @@ def train_summary(settings: dict) -> str:
     r, b = settings["result"], settings["batch"]
     return (
         f"trained {settings['num_examples']} examples, {r['global_steps']} steps in {r['seconds']}s "
-        f"(batch {b['effective_global_batch_size']} = {b['per_device_batch_size']} x "
-        f"{b['gradient_accumulation_steps']} x {b['world_size']} devices, {settings['precision']}); "
-        f"loss {_loss(r['first_loss'])} -> {_loss(r['last_loss'])}"
+        f"(batch {b['effective_global_batch_size']} examples, {b['layout']}, "
+        f"{b['gradient_accumulation_steps']} x {b['world_size']} micro-batches, {settings['precision']}); "
+        f"loss {_loss(r['first_loss'])} -> {_loss(r['last_loss'])}; {r.get('tokens_per_second') or 0:.0f} tokens/s, "
+        f"{100 * (r.get('padding_fraction') or 0):.1f} % padding"
     )
 
 

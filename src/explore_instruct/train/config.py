@@ -1,7 +1,8 @@
 """Training settings, kept apart from the trainer so they can be resolved, saved and tested alone.
 
 Defaults are the paper's: lr 2e-5, global batch 128, 3 epochs, max length 512, AdamW, no weight
-decay, 3 % warm-up, cosine schedule, bf16 where the hardware has it.
+decay, 3 % warm-up, cosine schedule, bf16 where the hardware has it. `auto` values are resolved per
+device by `runtime.choose`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any, Literal
 from explore_instruct.errors import UserError
 
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
+BATCHING = ("auto", "packed", "grouped", "padded")
 
 
 @dataclass
@@ -31,9 +33,12 @@ class TrainConfig:
     weight_decay: float = 0.0
     warmup_ratio: float = 0.03
     lr_scheduler: str = "cosine"
-    optim: str = "adamw_torch"
+    optim: str = "auto"  # adamw_torch_fused on CUDA, adamw_torch elsewhere
     precision: Precision = "auto"
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool | None = None  # None: only when memory requires it
+    batching: str = "auto"  # packed rows where attention keeps them apart, else grouped; or padded
+    max_tokens_per_batch: int | None = None  # per micro-batch; None: from the device (see runtime.py)
+    liger: bool | None = None  # None: Liger kernels on CUDA when installed
     seed: int = 42
     logging_steps: int = 1
     max_examples: int | None = None  # train on the first N records only (smoke runs)
@@ -57,6 +62,11 @@ class TrainConfig:
             (self.weight_decay >= 0, "--weight-decay must not be negative"),
             (self.max_examples is None or self.max_examples >= 1, "--max-examples must be at least 1"),
             (self.lora_r >= 1, "--lora-r must be at least 1"),
+            (self.batching in BATCHING, f"--batching must be one of {', '.join(BATCHING)}"),
+            (
+                self.max_tokens_per_batch is None or self.max_tokens_per_batch >= self.max_length,
+                "--max-tokens-per-batch must be at least --max-length (one full row)",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -90,6 +100,17 @@ def resolve_batch(global_batch: int, per_device: int, world_size: int) -> Resolv
     return ResolvedBatch(world_size, per_device, accumulation, effective, note)
 
 
+def warmup_steps(ratio: float, total_steps: int) -> int:
+    """Whole warm-up steps for a ratio of the optimizer steps (rounded up, as transformers does), so the
+    meaning does not depend on how a transformers version reads a float `warmup_steps`."""
+    return math.ceil(ratio * total_steps) if ratio > 0 else 0
+
+
+def total_steps(steps_per_epoch: int, epochs: float, max_steps: int) -> int:
+    """Optimizer steps of the run, counted as the trainer counts them."""
+    return max_steps if max_steps > 0 else max(1, math.ceil(epochs * steps_per_epoch))
+
+
 @dataclass
 class ResolvedSettings:
     """Everything the run actually used, written to `train_settings.json` beside the model."""
@@ -101,13 +122,15 @@ class ResolvedSettings:
     num_examples: int
     versions: dict[str, str] = field(default_factory=dict)
     result: dict[str, Any] = field(default_factory=dict)
+    runtime: dict[str, Any] = field(default_factory=dict)  # every per-device choice and why
+    schedule: dict[str, Any] = field(default_factory=dict)  # optimizer steps and whole warm-up steps
 
     @staticmethod
     def from_parts(
-        cfg: TrainConfig, batch: ResolvedBatch, precision: str, device: str, n: int, versions: dict[str, str]
+        cfg: TrainConfig, batch: dict[str, Any], precision: str, device: str, n: int, versions: dict[str, str]
     ) -> ResolvedSettings:
         config = {k: (str(v.resolve()) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
-        return ResolvedSettings(config, asdict(batch), precision, device, n, versions)
+        return ResolvedSettings(config, batch, precision, device, n, versions)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -99,3 +99,22 @@ def load_model(src: ModelSource, *, dtype: Any = None) -> Any:
         # The weights are dense already; drop the marker that would make the trainer refuse them.
         quantizer.remove_quantization_config(model)
     return model
+
+
+def load_config(src: ModelSource) -> Any:
+    """The model's configuration alone (no weights)."""
+    from transformers import AutoConfig
+
+    if src.gguf_file:
+        require("gguf")
+    return AutoConfig.from_pretrained(src.path, local_files_only=True, **_gguf_kwargs(src))
+
+
+def count_parameters(config: Any) -> int:
+    """Parameters of a model built from `config`, counted on the meta device (nothing allocated)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    return sum(p.numel() for p in model.parameters())

@@ -1,5 +1,11 @@
 """Supervised fine-tuning with TRL's SFTTrainer on Alpaca records, loss on the response only.
 
+The examples are tokenized first (`tokenize.py`), so their lengths plan the batches before the trainer
+exists: packed or length-grouped micro-batches under a token budget, with the gradient accumulation the
+plan needs for 128-example steps (`batching.py`, `loader.py`); the per-device choices (budget, layout,
+checkpointing, optimizer, kernels) come from `runtime.py`. `--batching padded` keeps TRL's own padded
+batches of `--per-device-batch-size` rows.
+
 Output: a Hugging Face model folder (weights, config, tokenizer) that transformers and vLLM load,
 its tokenizer's chat template set to the Alpaca prompt (so a chat endpoint serving the model sends
 it exactly what it was trained on),
@@ -14,20 +20,33 @@ explore_instruct.train.sft --data ... --model ... --out ...` (the arguments of `
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from explore_instruct.datafile import atomic_write_text, read_records
 from explore_instruct.errors import UserError
-from explore_instruct.train.config import ResolvedSettings, TrainConfig, resolve_batch
+from explore_instruct.train import runtime
+from explore_instruct.train.batching import Plan, PlanSettings, padded_stats, plan_epochs, plan_stats
+from explore_instruct.train.config import ResolvedSettings, TrainConfig, resolve_batch, total_steps, warmup_steps
 from explore_instruct.train.deps import TRAIN_MODULES, require
-from explore_instruct.train.models import ModelSource, load_model, load_tokenizer, resolve_source
+from explore_instruct.train.loader import CountingCollator, PlanSampler, RowCollator, RowTaggedDataset, TokenMeter
+from explore_instruct.train.models import (
+    ModelSource,
+    count_parameters,
+    load_config,
+    load_model,
+    load_tokenizer,
+    resolve_source,
+)
 from explore_instruct.train.prompting import alpaca_chat_template, build_pairs
+from explore_instruct.train.runtime import RuntimeChoice
+from explore_instruct.train.tokenize import tokenize_pairs
 
 SETTINGS_FILE = "train_settings.json"
 LOG_FILE = "train_log.jsonl"
@@ -173,70 +192,207 @@ class Prepared:
     precision: str
     settings: ResolvedSettings
     losses: list[float]
+    meter: TokenMeter
+    step_marks: list[tuple[float, int]]  # (time, real tokens so far) at the end of every optimizer step
+    plan: Plan | None  # None: padded batches
+
+
+def _plan_epochs(n: int, global_batch: int, devices: int, epochs: float, max_steps: int) -> int:
+    steps = n // global_batch + (1 if n % global_batch >= devices else 0)
+    if max_steps > 0:
+        return max(1, math.ceil(max_steps / max(1, steps)))
+    return max(1, math.ceil(epochs))
+
+
+def _batch_layout(
+    cfg: TrainConfig, choice: RuntimeChoice, lengths: list[int], devices: int
+) -> tuple[Plan | None, dict[str, Any]]:
+    """The token-budget plan (or the padded split) and its description for the settings file."""
+    if choice.batching == "padded":
+        batch = resolve_batch(cfg.global_batch_size, cfg.per_device_batch_size, devices)
+        micro = math.ceil(len(lengths) / (batch.per_device_batch_size * devices))
+        stats = padded_stats(lengths, cfg.global_batch_size, batch.per_device_batch_size, cfg.seed)
+        described = {
+            **asdict(batch),
+            "layout": "padded",
+            "steps_per_epoch": math.ceil(micro / batch.gradient_accumulation_steps),
+            "planned_padding_fraction": round(stats.padding_fraction, 4),
+        }
+        return None, described
+    assert choice.max_tokens_per_batch is not None
+    settings = PlanSettings(
+        choice.batching,  # type: ignore[arg-type]
+        cfg.global_batch_size,
+        devices,
+        cfg.max_length,
+        choice.max_tokens_per_batch,
+        cfg.seed,
+    )
+    epochs = _plan_epochs(len(lengths), cfg.global_batch_size, devices, cfg.epochs, cfg.max_steps)
+    plan = plan_epochs(lengths, settings, epochs)
+    stats = plan_stats([s for e in plan.epochs for s in e.steps], lengths)
+    short = len(lengths) % cfg.global_batch_size
+    described = {
+        "world_size": devices,
+        "layout": choice.batching,
+        "max_tokens_per_batch": choice.max_tokens_per_batch,
+        "gradient_accumulation_steps": plan.accumulation,
+        "micro_batches_per_step": plan.accumulation * devices,
+        "per_device_batch_size": None,  # examples per micro-batch vary with their lengths
+        "effective_global_batch_size": cfg.global_batch_size,
+        "steps_per_epoch": len(plan.epochs[0].steps),
+        "planned_padding_fraction": round(stats.padding_fraction, 4),
+        "note": None
+        if plan.last_step_accumulation or not short
+        else f"the last {short} examples of each epoch, fewer than the devices, are skipped",
+    }
+    return plan, described
+
+
+def _trainer_class() -> Any:
+    """SFTTrainer fed by the batch plan (when there is one) and counting the tokens it trains on."""
+    from torch.utils.data import DataLoader
+    from trl import SFTTrainer
+
+    class TokenBudgetTrainer(SFTTrainer):
+        row_plan: Plan | None = None
+        meter: TokenMeter
+
+        def get_train_dataloader(self):  # type: ignore[override]
+            if self.row_plan is None:
+                return super().get_train_dataloader()
+            collator = RowCollator(self.processing_class.pad_token_id, self.row_plan.settings.layout, self.meter)
+            loader = DataLoader(
+                RowTaggedDataset(self.train_dataset),
+                batch_sampler=PlanSampler(self.row_plan),
+                collate_fn=collator,
+                pin_memory=self.args.dataloader_pin_memory,
+            )
+            return self.accelerator.prepare(loader)
+
+        def training_step(self, *args, **kwargs):  # type: ignore[override]
+            self.meter.consume()
+            return super().training_step(*args, **kwargs)
+
+    return TokenBudgetTrainer
+
+
+def _step_timer(meter: TokenMeter, marks: list[tuple[float, int]]):
+    from transformers import TrainerCallback
+
+    class StepTimer(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):  # type: ignore[override]
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()  # the step's kernels have finished, not just been queued
+            marks.append((time.monotonic(), meter.real))
+
+    return StepTimer()
 
 
 def prepare(cfg: TrainConfig) -> Prepared:
-    """Validate everything, load data, tokenizer and model, and build the SFTTrainer."""
+    """Validate everything, tokenize the data, choose the per-device settings, plan the batches and
+    build the trainer."""
     require(*TRAIN_MODULES)
     cfg.validate()
     import torch
     from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
 
     src = resolve_source(cfg.model, cfg.gguf_file)
     _require_deepspeed(cfg.deepspeed)
+    deepspeed = cfg.deepspeed is not None or os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("1", "true")
     out = Path(cfg.out)
     _check_out(out, cfg.overwrite)
     pairs = load_pairs(cfg)
     precision = resolve_precision(cfg.precision)
-    batch = resolve_batch(cfg.global_batch_size, cfg.per_device_batch_size, world_size())
+    devices = world_size()
+    cuda = torch.cuda.is_available()
+    tokenizer = load_tokenizer(src)
+    tokenized = tokenize_pairs(pairs, tokenizer, cfg.max_length)
+    if not tokenized.examples:
+        raise UserError(f"{cfg.data}: no example keeps a response token within --max-length {cfg.max_length}")
+    lengths = tokenized.lengths
+
+    # Under DeepSpeed ZeRO-3 the trainer's arguments must exist before the model loads (they switch on
+    # the sharded initialisation that `from_pretrained` uses), so the choices are made from the config.
+    model = None if deepspeed else load_model(src, dtype=torch.float32)
+    model_config = model.config if model is not None else load_config(src)
+    params = sum(p.numel() for p in model.parameters()) if model is not None else count_parameters(model_config)
+    choice = runtime.choose(
+        cfg,
+        model_config,
+        params=params,
+        probe_model=model,
+        cuda=cuda,
+        precision=precision,
+        world_size=devices,
+        deepspeed=deepspeed,
+    )
+    plan, batch = _batch_layout(cfg, choice, lengths, devices)
+    steps = total_steps(batch["steps_per_epoch"], cfg.epochs, cfg.max_steps)
+    warmup = warmup_steps(cfg.warmup_ratio, steps)
+    if plan is None:
+        per_device, accumulation = batch["per_device_batch_size"], batch["gradient_accumulation_steps"]
+    else:
+        accumulation = plan.accumulation
+        per_device = max(1, cfg.global_batch_size // (accumulation * devices))  # only for the trainer's log
     work = out.parent / f".{out.name}.partial"
     if _is_main_process():
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
 
-    # The trainer's arguments come before the model: under DeepSpeed ZeRO-3 they switch on the
-    # sharded initialisation that `from_pretrained` then uses.
     args = SFTConfig(
         output_dir=str(work / "trainer"),
         learning_rate=cfg.learning_rate,
-        per_device_train_batch_size=batch.per_device_batch_size,
-        gradient_accumulation_steps=batch.gradient_accumulation_steps,
+        per_device_train_batch_size=per_device,
+        gradient_accumulation_steps=accumulation,
         num_train_epochs=cfg.epochs,
         max_steps=cfg.max_steps,
         max_length=cfg.max_length,
         weight_decay=cfg.weight_decay,
-        warmup_steps=cfg.warmup_ratio,  # a float below 1 is a ratio of the total steps
+        warmup_steps=warmup,  # whole steps, computed from the ratio (a float's meaning varies by version)
         lr_scheduler_type=cfg.lr_scheduler,
-        optim=cfg.optim,
+        optim=choice.optim,
+        use_liger_kernel=choice.liger,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
-        **_checkpointing_arg(SFTConfig, cfg.gradient_checkpointing),
-        dataloader_pin_memory=torch.cuda.is_available(),
-        use_cpu=not torch.cuda.is_available(),  # lets torchrun on CPU run real DDP (gloo)
+        **_checkpointing_arg(SFTConfig, choice.gradient_checkpointing),
+        dataloader_pin_memory=cuda,
+        use_cpu=not cuda,  # lets torchrun on CPU run real DDP (gloo)
         logging_steps=cfg.logging_steps,
         save_strategy="no",
         report_to="none",
         seed=cfg.seed,
         completion_only_loss=True,
         packing=False,
+        dataset_kwargs={"skip_prepare_dataset": True},  # tokenized above, the way TRL does it
         deepspeed=_deepspeed_path(cfg.deepspeed),
         disable_tqdm=not sys.stderr.isatty(),
     )
-    tokenizer = load_tokenizer(src)
-    model = load_model(src, dtype=torch.float32)
+    if model is None:
+        model = load_model(src, dtype=torch.float32)
     losses: list[float] = []
-    trainer = SFTTrainer(
+    meter = TokenMeter()
+    marks: list[tuple[float, int]] = []
+    trainer = _trainer_class()(
         model=model,
         args=args,
-        train_dataset=Dataset.from_list(pairs),
+        train_dataset=Dataset.from_list(tokenized.examples),
         processing_class=tokenizer,
         peft_config=_lora_config(cfg) if cfg.lora else None,
-        callbacks=[_step_logger(work / LOG_FILE, losses)],
+        callbacks=[_step_logger(work / LOG_FILE, losses), _step_timer(meter, marks)],
     )
-    settings = ResolvedSettings.from_parts(cfg, batch, precision, str(trainer.args.device), len(pairs), _versions())
+    trainer.row_plan, trainer.meter = plan, meter
+    if plan is None:
+        trainer.data_collator = CountingCollator(trainer.data_collator, meter)
+    settings = ResolvedSettings.from_parts(cfg, batch, precision, str(trainer.args.device), len(lengths), _versions())
     settings.config["model_source"] = src.describe()
-    return Prepared(cfg, trainer, tokenizer, src, work, precision, settings, losses)
+    settings.runtime = {**choice.to_dict(), "truncated_examples": tokenized.truncated}
+    settings.runtime["dropped_examples"] = tokenized.dropped
+    settings.schedule = {"optimizer_steps": steps, "warmup_steps": warmup}
+    return Prepared(cfg, trainer, tokenizer, src, work, precision, settings, losses, meter, marks, plan)
 
 
 def _checkpointing_arg(config_cls: Any, enabled: bool) -> dict[str, bool]:
@@ -279,6 +435,28 @@ def _save(p: Prepared) -> None:
     trainer.save_model(str(p.work))
 
 
+def _throughput(p: Prepared, seconds: float) -> dict[str, Any]:
+    """Real (not padding) tokens trained on, all devices together, per second: over the whole run, and
+    from the end of step 2 on (leaving out start-up and the first steps' warm-up of kernels)."""
+    import torch
+
+    acc = p.trainer.accelerator
+    counts = torch.tensor([p.meter.real, p.meter.computed], dtype=torch.float64, device=acc.device)
+    real, computed = (int(x) for x in acc.reduce(counts, reduction="sum").tolist())
+    out: dict[str, Any] = {
+        "real_tokens": real,
+        "computed_tokens": computed,
+        "padding_fraction": round(1 - real / computed, 4) if computed else None,
+        "tokens_per_second": round(real / seconds, 1) if seconds > 0 else None,
+        "tokens_per_second_after_step_2": None,
+    }
+    marks = p.step_marks
+    if len(marks) > 2 and marks[-1][0] > marks[1][0]:
+        local = (marks[-1][1] - marks[1][1]) / (marks[-1][0] - marks[1][0])
+        out["tokens_per_second_after_step_2"] = round(local * real / max(1, p.meter.real), 1)
+    return out
+
+
 def train(cfg: TrainConfig) -> TrainResult:
     """Fine-tune `cfg.model` on `cfg.data` and save the result to `cfg.out` (see module doc)."""
     p = prepare(cfg)
@@ -296,6 +474,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         "seconds": round(seconds, 2),
         "first_loss": p.losses[0] if p.losses else None,
         "last_loss": p.losses[-1] if p.losses else None,
+        **_throughput(p, seconds),
     }
     if _is_main(trainer):
         p.tokenizer.padding_side = "left"  # what batched generation wants

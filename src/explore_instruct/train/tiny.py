@@ -49,19 +49,48 @@ def build_tiny_llama(
     seed: int = 0,
 ) -> Path:
     """Save a tiny random LlamaForCausalLM and its tokenizer to `out_dir`; returns the folder."""
+    tokenizer = build_tokenizer(corpus, vocab_size)
+    return build_random_llama(
+        out_dir,
+        tokenizer,
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size * 2,
+        layers=layers,
+        heads=heads,
+        kv_heads=max(1, heads // 2),
+        seed=seed,
+    )
+
+
+# A 1.1B Llama shape (TinyLlama's): what the GPU measurements of training use, with random weights.
+LLAMA_1B = {"hidden_size": 2048, "intermediate_size": 5632, "layers": 22, "heads": 32, "kv_heads": 4}
+
+
+def build_random_llama(
+    out_dir: str | Path,
+    tokenizer,  # a PreTrainedTokenizer(Fast) with bos, eos and pad tokens
+    *,
+    hidden_size: int,
+    intermediate_size: int,
+    layers: int,
+    heads: int,
+    kv_heads: int,
+    seed: int = 0,
+    dtype=None,  # torch dtype of the saved weights (default fp32)
+) -> Path:
+    """Save a randomly initialised LlamaForCausalLM of the given shape with `tokenizer` to `out_dir`."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     out = Path(out_dir)
-    tokenizer = build_tokenizer(corpus, vocab_size)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
-        intermediate_size=hidden_size * 2,
+        intermediate_size=intermediate_size,
         num_hidden_layers=layers,
         num_attention_heads=heads,
-        num_key_value_heads=max(1, heads // 2),
-        max_position_embeddings=1024,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=2048,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
@@ -69,6 +98,8 @@ def build_tiny_llama(
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
+    if dtype is not None:
+        model = model.to(dtype)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out

@@ -83,6 +83,11 @@ MATH = load_profile("math")
             "chat template text",
         ),
         (GENERIC, Example("Summarise the following text", "a text", "A summary.<|im_end|>"), "chat template text"),
+        (
+            REWRITING,
+            Example("This will always happen", "This will always happen", "This will always happen"),
+            "instruction repeats the input",
+        ),
     ],
 )
 def test_junk_from_weak_models_is_dropped(profile, example, reason):
@@ -117,7 +122,7 @@ def _generate_prompt(task: str, demos: list[Example]) -> PromptText:
     return PromptText.of(CompletionRequest.chat(text), demos, ["Assistance for text editing", task])
 
 
-DEMO = Example("Fix the grammar of the following text.", "He go home.", "He goes home.")
+DEMO = Example("Fix the grammar of the following text.", "He go home to his family.", "He goes home.")
 
 
 @pytest.mark.parametrize(
@@ -133,6 +138,8 @@ DEMO = Example("Fix the grammar of the following text.", "He go home.", "He goes
             "copied from the prompt",
         ),
         (DEMO, "copy of a demonstration"),
+        # a demonstration's input lifted as the instruction (SmolLM2 in `make demo`)
+        (Example("He go home to his family.", "He go home.", "He goes home."), "copied from the prompt"),
         # a demonstration's instruction with a new input, or the task's name as the instruction: not echoes
         (Example("Fix the grammar of the following text.", "She walk fast.", "She walks fast."), None),
         (Example("Convert passive voice to active voice", "It was done by me.", "I did it."), None),
@@ -156,6 +163,8 @@ PATH = ["Assistance for text editing", "Style transfer"]
         ("Designated Task 1", "placeholder name"),
         ("Subtask B", "placeholder name"),
         ("New task", "placeholder name"),
+        ("TASK1", "placeholder name"),  # SmolLM2's names in `make demo`
+        ("The instructions", "placeholder name"),
         ("1. Paraphrase sentences", "numbering in name"),
         ("Subtask 2: Rewrite emails", "numbering in name"),
         ("- Fix grammar", "numbering in name"),

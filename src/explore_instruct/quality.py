@@ -65,22 +65,26 @@ class PromptText:
     """The prompt a reply answered, so that text the model copied from it can be caught.
 
     What is caught is an echo of the prompt's own wording (its instructions, the domain summary,
-    the task's reason) or the system line. Text inside a demonstration or a task name shown in the
-    prompt is exempt: a rewriting instruction is often a demonstration's with another input, or the
-    task's name ("Convert passive voice to active voice"); the diversity filter judges those.
+    the task's reason), or an instruction lifted from a demonstration's input or output. An
+    instruction inside a demonstration's instruction, an output inside a demonstration's output,
+    and a task name shown in the prompt are exempt: a rewriting instruction is often a
+    demonstration's with another input, or the task's name ("Convert passive voice to active
+    voice"); the diversity filter judges those.
     """
 
     text: str
-    exempt: tuple[str, ...]
+    exempt_instructions: tuple[str, ...]
+    exempt_outputs: tuple[str, ...]
     demonstration_keys: frozenset[tuple[str, str, str]]
 
     @classmethod
     def of(cls, request: CompletionRequest, demonstrations: Iterable[Example], names: Iterable[str]) -> PromptText:
         demos = list(demonstrations)
-        fields = [t for d in demos for t in (d.instruction, d.input, d.output)]
+        shown = [normalise(n) for n in names]
         return cls(
             text=normalise("\n".join(m.content for m in request.messages)),
-            exempt=tuple(normalise(t) for t in (*fields, *names)),
+            exempt_instructions=(*(normalise(d.instruction) for d in demos), *shown),
+            exempt_outputs=(*(normalise(d.output) for d in demos), *shown),
             demonstration_keys=frozenset(_example_key(d) for d in demos),
         )
 
@@ -88,11 +92,11 @@ class PromptText:
         """Why `example` is a copy of this prompt's text, or None."""
         if _example_key(example) in self.demonstration_keys:
             return "copy of a demonstration"
-        for field in (example.instruction, example.output):
+        for field, exempt in ((example.instruction, self.exempt_instructions), (example.output, self.exempt_outputs)):
             norm = normalise(field)
             if len(norm.split()) < min_words or not _contains(self.text, norm):
                 continue
-            if not any(_contains(text, norm) for text in self.exempt):
+            if not any(_contains(text, norm) for text in exempt):
                 return "copied from the prompt"
         return None
 
@@ -124,6 +128,8 @@ def drop_reason(example: Example, profile: Profile, prompt: PromptText | None = 
         return "empty output"
     if profile.input == "required" and not example.input.strip():
         return "missing input"
+    if example.input.strip() and normalise(example.input) == normalise(instruction):
+        return "instruction repeats the input"
     fields = (example.instruction, example.input, example.output)
     if _template_text(fields, rules.template_text):
         return "chat template text"
@@ -175,7 +181,8 @@ def task_name_drop_reason(
     if _SENTENCE_END.search(name):
         return "name ends with punctuation"
     placeholders = {w.lower() for w in rules.placeholder_words}
-    if all(w in placeholders or w.isdigit() or len(w) == 1 for w in words):
+    # Letters and digits apart, so that "TASK1" reads as "task 1".
+    if all(w in placeholders or w.isdigit() or len(w) == 1 for w in re.findall(r"[a-z]+|\d+", norm)):
         return "placeholder name"
     if path and norm == normalise(path[-1]):
         return "copy of the parent task"

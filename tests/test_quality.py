@@ -164,6 +164,8 @@ PATH = ["Assistance for text editing", "Style transfer"]
         ("Subtask B", "placeholder name"),
         ("New task", "placeholder name"),
         ("TASK1", "placeholder name"),  # SmolLM2's names in `make demo`
+        ("The 2nd task", "placeholder name"),
+        ("3D modelling descriptions", None),
         ("The instructions", "placeholder name"),
         ("1. Paraphrase sentences", "numbering in name"),
         ("Subtask 2: Rewrite emails", "numbering in name"),

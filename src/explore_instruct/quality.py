@@ -181,8 +181,9 @@ def task_name_drop_reason(
     if _SENTENCE_END.search(name):
         return "name ends with punctuation"
     placeholders = {w.lower() for w in rules.placeholder_words}
-    # Letters and digits apart, so that "TASK1" reads as "task 1".
-    if all(w in placeholders or w.isdigit() or len(w) == 1 for w in re.findall(r"[a-z]+|\d+", norm)):
+    # Letters and numbers apart, so that "TASK1" reads as "task 1"; "1st" and "2nd" are numbers too.
+    tokens = re.findall(r"\d+(?:st|nd|rd|th)?|[a-z]+", norm)
+    if all(w in placeholders or w[0].isdigit() or len(w) == 1 for w in tokens):
         return "placeholder name"
     if path and norm == normalise(path[-1]):
         return "copy of the parent task"

@@ -1,6 +1,13 @@
 import json
 
+import pytest
+
+from explore_instruct.context import RunContext
+from explore_instruct.errors import RunStopped
+from explore_instruct.llm.base import FatalLLMError
 from explore_instruct.llm.scripted import ScriptedLLM
+from explore_instruct.store import RunStore
+from explore_instruct.summary import run_summary
 from explore_instruct.tree import normalise_task_name
 from tests.fakes import fake_model
 from tests.helpers import make_config, run_fake
@@ -101,3 +108,67 @@ def test_seed_tree_is_extended(tmp_path, upstream_tree):
     # the root already has its 8 children: only one child per subtask is explored
     assert depths.count(1) == 8 and depths.count(2) == 8
     assert not any("Target task: Assistance for text editting" in p for p in explore_prompts(backend))
+
+
+BAD_NAMES = ["Designated Task 1", "1.1.1.2.2", "{<em>improving the town's infrastructure…"]
+
+
+def first_rounds(cfg) -> set[int]:
+    """The request seeds of every node's first round (keys are child-position paths)."""
+    ctx = RunContext(store=None, config=cfg)  # type: ignore[arg-type]  # only the seed is used
+    keys = ["root", *(f"root/{i}" for i in range(3)), *(f"root/{i}/{j}" for i in range(3) for j in range(2))]
+    return {ctx.stable_seed("explore", key, 0) for key in keys}
+
+
+def junk_name_first(cfg):
+    """A pure function of the request: each node's first round proposes one junk name before a good one."""
+    seeds = first_rounds(cfg)
+
+    def reply(request):
+        out = json.loads(fake_model(request))
+        if request.schema_name == "subtasks" and request.seed in seeds:
+            out["subtasks"][0]["name"] = BAD_NAMES[request.seed % len(BAD_NAMES)]
+        return json.dumps(out)
+
+    return reply
+
+
+def tree_snapshot(store):
+    return [(n.key, n.name) for n in store.nodes()], store.dropped_tasks()
+
+
+def test_bad_names_are_dropped_counted_and_take_no_position(tmp_path):
+    cfg = make_config()
+    ctx, _, backend = run_fake(tmp_path / "run", cfg, stages=("explore",), backend=ScriptedLLM(junk_name_first(cfg)))
+    nodes = ctx.store.nodes()
+    assert [n.depth for n in nodes].count(1) == 3 and [n.depth for n in nodes].count(2) == 6
+    assert not any(n.name in BAD_NAMES for n in nodes)
+    # the good name of a mixed reply takes the first free position: keys have no gaps
+    assert [n.key for n in nodes if n.depth == 1] == ["root/0", "root/1", "root/2"]
+    dropped = ctx.store.dropped_tasks()
+    assert len(dropped) == 4 and {name for _, name, _ in dropped} <= set(BAD_NAMES)
+    counts = run_summary(ctx.store)["dropped_task_names"]
+    assert sum(counts.values()) == 4
+    assert set(counts) <= {"placeholder name", "name has no letters", "markup in name"}
+    # a dropped name does not count toward breadth: each child needs a second round for its second subtask
+    assert len(explore_prompts(backend)) == 2 + 3 * 2
+
+
+def test_resume_after_bad_names_gives_the_same_tree(tmp_path):
+    cfg = make_config()
+    responder = junk_name_first(cfg)
+    calls = {"n": 0}
+
+    def dies_midway(request):
+        calls["n"] += 1
+        return FatalLLMError("endpoint went away") if calls["n"] > 4 else responder(request)
+
+    with pytest.raises(RunStopped):
+        run_fake(tmp_path / "run", cfg, stages=("explore",), backend=ScriptedLLM(dies_midway))
+    killed = RunStore.open(tmp_path / "run")
+    assert 0 < len(killed.nodes()) < 10 and killed.dropped_tasks()
+    killed.close()
+    resumed, _, _ = run_fake(tmp_path / "run", cfg, stages=("explore",), backend=ScriptedLLM(responder))
+    clean, _, _ = run_fake(tmp_path / "clean", cfg, stages=("explore",), backend=ScriptedLLM(responder))
+    assert tree_snapshot(resumed.store) == tree_snapshot(clean.store)
+    assert len(clean.store.dropped_tasks()) == 4

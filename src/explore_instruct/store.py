@@ -54,6 +54,15 @@ CREATE TABLE IF NOT EXISTS examples (
     score REAL
 );
 CREATE INDEX IF NOT EXISTS examples_node ON examples(node_id, status);
+-- Subtask names exploration rejected: they take no child position, so node keys stay the same.
+CREATE TABLE IF NOT EXISTS dropped_tasks (
+    id INTEGER PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,      -- parent key, round and place in the reply: a replay inserts nothing
+    parent_id INTEGER NOT NULL REFERENCES nodes(id),
+    name TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    call_id INTEGER
+);
 CREATE TABLE IF NOT EXISTS sample (position INTEGER PRIMARY KEY, example_id INTEGER NOT NULL REFERENCES examples(id));
 """
 
@@ -222,6 +231,25 @@ class RunStore:
             (key, parent_id, position, depth, name, slug or slugify(name), reason, call_id),
         )
         return int(self.conn.execute("SELECT id FROM nodes WHERE key = ?", (key,)).fetchone()[0])
+
+    def add_dropped_task(self, *, key: str, parent_id: int, name: str, reason: str, call_id: int | None) -> None:
+        """Record a rejected subtask name once (idempotent by key)."""
+        self.conn.execute(
+            "INSERT OR IGNORE INTO dropped_tasks (key, parent_id, name, reason, call_id) VALUES (?, ?, ?, ?, ?)",
+            (key, parent_id, name, reason, call_id),
+        )
+
+    def dropped_tasks(self) -> list[tuple[str, str, str]]:
+        """(key, name, reason) of every rejected subtask name, in the order they were found."""
+        rows = self.conn.execute("SELECT key, name, reason FROM dropped_tasks ORDER BY id")
+        return [(r["key"], r["name"], r["reason"]) for r in rows]
+
+    def dropped_task_counts(self) -> dict[str, int]:
+        """Rejected subtask names per reason, most frequent first."""
+        rows = self.conn.execute(
+            "SELECT reason, COUNT(*) AS n FROM dropped_tasks GROUP BY reason ORDER BY n DESC, reason"
+        )
+        return {r["reason"]: r["n"] for r in rows}
 
     def nodes(self) -> list[NodeRow]:
         """All nodes in level order (depth, then parent, then position)."""

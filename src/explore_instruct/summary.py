@@ -10,7 +10,7 @@ from collections import Counter
 from typing import Any
 
 from explore_instruct.llm.client import ClientStats
-from explore_instruct.store import RunStore
+from explore_instruct.store import ExampleRow, RunStore
 
 
 def run_summary(store: RunStore, session: ClientStats | None = None) -> dict[str, Any]:
@@ -21,6 +21,8 @@ def run_summary(store: RunStore, session: ClientStats | None = None) -> dict[str
     summary: dict[str, Any] = {
         "tasks_per_depth": dict(sorted(Counter(n.depth for n in nodes).items())),
         "pruned_tasks": sum(n.pruned for n in nodes),
+        # Subtask names exploration rejected (they never became tasks), per reason.
+        "dropped_task_names": store.dropped_task_counts(),
         "examples": {
             "written": len(produced),
             "dropped_quality": dropped.get("quality", 0),
@@ -30,7 +32,7 @@ def run_summary(store: RunStore, session: ClientStats | None = None) -> dict[str
             "sampled": len(store.sample_ids()),
         },
         "drop_reasons": store.drop_counts(),
-        "filter_collisions": filter_collisions(store, limit=3),
+        "filter_collisions": filter_collisions(store, limit=3, distinct=True),
         "calls": store.calls.usage_by_stage(),
     }
     if session is not None:
@@ -49,12 +51,29 @@ def run_summary(store: RunStore, session: ClientStats | None = None) -> dict[str
     return summary
 
 
-def filter_collisions(store: RunStore, limit: int | None = None) -> list[dict[str, Any]]:
-    """Instructions the diversity filter dropped, each with the kept one it collided with and the score."""
+def filter_collisions(store: RunStore, limit: int | None = None, *, distinct: bool = False) -> list[dict[str, Any]]:
+    """Instructions the diversity filter dropped, each with the kept one it collided with and the score.
+
+    Highest scores first. `distinct` shows each dropped text and each kept example once, so a
+    summary's few examples are not the same copy of one instruction repeated.
+    """
     rows = [r for r in store.examples(status="dropped") if r.drop_stage == "filter" and r.dup_of is not None]
     rows.sort(key=lambda r: -(r.score or 0.0))
     text = {r.id: r.instruction for r in store.examples(status="ok")}
+    shown: list[ExampleRow] = []
+    seen_texts: set[str] = set()
+    seen_kept: set[int | None] = set()
+    for r in rows:
+        if limit is not None and len(shown) >= limit:
+            break
+        if distinct:
+            key = " ".join(r.instruction.lower().split())
+            if key in seen_texts or r.dup_of in seen_kept:
+                continue
+            seen_texts.add(key)
+            seen_kept.add(r.dup_of)
+        shown.append(r)
     return [
         {"dropped": r.instruction, "kept": text.get(r.dup_of, ""), "score": r.score, "id": r.id, "dup_of": r.dup_of}
-        for r in rows[:limit]
+        for r in shown
     ]

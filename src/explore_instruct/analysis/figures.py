@@ -126,19 +126,37 @@ def length_boxplots(lengths: dict[str, dict[str, Sequence[int]]]) -> bytes:
 
 
 def examples_per_task(tasks: Sequence[tuple[str, int, bool]], title: str) -> bytes:
-    """Bar per task (level order), pruned tasks hatched grey."""
+    """Bar per task (level order); pruned tasks are hatched grey bars with grey labels and a legend entry.
+
+    A pruned task gets no generated examples, so its bar is short or empty: its grey label is what
+    shows it even then.
+    """
     plt = _plt()
     fig, ax = plt.subplots(figsize=(max(6.0, 0.22 * len(tasks) + 2), 4.2))
-    xs = range(len(tasks))
-    colors = ["#bbbbbb" if p else "#4c72b0" for _, _, p in tasks]
-    ax.bar(xs, [n for _, n, _ in tasks], color=colors)
+    xs = list(range(len(tasks)))
+    pruned = [p for _, _, p in tasks]
+    bars = ax.bar(xs, [n for _, n, _ in tasks], color=["#bbbbbb" if p else "#4c72b0" for p in pruned])
+    for bar, is_pruned in zip(bars, pruned, strict=True):
+        if is_pruned:
+            bar.set_hatch("//")
+            bar.set_edgecolor("#888888")
     ax.set_xticks(
-        list(xs),
+        xs,
         [name if len(name) <= 28 else name[:27] + "…" for name, _, _ in tasks],
         rotation=75,
         ha="right",
         fontsize=6,
     )
+    for label, is_pruned in zip(ax.get_xticklabels(), pruned, strict=True):
+        if is_pruned:
+            label.set_color("#888888")
+    if any(pruned):
+        from matplotlib.patches import Patch
+
+        ax.legend(
+            handles=[Patch(facecolor="#bbbbbb", edgecolor="#888888", hatch="//", label=f"pruned ({sum(pruned)})")],
+            fontsize=7,
+        )
     ax.set_ylabel("examples")
     ax.set_title(title, fontsize=10)
     ax.grid(axis="y", alpha=0.3)

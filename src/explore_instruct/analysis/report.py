@@ -179,6 +179,13 @@ def _figure_name(kind: str, name: str) -> str:
     return f"{kind}_{slugify(name)}.png"
 
 
+def _pruned_note(pruned: int) -> str:
+    """The examples-per-task caption's key: it promises grey bars only when some are drawn."""
+    if not pruned:
+        return "no task was pruned"
+    return f"grey, hatched: {pruned} pruned {'task' if pruned == 1 else 'tasks'}"
+
+
 def build_sections(
     results: Sequence[DatasetResult], seeds_note: str | None, options: AnalysisOptions
 ) -> tuple[list[Section], dict[str, str], dict[str, str]]:
@@ -363,7 +370,7 @@ def build_sections(
                 Figure(
                     name,
                     figures.examples_per_task(tasks, f"{r.ds.name}: examples per task"),
-                    f"{r.ds.name}: examples per task (grey: pruned)",
+                    f"{r.ds.name}: examples per task ({_pruned_note(sum(p for _, _, p in tasks))})",
                 )
             )
             page = f"tree_{slugify(r.ds.name)}.html"

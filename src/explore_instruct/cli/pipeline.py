@@ -46,6 +46,9 @@ def print_summary(store: RunStore, session: Any = None) -> None:
     table.add_column()
     depths = ", ".join(f"depth {d}: {n}" for d, n in s["tasks_per_depth"].items())
     table.add_row("tasks", f"{depths}  ({s['pruned_tasks']} pruned)")
+    if s["dropped_task_names"]:
+        names = ", ".join(f"{reason} ({n})" for reason, n in list(s["dropped_task_names"].items())[:4])
+        table.add_row("  dropped: task names", names)
     e = s["examples"]
     table.add_row(
         "examples",

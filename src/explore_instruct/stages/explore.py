@@ -18,9 +18,8 @@ from explore_instruct.config import per_depth
 from explore_instruct.context import RunContext
 from explore_instruct.llm.base import CompletionRequest
 from explore_instruct.parse import Subtask, parse_subtasks, subtasks_schema
-from explore_instruct.quality import drop_reason
+from explore_instruct.quality import PromptText, drop_reason, task_name_drop_reason
 from explore_instruct.start import LiveNode, insert_start
-from explore_instruct.tree import normalise_task_name
 
 STAGE = "explore"
 
@@ -32,14 +31,6 @@ def expected_nodes(max_depth: int, breadth: list[int]) -> int:
         level *= per_depth(breadth, depth)
         total += level
     return total
-
-
-def _taken_names(node: LiveNode) -> set[str]:
-    """Names a new child of `node` must not repeat: the node, its ancestors, peers and children."""
-    names = {normalise_task_name(n) for n in node.path()}
-    names.update(normalise_task_name(p.name) for p in node.peers())
-    names.update(normalise_task_name(c.name) for c in node.children)
-    return names
 
 
 def build_request(ctx: RunContext, node: LiveNode, want: int, round_no: int) -> CompletionRequest:
@@ -62,19 +53,50 @@ def build_request(ctx: RunContext, node: LiveNode, want: int, round_no: int) -> 
     )
 
 
+def _names_shown(node: LiveNode) -> list[str]:
+    """Task names the explore prompt shows: the path, the peers and the existing children."""
+    return [*node.path(), *(p.name for p in node.peers()), *(c.name for c in node.children)]
+
+
+def _dropped_key(node: LiveNode, round_no: int, index: int) -> str:
+    """Where a rejected name stands: the same on every replay, and no child position is used up."""
+    return f"{node.key}@{round_no}#{index}"
+
+
 async def _explore_round(ctx: RunContext, node: LiveNode, want: int, round_no: int) -> int:
-    """One lookahead/backtracking round; returns how many new children it added."""
+    """One lookahead/backtracking round; returns how many new children it added.
+
+    A proposed name that fails the profile's name rules (or repeats a task) is recorded as dropped
+    and takes no position, so it does not count toward the breadth and the next round asks again.
+    """
     client = ctx.require_client()
     added: list[LiveNode] = []
+    request = build_request(ctx, node, want, round_no)
+    prompt = PromptText.of(request, node.examples, _names_shown(node))
 
     def commit(subtasks: list[Subtask], call_id: int) -> None:
         added.clear()  # a replayed commit recomputes the same children
-        taken = _taken_names(node)
-        for sub in subtasks:
-            norm = normalise_task_name(sub.name)
-            if not norm or norm in taken or len(added) >= want:
+        existing = [p.name for p in node.peers()] + [c.name for c in node.children]
+        for index, sub in enumerate(subtasks):
+            if len(added) >= want:
+                break
+            name_drop = task_name_drop_reason(
+                sub.name,
+                ctx.profile,
+                path=node.path(),
+                existing=existing,
+                instructions=[ex.instruction for ex in (*sub.examples, *node.examples)],
+            )
+            if name_drop is not None:
+                ctx.store.add_dropped_task(
+                    key=_dropped_key(node, round_no, index),
+                    parent_id=node.id,
+                    name=sub.name,
+                    reason=name_drop,
+                    call_id=call_id,
+                )
                 continue
-            taken.add(norm)
+            existing.append(sub.name)
             position = len(node.children) + len(added)
             key = f"{node.key}/{position}"
             child_id = ctx.store.add_node(
@@ -88,7 +110,7 @@ async def _explore_round(ctx: RunContext, node: LiveNode, want: int, round_no: i
             )
             child = LiveNode(child_id, key, sub.name, sub.reason, node.depth + 1, node)
             for i, ex in enumerate(sub.examples):
-                reason = drop_reason(ex, ctx.profile)
+                reason = drop_reason(ex, ctx.profile, prompt)
                 ctx.store.add_example(
                     key=f"{key}#x{i}",
                     node_id=child_id,
@@ -102,7 +124,7 @@ async def _explore_round(ctx: RunContext, node: LiveNode, want: int, round_no: i
             added.append(child)
 
     result = await client.call(
-        build_request(ctx, node, want, round_no),
+        request,
         stage=STAGE,
         parse=lambda c: parse_subtasks(c.text),
         commit=commit,

@@ -39,13 +39,15 @@ def run(ctx: RunContext) -> tuple[int, int]:
     pool = seeds + rows
     drops: list[tuple[int, str, int | None, float | None]] = []
     if cfg.enabled and rows:
-        ctx.progress.start("filter", len(pool))
+        # The bar counts the examples judged, as the summary does; the seeds ahead of them are not counted.
+        ctx.progress.start("filter", len(rows))
         seen = 0
 
         def advance(done: int, _total: int) -> None:
             nonlocal seen
-            ctx.progress.advance("filter", done - seen)
-            seen = done
+            judged = max(0, done - len(seeds))
+            ctx.progress.advance("filter", judged - seen)
+            seen = judged
 
         result = diversity_filter(
             [r.instruction for r in pool],

@@ -20,7 +20,7 @@ from explore_instruct.config import per_depth
 from explore_instruct.context import RunContext
 from explore_instruct.llm.base import CompletionRequest
 from explore_instruct.parse import examples_schema, parse_examples
-from explore_instruct.quality import drop_reason, exact_key
+from explore_instruct.quality import PromptText, drop_reason, exact_key
 from explore_instruct.start import LiveNode, insert_start, load_live_tree
 from explore_instruct.tree import Example
 
@@ -82,10 +82,12 @@ def demonstration_pool(work: NodeWork, bootstrap: bool) -> list[Example]:
 
 async def _call(ctx: RunContext, work: NodeWork, call_index: int, count: int, pool: list[Example]) -> None:
     node = work.node
+    request = build_request(ctx, work, call_index, count, pool)
+    prompt = PromptText.of(request, pool, node.path())
 
     def commit(examples: list[Example], call_id: int) -> None:
         for i, ex in enumerate(examples):
-            reason = drop_reason(ex, ctx.profile)
+            reason = drop_reason(ex, ctx.profile, prompt)
             key = example_key(node.key, call_index, i)
             ctx.store.add_example(
                 key=key, node_id=node.id, origin="generate", example=ex, call_id=call_id, drop_reason=reason
@@ -93,7 +95,7 @@ async def _call(ctx: RunContext, work: NodeWork, call_index: int, count: int, po
             work.results[key] = (ex, reason)
 
     await ctx.require_client().call(
-        build_request(ctx, work, call_index, count, pool),
+        request,
         stage=STAGE,
         parse=lambda c: parse_examples(c.text),
         commit=commit,

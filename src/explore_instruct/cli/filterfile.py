@@ -53,15 +53,6 @@ def _progress_bar(total: int) -> Iterator[Callable[[int, int], None] | None]:
         yield lambda done, _total: bar.update(task, completed=done)
 
 
-def _output_format(out: Path, input_format: str) -> str:
-    name = out.name.lower()
-    if name.endswith(".jsonl"):
-        return "jsonl"
-    if name.endswith(".json"):
-        return "json"
-    return input_format
-
-
 def filter_file(
     input_path: Annotated[
         Path, typer.Argument(metavar="IN", help="Records: an Alpaca-style JSON list or JSONL (detected).")
@@ -103,7 +94,7 @@ def filter_file(
     ] = None,
 ) -> None:
     """Keep a record only if its ROUGE-L F1 with every record kept before it is at most the threshold."""
-    from explore_instruct.datafile import read_records, write_records
+    from explore_instruct.datafile import format_for_path, read_records, write_records
     from explore_instruct.errors import UserError
     from explore_instruct.rouge import TOKENIZERS, diversity_filter
 
@@ -128,7 +119,7 @@ def filter_file(
             progress=on_progress,
         )
 
-    write_records(out, [r for r, k in zip(records, result.kept, strict=True) if k], _output_format(out, fmt))
+    write_records(out, [r for r, k in zip(records, result.kept, strict=True) if k], format_for_path(out, default=fmt))
     if explain is not None:
         dropped = [
             {

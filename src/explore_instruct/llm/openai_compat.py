@@ -41,6 +41,32 @@ _FALLBACK_ORDER: tuple[StructuredMode, ...] = ("json_schema", "json_object", "te
 _FORMAT_WORDS = re.compile(r"response_format|json_schema|json_object|schema|grammar", re.IGNORECASE)
 # Local servers ignore the key, but the SDK refuses to start without one.
 _PLACEHOLDER_KEY = "not-needed"
+# The only request headers that may reach an endpoint (plus Authorization, set below). The SDK adds
+# others from the environment (OPENAI_ORG_ID, OPENAI_PROJECT_ID, OPENAI_CUSTOM_HEADERS, ...); none
+# of those may reach a server the config did not name them for, so everything else is dropped.
+_ALLOWED_HEADERS = frozenset(
+    {"host", "accept", "accept-encoding", "connection", "content-type", "content-length", "user-agent"}
+)
+_ALLOWED_PREFIXES = ("x-stainless-",)  # the SDK's own retry and timeout bookkeeping and version
+
+
+class _GatedClient(AsyncOpenAI):
+    """The SDK client with an allow-list of request headers and exactly one Authorization value.
+
+    `_prepare_request` is the SDK's hook for the final request, called just before it is sent.
+    """
+
+    def __init__(self, *, authorization: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._authorization = authorization
+
+    async def _prepare_request(self, request: Any) -> None:
+        await super()._prepare_request(request)
+        for name in list(request.headers.keys()):
+            lowered = name.lower()
+            if lowered not in _ALLOWED_HEADERS and not lowered.startswith(_ALLOWED_PREFIXES):
+                del request.headers[name]
+        request.headers["Authorization"] = self._authorization
 
 
 def redact_url(url: str) -> str:
@@ -145,7 +171,17 @@ class OpenAICompatLLM:
         # Serialises structured requests until the mode is known, so concurrent first calls do not
         # all run the fallback ladder at once.
         self._discovery = asyncio.Lock()
-        self._client = AsyncOpenAI(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=0)
+        # The SDK reads unset values from the environment; the gate drops whatever header it derives
+        # from there, and Authorization carries the configured key (or the placeholder) only.
+        self._client = _GatedClient(
+            authorization=f"Bearer {api_key}",
+            base_url=base_url,
+            api_key=api_key,
+            organization="",  # not None: None means "read OPENAI_ORG_ID"
+            project="",
+            timeout=timeout,
+            max_retries=0,
+        )
 
     def __repr__(self) -> str:
         return (

@@ -258,9 +258,8 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
     p = Path(path)
     config = build_config(_read_yaml_mapping(p), str(p), overrides)
     if config.seed_tree is not None:
-        seed_tree = Path(config.seed_tree)
-        if not seed_tree.is_absolute():  # relative to the config file, so configs travel with their trees
-            seed_tree = (p.parent / seed_tree).resolve()
+        # Relative to the config file, so configs travel with their trees (an absolute path stays itself).
+        seed_tree = (p.parent / config.seed_tree).resolve()
         if not (seed_tree / "tree_meta_info.json").is_file():
             raise UserError(f"{p}: seed_tree: {seed_tree} has no tree_meta_info.json")
         config.seed_tree = str(seed_tree)

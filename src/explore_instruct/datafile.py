@@ -84,12 +84,17 @@ def _umask() -> int:
     return mask
 
 
+_UNDER_A_FILE = "a part of the folder path is a file, not a folder"
+
+
 def _refuse_special_target(p: Path) -> None:
     """An existing target must be a plain file: a rename would replace a link or device itself."""
     try:
         mode = p.lstat().st_mode
     except FileNotFoundError:
         return
+    except NotADirectoryError:
+        raise UserError(f"{p}: {_UNDER_A_FILE}") from None
     except OSError as exc:
         raise UserError(f"{p}: cannot write here ({exc.strerror})") from None
     if stat.S_ISLNK(mode):
@@ -113,7 +118,7 @@ def atomic_write(path: str | Path, data: str | bytes) -> None:
         p.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
     except (FileExistsError, NotADirectoryError):
-        raise UserError(f"{p}: a part of the folder path is a file, not a folder") from None
+        raise UserError(f"{p}: {_UNDER_A_FILE}") from None
     except PermissionError:
         raise UserError(f"{p}: cannot write in {p.parent} (permission denied)") from None
     except OSError as exc:

@@ -62,8 +62,7 @@ def _usage_error(exc: ClickException) -> int:
         return exc.exit_code
     ctx = getattr(exc, "ctx", None)
     command = ctx.command_path if ctx is not None else "explore-instruct"
-    hint = f" (see '{command} --help')" if ctx is not None else ""
-    _one_line("error", f"{command}: {exc.format_message()}{hint}")
+    _one_line("error", f"{command}: {exc.format_message()} (see '{command} --help')")
     return 2
 
 

@@ -139,9 +139,7 @@ def test_sample_on_a_run_without_a_tree(tmp_path: Path, capsys: pytest.CaptureFi
     "text",
     ["[" * 100_000 + "]" * 100_000, '{"instruction": "a"}\n' + '{"a": ' * 100_000 + "1" + "}" * 100_000 + "\n"],
 )
-def test_deeply_nested_record_files_are_one_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str
-) -> None:
+def test_deeply_nested_record_files_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str) -> None:
     src = tmp_path / "in.jsonl"
     src.write_text(text)
     assert main(["filter-file", str(src), "--out", str(tmp_path / "out.jsonl")]) == 2

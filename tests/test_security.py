@@ -407,4 +407,3 @@ def test_one_atomic_writer_for_text_and_bytes(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="symbolic link"):
         (tmp_path / "l").symlink_to(tmp_path / "a.png")
         datafile.atomic_write(tmp_path / "l", "x")
-

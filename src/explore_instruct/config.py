@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from explore_instruct.datafile import read_text_file
 from explore_instruct.errors import UserError
 
 PROFILES = ("rewriting", "brainstorming", "math", "generic")
@@ -230,16 +231,9 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 
 def _read_yaml_mapping(p: Path) -> dict[str, Any]:
+    text = read_text_file(p, "a YAML config file")
     try:
-        data = yaml.load(p.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # a SafeLoader
-    except FileNotFoundError:
-        raise UserError(f"{p}: no such config file") from None
-    except IsADirectoryError:
-        raise UserError(f"{p}: is a directory, expected a YAML config file") from None
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except OSError as exc:
-        raise UserError(f"{p}: cannot read the config ({exc.strerror})") from None
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader
     except RecursionError:
         raise UserError(f"{p}: YAML nested too deeply to read") from None
     except yaml.YAMLError as exc:

@@ -20,22 +20,28 @@ RecordFormat = Literal["json", "jsonl"]
 TOO_DEEP = "JSON nested too deeply to read"
 
 
+def read_text_file(path: str | Path, expected: str = "a file") -> str:
+    """The UTF-8 text of `path`; a missing, unreadable or non-UTF-8 file is a UserError naming it."""
+    p = Path(path)
+    try:
+        return p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{p}: no such file") from None
+    except IsADirectoryError:
+        raise UserError(f"{p}: is a directory, expected {expected}") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise UserError(f"{p}: cannot read ({exc.strerror})") from None
+
+
 def read_records(path: str | Path) -> tuple[list[dict[str, Any]], RecordFormat]:
     """Records of a JSON list or a JSONL file, and which of the two it was.
 
     Raises UserError naming the file (and line, for JSONL) when the content is neither.
     """
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"{p}: no such file") from None
-    except IsADirectoryError:
-        raise UserError(f"{p}: is a directory, expected a JSON or JSONL file") from None
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except OSError as exc:
-        raise UserError(f"{p}: cannot read ({exc.strerror})") from None
+    text = read_text_file(p, "a JSON or JSONL file")
     stripped = text.lstrip()
     if not stripped:
         raise UserError(f"{p}: the file is empty")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from explore_instruct.datafile import atomic_write_text, text_field
+from explore_instruct.datafile import atomic_write_text, read_text_file, text_field
 from explore_instruct.errors import UserError
 
 META_FILE = "tree_meta_info.json"
@@ -100,14 +100,9 @@ def safe_slug(slug: str) -> str:
 
 
 def _read_json(path: Path) -> Any:
+    text = read_text_file(path, "a JSON file")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read ({exc.strerror})") from None
+        return json.loads(text)
     except RecursionError:
         raise UserError(f"{path}: JSON nested too deeply to read") from None
     except json.JSONDecodeError as exc:

@@ -23,6 +23,7 @@ from typing import Any, Literal
 import openai
 from openai import AsyncOpenAI
 
+from explore_instruct import __version__
 from explore_instruct.errors import UserError
 from explore_instruct.llm.base import (
     Completion,
@@ -41,19 +42,15 @@ _FALLBACK_ORDER: tuple[StructuredMode, ...] = ("json_schema", "json_object", "te
 _FORMAT_WORDS = re.compile(r"response_format|json_schema|json_object|schema|grammar", re.IGNORECASE)
 # Local servers ignore the key, but the SDK refuses to start without one.
 _PLACEHOLDER_KEY = "not-needed"
-# The only request headers that may reach an endpoint (plus Authorization, set below). The SDK adds
-# others from the environment (OPENAI_ORG_ID, OPENAI_PROJECT_ID, OPENAI_CUSTOM_HEADERS, ...); none
-# of those may reach a server the config did not name them for, so everything else is dropped.
-_ALLOWED_HEADERS = frozenset(
-    {"host", "accept", "accept-encoding", "connection", "content-type", "content-length", "user-agent"}
-)
-_ALLOWED_PREFIXES = ("x-stainless-",)  # the SDK's own retry and timeout bookkeeping and version
 
 
 class _GatedClient(AsyncOpenAI):
-    """The SDK client with an allow-list of request headers and exactly one Authorization value.
+    """The SDK client, with every request's headers rebuilt from scratch just before it is sent.
 
-    `_prepare_request` is the SDK's hook for the final request, called just before it is sent.
+    The SDK adds headers from the environment (OPENAI_ORG_ID, OPENAI_PROJECT_ID, OPENAI_CUSTOM_HEADERS,
+    which can even replace Host or User-Agent); none of them may reach a server the config did not
+    name them for. So a request carries only what HTTP needs and the one Authorization value the
+    config chose. `_prepare_request` is the SDK's hook for the finished request.
     """
 
     def __init__(self, *, authorization: str, **kwargs: Any) -> None:
@@ -62,11 +59,19 @@ class _GatedClient(AsyncOpenAI):
 
     async def _prepare_request(self, request: Any) -> None:
         await super()._prepare_request(request)
-        for name in list(request.headers.keys()):
-            lowered = name.lower()
-            if lowered not in _ALLOWED_HEADERS and not lowered.startswith(_ALLOWED_PREFIXES):
-                del request.headers[name]
-        request.headers["Authorization"] = self._authorization
+        body = request.content  # the SDK sends JSON bytes, never a stream
+        headers = {
+            "Host": request.url.netloc.decode("ascii"),
+            "Accept": "application/json",
+            "Accept-Encoding": "gzip, deflate",
+            "User-Agent": f"explore-instruct/{__version__}",
+            "Authorization": self._authorization,
+        }
+        if body or request.method not in ("GET", "HEAD"):
+            headers["Content-Type"] = "application/json"
+            headers["Content-Length"] = str(len(body))
+        request.headers.clear()
+        request.headers.update(headers)
 
 
 def redact_url(url: str) -> str:

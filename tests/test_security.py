@@ -22,6 +22,7 @@ from explore_instruct.cli import main
 from explore_instruct.config import load_config
 from explore_instruct.errors import UserError
 from explore_instruct.llm.base import CompletionRequest, Message
+from explore_instruct.llm.factory import build_backend
 from tests.fakes import fake_model
 from tests.helpers import BASE, merge
 
@@ -241,6 +242,16 @@ def test_url_credentials_on_the_command_line_are_refused(tmp_path: Path, capsys:
     assert main(args) == 2
     assert "hunter2" not in capsys.readouterr().err
     assert not run_dir.exists()
+
+
+@pytest.mark.parametrize(
+    "url", ["http://u:hunter2@127.0.0.1:9/v1", "http://127.0.0.1:9/v1?key=hunter2", "http://h:70000"]
+)
+def test_endpoint_flags_of_other_commands_check_the_url_too(url: str) -> None:
+    """`answer --endpoint` and `judge --base-url` build their backend through the factory."""
+    with pytest.raises(UserError) as caught:
+        build_backend("openai", base_url=url, model="m")
+    assert "hunter2" not in str(caught.value) and "base URL" in str(caught.value)
 
 
 # --------------------------------------------------------------------------- item 3: seed-tree traversal

@@ -257,15 +257,24 @@ def snapshot(folder: Path) -> dict[str, bytes | None]:
 
 @contextlib.contextmanager
 def workdir() -> Iterator[Path]:
-    """A fresh folder as the current directory (relative defaults such as runs/ land there)."""
-    folder = Path(tempfile.mkdtemp(prefix="bad_input_"))
+    """A fresh folder as the current directory, three levels down in a sandbox (see `written_outside`).
+
+    A path that climbs out (`../../x`) still lands in the sandbox, where the test sees it.
+    """
+    sandbox = Path(tempfile.mkdtemp(prefix="bad_input_"))
+    folder = sandbox / "a" / "b" / "work"
+    folder.mkdir(parents=True)
     old = Path.cwd()
     os.chdir(folder)
     try:
         yield folder
     finally:
         os.chdir(old)
-        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(sandbox, ignore_errors=True)
+
+
+def sandbox_of(work: Path) -> Path:
+    return work.parents[2]
 
 
 def run_cli(argv: list[str]) -> tuple[int, str]:
@@ -282,10 +291,12 @@ def assert_clean_exit(code: int, err: str) -> None:
         one_error_line(err)
 
 
-def outside(before: dict[str, bytes | None], after: dict[str, bytes | None], *outputs: str) -> set[str]:
-    """Paths that changed and are not one of `outputs` (or inside one)."""
+def written_outside(work: Path, before: dict[str, bytes | None], *outputs: str) -> set[str]:
+    """Paths in the sandbox that changed since `before` and are not one of `outputs` (or inside one)."""
+    after = snapshot(sandbox_of(work))
+    named = [f"a/b/work/{o}" for o in outputs]
     changed = {p for p in set(before) | set(after) if before.get(p, b"?") != after.get(p, b"?")}
-    return {p for p in changed if not any(p == o or p.startswith(f"{o}/") for o in outputs)}
+    return {p for p in changed if not any(p == o or p.startswith(f"{o}/") for o in named)}
 
 
 @st.composite
@@ -312,14 +323,15 @@ def test_property_generated_configs(text: bytes) -> None:
     pins = [f"--set={k}={json.dumps(v)}" for k, v in PINS.items()]
     with workdir() as d, mock.patch.object(pipeline, "build_backend", lambda config: fake_backend()):
         (d / "c.yaml").write_bytes(text)
-        before = snapshot(d)
+        before = snapshot(sandbox_of(d))
         code, err = run_cli(["run", "c.yaml", "--run-dir", "run", *pins])
         assert_clean_exit(code, err)
-        assert outside(before, snapshot(d), "run") == set()
+        assert written_outside(d, before, "run") == set()
 
 
-NODE_NAMES = ["a.json", "b.json", "../outside.json", "/abs/outside.json", "link.json", "loop.json", "dir", "gone.json"]
-TASK_NAMES = ["ok", "../../escape", "a/b", "..", ".", "/abs", "x" * 300, "Name With Spaces"]
+# {work} and {sandbox} become absolute paths inside the test's sandbox.
+NODE_NAMES = ["a.json", "b.json", "../outside.json", "{work}/outside.json", "link.json", "loop.json", "dir", "gone"]
+TASK_NAMES = ["ok", "../../escape", "a/b", "..", ".", "{sandbox}/abs", "x" * 300, "Name With Spaces"]
 
 
 def mostly(draw: st.DrawFn, usual: st.SearchStrategy[Any], odd: st.SearchStrategy[Any]) -> Any:
@@ -360,13 +372,14 @@ def test_property_generated_seed_trees(meta: Any, a: Any, b: bytes) -> None:
         (d / "outside.json").write_text(json.dumps({"examples": [{"instruction": "private"}]}))
         tree = d / "tree"
         tree.mkdir()
-        (tree / "tree_meta_info.json").write_text(json.dumps(meta))
+        meta_text = json.dumps(meta).replace("{work}", str(d)).replace("{sandbox}", str(sandbox_of(d)))
+        (tree / "tree_meta_info.json").write_text(meta_text)
         (tree / "a.json").write_text(json.dumps(a))
         (tree / "b.json").write_bytes(b)
         (tree / "link.json").symlink_to(d / "outside.json")
         (tree / "loop.json").symlink_to(tree / "loop.json")
         (tree / "dir").mkdir()
-        before = snapshot(d)
+        before = snapshot(sandbox_of(d))
         code, err = run_cli(["import-tree", "tree", "--run-dir", "run"])
         assert_clean_exit(code, err)
         if code == 0:
@@ -374,7 +387,7 @@ def test_property_generated_seed_trees(meta: Any, a: Any, b: bytes) -> None:
             code, err = run_cli(["export", "-r", "run", "-f", "upstream", "--which", "all", "-o", "out"])
             assert_clean_exit(code, err)
             assert all("/" not in p for p in snapshot(d / "out")), "upstream files belong directly in --out"
-        assert outside(before, snapshot(d), "run", "out") == set()
+        assert written_outside(d, before, "run", "out") == set()
 
 
 @st.composite
@@ -397,9 +410,9 @@ def record_file(draw: st.DrawFn) -> bytes:
 def test_property_generated_record_files(data: bytes, threshold: str) -> None:
     with workdir() as d:
         (d / "in.json").write_bytes(data)
-        before = snapshot(d)
+        before = snapshot(sandbox_of(d))
         code, err = run_cli(
             ["filter-file", "in.json", "--out", "kept.jsonl", "--explain", "why.jsonl", "--threshold", threshold]
         )
         assert_clean_exit(code, err)
-        assert outside(before, snapshot(d), "kept.jsonl", "why.jsonl") == set()
+        assert written_outside(d, before, "kept.jsonl", "why.jsonl") == set()

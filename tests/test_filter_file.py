@@ -105,9 +105,9 @@ def test_workers_option(tmp_path):
     ("content", "message"),
     [
         ("this is not json", "not valid JSON"),
-        ('[{"instruction": "a"}, {"input": "b"}]', "record 1 has no field 'instruction'"),
+        ('[{"instruction": "a"}, {"input": "b"}]', "record 1: missing field 'instruction'"),
         ('[{"instruction": "a"}, {"instruction": 7}]', "record 1: field 'instruction' is a int"),
-        ('[{"instruction": "a"}, {"instruction": null}]', "record 1: field 'instruction' is a NoneType"),
+        ('[{"instruction": "a"}, {"instruction": null}]', "record 1: missing field 'instruction'"),
         ('{"instruction": "a"}\n{"instruction": ["b"]}\n', "record 1: field 'instruction' is a list"),
         ('[{"instruction": "a"}, "b"]', "record 1 is a str"),
         ("", "empty"),

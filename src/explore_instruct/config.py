@@ -6,29 +6,63 @@ Paper settings: max depth K = 2, breadth B = [8, 6], task-pruning and diversity-
 
 from __future__ import annotations
 
+import copy
+import urllib.parse
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from explore_instruct.datafile import read_text_file
 from explore_instruct.errors import UserError
 
 PROFILES = ("rewriting", "brainstorming", "math", "generic")
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: `true` is not an integer and "3" is not a number; YAML already gives every value its type.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty or only whitespace")
+    return value
+
+
+Name = Annotated[str, AfterValidator(_not_blank)]
+
+
+def check_base_url(url: str) -> str:
+    """An http(s) URL with a host and a valid port, and no credentials in it.
+
+    `user:password@` or a query (`?token=...`) would be written into the run's config.yaml, so they
+    are refused: the key belongs in an environment variable named by `llm.api_key_env`.
+    """
+    try:
+        parts = urllib.parse.urlsplit(url.strip())
+        parts.port  # noqa: B018 (raises ValueError on a port that is not a number in 0-65535)
+    except ValueError:
+        raise ValueError("is not a valid URL (check the port: a number from 1 to 65535)") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host, e.g. http://127.0.0.1:8000/v1")
+    if parts.username is not None or parts.password is not None or parts.query or parts.fragment:
+        raise ValueError(
+            "must not carry credentials (user:password@, ?token=...): put the key in an environment "
+            "variable and name that variable in llm.api_key_env"
+        )
+    return url.strip()
 
 
 class SeedExample(Strict):
-    instruction: str = Field(min_length=1)
+    instruction: Name = Field(min_length=1)
     input: str = ""
     output: str = ""
 
 
 class RootTask(Strict):
-    name: str = Field(min_length=1)
+    name: Name = Field(min_length=1)
     description: str = ""
     examples: list[SeedExample] = Field(default_factory=list)
 
@@ -92,9 +126,9 @@ class SampleConfig(Strict):
 
 class LLMConfig(Strict):
     backend: Literal["local", "openai"] = "local"
-    base_url: str | None = None
-    model: str | None = None
-    model_path: str | None = Field(None, description="GGUF file for the local backend")
+    base_url: Annotated[str, AfterValidator(check_base_url)] | None = None
+    model: Name | None = None
+    model_path: Name | None = Field(None, description="GGUF file for the local backend")
     api_key_env: str | None = Field(None, description="name of the environment variable holding the key")
     temperature: float = Field(1.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
@@ -123,7 +157,7 @@ class RunConfig(Strict):
     domain: Literal["rewriting", "brainstorming", "math", "generic"] = "generic"
     seed: int = 0
     root: RootTask | None = None
-    seed_tree: str | None = Field(None, description="a tree in the release's directory format to start from")
+    seed_tree: Name | None = Field(None, description="a tree in the release's directory format to start from")
     explore: ExploreConfig = Field(default_factory=ExploreConfig)
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
     prune: PruneConfig = Field(default_factory=PruneConfig)
@@ -169,25 +203,45 @@ def _location(exc: ValidationError) -> str:
 
 
 def build_config(data: dict[str, Any], source: str, overrides: dict[str, Any] | None = None) -> RunConfig:
-    data = dict(data)
+    """Validate `data` with `overrides` applied; an override's None (`--set x=null` or `~`) sets the field to null."""
+    data = copy.deepcopy(data)  # overrides write into nested sections: never into the caller's dicts
     for key, value in (overrides or {}).items():
-        if value is not None:
-            _set_dotted(data, key, value)
+        _set_dotted(data, key, value)
     try:
         return RunConfig.model_validate(data)
     except ValidationError as exc:
         raise UserError(f"{source}: {_location(exc)}") from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error, not "last one wins"."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            try:
+                duplicate = key in seen
+            except TypeError:  # an unhashable key: the base class reports it
+                break
+            if duplicate:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def _read_yaml_mapping(p: Path) -> dict[str, Any]:
+    text = read_text_file(p, "a YAML config file")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{p}: no such config file") from None
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader
+    except RecursionError:
+        raise UserError(f"{p}: YAML nested too deeply to read") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None)
         where = f" (line {mark.line + 1})" if mark else ""
-        raise UserError(f"{p}: not valid YAML{where}") from None
+        detail = f": {' '.join(str(problem).split())}" if problem else ""
+        raise UserError(f"{p}: not valid YAML{where}{detail}") from None
     if not isinstance(data, dict):
         raise UserError(f"{p}: expected a mapping of config sections at the top level")
     return data
@@ -198,9 +252,8 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
     p = Path(path)
     config = build_config(_read_yaml_mapping(p), str(p), overrides)
     if config.seed_tree is not None:
-        seed_tree = Path(config.seed_tree)
-        if not seed_tree.is_absolute():  # relative to the config file, so configs travel with their trees
-            seed_tree = (p.parent / seed_tree).resolve()
+        # Relative to the config file, so configs travel with their trees (an absolute path stays itself).
+        seed_tree = (p.parent / config.seed_tree).resolve()
         if not (seed_tree / "tree_meta_info.json").is_file():
             raise UserError(f"{p}: seed_tree: {seed_tree} has no tree_meta_info.json")
         config.seed_tree = str(seed_tree)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -15,6 +16,23 @@ from typing import Any, Literal
 from explore_instruct.errors import UserError
 
 RecordFormat = Literal["json", "jsonl"]
+# What Python's JSON parser raises RecursionError on: nesting no record file needs.
+TOO_DEEP = "JSON nested too deeply to read"
+
+
+def read_text_file(path: str | Path, expected: str = "a file") -> str:
+    """The UTF-8 text of `path`; a missing, unreadable or non-UTF-8 file is a UserError naming it."""
+    p = Path(path)
+    try:
+        return p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{p}: no such file") from None
+    except IsADirectoryError:
+        raise UserError(f"{p}: is a directory, expected {expected}") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise UserError(f"{p}: cannot read ({exc.strerror})") from None
 
 
 def read_records(path: str | Path) -> tuple[list[dict[str, Any]], RecordFormat]:
@@ -23,14 +41,7 @@ def read_records(path: str | Path) -> tuple[list[dict[str, Any]], RecordFormat]:
     Raises UserError naming the file (and line, for JSONL) when the content is neither.
     """
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"{p}: no such file") from None
-    except IsADirectoryError:
-        raise UserError(f"{p}: is a directory, expected a JSON or JSONL file") from None
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    text = read_text_file(p, "a JSON or JSONL file")
     stripped = text.lstrip()
     if not stripped:
         raise UserError(f"{p}: the file is empty")
@@ -39,6 +50,8 @@ def read_records(path: str | Path) -> tuple[list[dict[str, Any]], RecordFormat]:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise UserError(f"{p}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+        except RecursionError:
+            raise UserError(f"{p}: {TOO_DEEP}") from None
         for i, rec in enumerate(data):
             if not isinstance(rec, dict):
                 raise UserError(f"{p}: record {i} is a {type(rec).__name__}, expected an object")
@@ -51,6 +64,8 @@ def read_records(path: str | Path) -> tuple[list[dict[str, Any]], RecordFormat]:
             rec = json.loads(line)
         except json.JSONDecodeError as exc:
             raise UserError(f"{p}: line {lineno} is not valid JSON ({exc.msg})") from None
+        except RecursionError:
+            raise UserError(f"{p}: line {lineno}: {TOO_DEEP}") from None
         if not isinstance(rec, dict):
             raise UserError(f"{p}: line {lineno} is a {type(rec).__name__}, expected an object")
         records.append(rec)
@@ -75,19 +90,57 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write `text` to `path` via a temporary file in the same folder and a rename."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+_UNDER_A_FILE = "a part of the folder path is a file, not a folder"
+
+
+def _refuse_special_target(p: Path) -> None:
+    """An existing target must be a plain file: a rename would replace a link or device itself."""
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        mode = p.lstat().st_mode
+    except FileNotFoundError:
+        return
+    except NotADirectoryError:
+        raise UserError(f"{p}: {_UNDER_A_FILE}") from None
+    except OSError as exc:
+        raise UserError(f"{p}: cannot write here ({exc.strerror})") from None
+    if stat.S_ISLNK(mode):
+        raise UserError(f"{p}: is a symbolic link; refusing to replace it (write to a plain file path)")
+    if stat.S_ISDIR(mode):
+        raise UserError(f"{p}: is a directory, expected a file path")
+    if not stat.S_ISREG(mode):
+        raise UserError(f"{p}: is a FIFO, socket or device; refusing to replace it (write to a plain file path)")
+
+
+def atomic_write(path: str | Path, data: str | bytes) -> None:
+    """Write `data` to `path` via a temporary file in the same folder and a rename.
+
+    Readers never see half a file, the temporary file is removed on any failure, and a target that
+    is not a plain file (a symlink, FIFO, device) is refused rather than replaced. A path under a file
+    or in a folder that cannot be written is a UserError naming the path.
+    """
+    p = Path(path)
+    _refuse_special_target(p)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    except (FileExistsError, NotADirectoryError):
+        raise UserError(f"{p}: {_UNDER_A_FILE}") from None
+    except PermissionError:
+        raise UserError(f"{p}: cannot write in {p.parent} (permission denied)") from None
+    except OSError as exc:
+        raise UserError(f"{p}: cannot write in {p.parent} ({exc.strerror})") from None
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file owner-only; exports are ordinary files
         os.replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+# The name most callers use; text and bytes go through the one writer above.
+atomic_write_text = atomic_write
 
 
 def write_records(path: str | Path, records: Iterable[dict[str, Any]], fmt: RecordFormat) -> None:
@@ -99,6 +152,11 @@ def write_records(path: str | Path, records: Iterable[dict[str, Any]], fmt: Reco
     atomic_write_text(path, text)
 
 
-def format_for_path(path: str | Path) -> RecordFormat:
-    """The format a file name asks for: `.jsonl` means JSONL, anything else a JSON list."""
-    return "jsonl" if str(path).endswith(".jsonl") else "json"
+def format_for_path(path: str | Path, default: RecordFormat = "json") -> RecordFormat:
+    """The format a file name asks for: `.jsonl` means JSONL, `.json` a JSON list, anything else `default`."""
+    name = Path(path).name.lower()
+    if name.endswith(".jsonl"):
+        return "jsonl"
+    if name.endswith(".json"):
+        return "json"
+    return default

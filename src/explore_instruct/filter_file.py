@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from explore_instruct.datafile import read_records, write_records
+from explore_instruct.datafile import format_for_path, read_records, text_field, write_records
 from explore_instruct.errors import UserError
 from explore_instruct.rouge import TOKENIZERS, diversity_filter
 
@@ -50,12 +50,7 @@ def texts_and_groups(
     texts: list[str] = []
     groups: list[str] | None = [] if group_field else None
     for i, rec in enumerate(records):
-        if field not in rec:
-            raise UserError(f"{path}: record {i} has no field {field!r}")
-        value = rec[field]
-        if not isinstance(value, str):
-            raise UserError(f"{path}: record {i}: field {field!r} is a {type(value).__name__}, expected a string")
-        texts.append(value)
+        texts.append(text_field(rec, field, f"{path}: record {i}"))
         if groups is not None and group_field is not None:
             if group_field not in rec:
                 raise UserError(f"{path}: record {i} has no group field {group_field!r}")
@@ -93,8 +88,7 @@ def filter_file(
     )
     kept = [r for r, k in zip(records, result.kept, strict=True) if k]
     # A .json/.jsonl name decides the output format; any other name keeps the input's.
-    fmt = {".json": "json", ".jsonl": "jsonl"}.get(out.suffix.lower(), input_format)
-    write_records(out, kept, fmt)  # type: ignore[arg-type]
+    write_records(out, kept, format_for_path(out, default=input_format))
     if explain is not None:
         write_records(explain, _dropped(records, texts, result, options.group_field), "jsonl")
     return FilterFileResult(total=len(texts), kept=result.n_kept, out=out)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from explore_instruct.datafile import atomic_write_text
+from explore_instruct.datafile import atomic_write_text, read_text_file, text_field
 from explore_instruct.errors import UserError
 
 META_FILE = "tree_meta_info.json"
@@ -81,83 +81,123 @@ class DomainTree:
 
 # --- the original release's directory format ---------------------------------------------------
 
+# Deeper than any real tree (the paper's K is 2); stops a crafted file from exhausting the stack.
+MAX_TREE_DEPTH = 64
+# File names stay well under the usual 255-byte limit, with room for a `_2` suffix and `.json`.
+_MAX_FILE_SLUG = 120
+_SAFE_SLUG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
-def _require(obj: dict[str, Any], key: str, where: str, kind: type | tuple[type, ...] = str) -> Any:
-    if key not in obj:
-        raise UserError(f"{where}: missing field '{key}'")
-    if not isinstance(obj[key], kind):
-        raise UserError(f"{where}: field '{key}' must be {getattr(kind, '__name__', kind)}")
-    return obj[key]
+
+def safe_slug(slug: str) -> str:
+    """`slug` as one plain file name: no folder separators, no `..`, no leading dot, not too long.
+
+    A `task_name` from a tree file decides where `export --format upstream` writes, so anything that is
+    not already a plain name is slugged again.
+    """
+    if not _SAFE_SLUG.fullmatch(slug) or ".." in slug:
+        slug = slugify(slug)
+    return slug[:_MAX_FILE_SLUG]
 
 
 def _read_json(path: Path) -> Any:
+    text = read_text_file(path, "a JSON file")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
+        return json.loads(text)
+    except RecursionError:
+        raise UserError(f"{path}: JSON nested too deeply to read") from None
     except json.JSONDecodeError as exc:
         raise UserError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
 
 
+def _confined(folder: Path, name: str, where: str) -> Path:
+    """`folder / name` after resolving links, refused unless it is a file inside `folder`."""
+    if not name or Path(name).is_absolute() or "\x00" in name:
+        raise UserError(f"{where}: config_filename {name!r} must be a file name inside the tree folder")
+    path = folder / name
+    try:
+        resolved = path.resolve(strict=True)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file (named by {where})") from None
+    except (RuntimeError, OSError):  # a symlink loop (RuntimeError before Python 3.13)
+        raise UserError(f"{path}: a symbolic link that loops (named by {where})") from None
+    if not resolved.is_relative_to(folder):
+        raise UserError(f"{where}: config_filename {name!r} points outside the tree folder {folder}")
+    if not resolved.is_file():
+        raise UserError(f"{path}: not a file (named by {where})")
+    return resolved
+
+
+def _examples(data: Any, node_path: Path) -> list[Example]:
+    if not isinstance(data, dict) or not isinstance(data.get("examples"), list):
+        raise UserError(f"{node_path}: expected a JSON object with a list 'examples'")
+    examples: list[Example] = []
+    for i, row in enumerate(data["examples"]):
+        at = f"{node_path}: examples[{i}]"
+        if not isinstance(row, dict):
+            raise UserError(f"{at}: expected an object")
+        examples.append(
+            Example(
+                text_field(row, "instruction", at),
+                text_field(row, "input", at, required=False),
+                text_field(row, "output", at, required=False),
+            )
+        )
+    return examples
+
+
 def load_upstream(directory: str | Path) -> DomainTree:
-    """Read a tree in the original release's directory format. Bad input raises UserError."""
+    """Read a tree in the original release's directory format. Bad input raises UserError.
+
+    Every file read is confined to the tree folder: a `config_filename` that is absolute, climbs out
+    with `..`, or is a link to a file outside is refused, and so is a missing or looping node file.
+    """
     d = Path(directory)
     if not d.is_dir():
         raise UserError(f"{d}: not a directory")
+    folder = d.resolve()
     meta_path = d / META_FILE
-    meta = _read_json(meta_path)
+    meta = _read_json(_confined(folder, META_FILE, str(d)))
     if not isinstance(meta, dict):
         raise UserError(f"{meta_path}: expected a JSON object")
 
-    def build(entry: Any, where: str) -> TaskNode:
+    def build(entry: Any, where: str, depth: int) -> TaskNode:
+        at = f"{meta_path}: {where}"
         if not isinstance(entry, dict):
-            raise UserError(f"{meta_path}: {where}: expected an object")
-        raw = _require(entry, "raw_task_name", f"{meta_path}: {where}")
-        slug = entry.get("task_name") or slugify(raw)
-        config = entry.get("config_filename") or f"{slug}.json"
-        node_path = d / config
-        examples: list[Example] = []
-        if node_path.exists():
-            data = _read_json(node_path)
-            rows = _require(data, "examples", str(node_path), list) if isinstance(data, dict) else None
-            if rows is None:
-                raise UserError(f"{node_path}: expected a JSON object with 'examples'")
-            for i, row in enumerate(rows):
-                at = f"{node_path}: examples[{i}]"
-                if not isinstance(row, dict):
-                    raise UserError(f"{at}: expected an object")
-                examples.append(
-                    Example(
-                        _require(row, "instruction", at),
-                        row.get("input") or "",
-                        row.get("output") or "",
-                    )
-                )
+            raise UserError(f"{at}: expected an object")
+        if depth > MAX_TREE_DEPTH:
+            raise UserError(f"{at}: the tree is deeper than {MAX_TREE_DEPTH} levels")
+        raw = text_field(entry, "raw_task_name", at)
+        slug = safe_slug(text_field(entry, "task_name", at, required=False) or slugify(raw))
+        config = text_field(entry, "config_filename", at, required=False) or f"{slug}.json"
+        node_path = _confined(folder, config, at)
         children = entry.get("children") or []
         if not isinstance(children, list):
-            raise UserError(f"{meta_path}: {where}: field 'children' must be a list")
+            raise UserError(f"{at}: field 'children' must be a list")
         return TaskNode(
             name=raw,
-            reason=entry.get("reason") or "",
-            examples=examples,
+            reason=text_field(entry, "reason", at, required=False),
+            examples=_examples(_read_json(node_path), d / config),
             slug=slug,
-            children=[build(c, f"{where}.children[{i}]") for i, c in enumerate(children)],
+            children=[build(c, f"{where}.children[{i}]", depth + 1) for i, c in enumerate(children)],
         )
 
-    return DomainTree(build(meta, "root"))
+    return DomainTree(build(meta, "root", 0))
 
 
 def save_upstream(tree: DomainTree, directory: str | Path) -> None:
-    """Write the release's directory format (same layout and JSON style as the release)."""
+    """Write the release's directory format (same layout and JSON style as the release).
+
+    File names come from `safe_slug`, so every file lands directly inside `directory`.
+    """
     d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
     used: set[str] = set()
 
     def file_slug(node: TaskNode) -> str:
-        slug, n = node.slug, 2
-        while slug in used:  # two tasks with one slug would overwrite each other's file
-            slug, n = f"{node.slug}_{n}", n + 1
-        used.add(slug)
+        base = safe_slug(node.slug)
+        slug, n = base, 2
+        while slug.lower() in used:  # two tasks with one slug would overwrite each other's file
+            slug, n = f"{base}_{n}", n + 1
+        used.add(slug.lower())
         return slug
 
     def meta_of(node: TaskNode, is_root: bool) -> dict[str, Any]:

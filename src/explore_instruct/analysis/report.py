@@ -8,8 +8,6 @@ with a tree a standalone `tree_<name>.html`.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from html import escape
@@ -21,6 +19,7 @@ from explore_instruct.analysis.datasets import AnalysedDataset
 from explore_instruct.analysis.render import Figure, RawHtml, Section, Table, Text, to_html, to_markdown
 from explore_instruct.analysis.treeview import tree_fragment, tree_page
 from explore_instruct.analysis.verbnoun import extract, is_mostly_latin, load_nlp, parse_keys
+from explore_instruct.datafile import atomic_write
 from explore_instruct.tree import slugify
 
 SUMMARY_VERSION = 1
@@ -43,29 +42,6 @@ ProgressHook = Callable[[str, int], Callable[[int], None]]
 
 def _no_progress(_desc: str, _total: int) -> Callable[[int], None]:
     return lambda _n: None
-
-
-def _file_mode() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def atomic_write_file(path: Path, data: bytes | str) -> None:
-    """Write via a temporary file in the same folder and a rename: never half a PNG or page.
-
-    The file gets the usual permissions (mkstemp's are owner-only), since a report is meant to be shared.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
-        os.chmod(tmp, _file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def seed_overlap_scores(texts: Sequence[str], seeds: Sequence[str], advance: Callable[[int], None]) -> list[float]:
@@ -399,9 +375,9 @@ def write_report(
     for sec in sections:
         for b in sec.blocks:
             if isinstance(b, Figure):
-                atomic_write_file(out_dir / b.filename, b.png)
+                atomic_write(out_dir / b.filename, b.png)
     for page, html in tree_pages.items():
-        atomic_write_file(out_dir / page, html)
+        atomic_write(out_dir / page, html)
     summary = {
         "version": SUMMARY_VERSION,
         "seeds": {"count": len(seeds), "source": seeds_note} if seeds else None,
@@ -415,10 +391,10 @@ def write_report(
         "figures": fig_index,
         "tree_pages": sorted(tree_pages),
     }
-    atomic_write_file(out_dir / "summary.json", json.dumps(summary, ensure_ascii=False, indent=2) + "\n")
+    atomic_write(out_dir / "summary.json", json.dumps(summary, ensure_ascii=False, indent=2) + "\n")
     title = "Explore-Instruct data analysis"
-    atomic_write_file(out_dir / "report.md", to_markdown(title, sections))
-    atomic_write_file(out_dir / "report.html", to_html(title, sections))
+    atomic_write(out_dir / "report.md", to_markdown(title, sections))
+    atomic_write(out_dir / "report.html", to_html(title, sections))
     return summary
 
 

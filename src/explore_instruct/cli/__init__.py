@@ -6,6 +6,7 @@ thin wrappers: parse flags, call a stage function, print a summary.
 
 from __future__ import annotations
 
+import errno
 import sys
 from typing import Annotated
 
@@ -14,6 +15,11 @@ from rich.console import Console
 from rich.markup import escape
 
 from explore_instruct.errors import RunStopped, UserError
+
+try:  # typer 0.2x bundles its own copy of click, whose exceptions are not click's
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError
+except ImportError:  # older typer: plain click
+    from click.exceptions import ClickException, NoArgsIsHelpError  # type: ignore[assignment, no-redef]
 
 app = typer.Typer(
     name="explore-instruct",
@@ -53,29 +59,61 @@ def _register_commands() -> None:
 _register_commands()
 
 
+# Exit code of a run stopped by Ctrl-C (128 + SIGINT), as shells report it.
+INTERRUPTED = 130
+# OS errors that mean a bad path or permission (the user's to fix: exit 2); any other is a fault (exit 1).
+_BAD_PATH_ERRNOS = frozenset(
+    {errno.ENOENT, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.EROFS}
+    | {errno.ENAMETOOLONG, errno.ELOOP, errno.EINVAL}
+)
+
+
+def _one_line(kind: str, message: str) -> None:
+    text = " ".join(message.split())  # one line, whatever the message held
+    err_console.print(f"[bold red]{kind}:[/] {escape(text)}", highlight=False, soft_wrap=True)
+
+
+def _usage_error(exc: ClickException) -> int:
+    """A click usage error (bad flag, missing argument, bad value) as one line naming the command."""
+    if isinstance(exc, NoArgsIsHelpError):  # `explore-instruct` (or a group) alone: its help
+        exc.show()
+        return exc.exit_code
+    ctx = getattr(exc, "ctx", None)
+    command = ctx.command_path if ctx is not None else "explore-instruct"
+    _one_line("error", f"{command}: {exc.format_message()} (see '{command} --help')")
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; bad input exits 2 with one line, a stopped run exits 1 with one line."""
+    """Run the CLI; bad input exits 2 with one line, a stopped run exits 1, Ctrl-C exits 130."""
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
     except UserError as exc:
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        _one_line("error", str(exc))
         return exc.exit_code
     except RunStopped as exc:
-        err_console.print(f"[bold red]stopped:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        _one_line("stopped", str(exc))
         return exc.exit_code
+    except ClickException as exc:
+        return _usage_error(exc)
     except typer.Exit as exc:
-        return exc.exit_code
+        code = exc.exit_code
     except (typer.Abort, KeyboardInterrupt):
-        err_console.print("interrupted: finished work is saved (a run continues with --resume)")
-        return 130
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return 2
-        raise
-    return 0
+        code = INTERRUPTED
+    except RecursionError:
+        _one_line("error", "input nested too deeply to process")
+        return 2
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        _one_line("error", f"{exc.strerror or type(exc).__name__}{where}")
+        return 2 if exc.errno in _BAD_PATH_ERRNOS else 1
+    # Without standalone mode typer turns a KeyboardInterrupt inside a command into Exit(130) and
+    # returns the code, as it does for a command's own typer.Exit: both arrive here as an int.
+    if not isinstance(code, int):
+        return 0
+    if code == INTERRUPTED:
+        _one_line("interrupted", "resume with --resume")
+    return code
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from explore_instruct.config import LLMConfig
+from explore_instruct.config import LLMConfig, check_base_url
 from explore_instruct.errors import UserError
 from explore_instruct.llm.base import LLM
 
@@ -34,6 +34,10 @@ def build_backend(
             raise UserError("llm.base_url is required for the openai backend (e.g. http://127.0.0.1:8000/v1)")
         if not model:
             raise UserError("llm.model is required for the openai backend")
+        try:
+            base_url = check_base_url(base_url)
+        except ValueError as exc:  # the URL itself is not repeated: it may hold a secret
+            raise UserError(f"base URL {exc}") from None
         from explore_instruct.llm.openai_compat import OpenAICompatLLM
 
         return OpenAICompatLLM(

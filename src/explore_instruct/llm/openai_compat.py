@@ -24,6 +24,7 @@ from typing import Any, Literal
 import openai
 from openai import AsyncOpenAI
 
+from explore_instruct import __version__
 from explore_instruct.errors import UserError
 from explore_instruct.llm.base import (
     Completion,
@@ -43,6 +44,36 @@ _FALLBACK_ORDER: tuple[StructuredMode, ...] = ("json_schema", "json_object", "te
 _FORMAT_WORDS = re.compile(r"response_format|json_schema|json_object|schema|grammar", re.IGNORECASE)
 # Local servers ignore the key, but the SDK refuses to start without one.
 _PLACEHOLDER_KEY = "not-needed"
+
+
+class _GatedClient(AsyncOpenAI):
+    """The SDK client, with every request's headers rebuilt from scratch just before it is sent.
+
+    The SDK adds headers from the environment (OPENAI_ORG_ID, OPENAI_PROJECT_ID, OPENAI_CUSTOM_HEADERS,
+    which can even replace Host or User-Agent); none of them may reach a server the config did not
+    name them for. So a request carries only what HTTP needs and the one Authorization value the
+    config chose. `_prepare_request` is the SDK's hook for the finished request.
+    """
+
+    def __init__(self, *, authorization: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._authorization = authorization
+
+    async def _prepare_request(self, request: Any) -> None:
+        await super()._prepare_request(request)
+        body = request.content  # the SDK sends JSON bytes, never a stream
+        headers = {
+            "Host": request.url.netloc.decode("ascii"),
+            "Accept": "application/json",
+            "Accept-Encoding": "gzip, deflate",
+            "User-Agent": f"explore-instruct/{__version__}",
+            "Authorization": self._authorization,
+        }
+        if body or request.method not in ("GET", "HEAD"):
+            headers["Content-Type"] = "application/json"
+            headers["Content-Length"] = str(len(body))
+        request.headers.clear()
+        request.headers.update(headers)
 
 
 def redact_url(url: str) -> str:
@@ -147,7 +178,17 @@ class OpenAICompatLLM:
         # Serialises structured requests until the mode is known, so concurrent first calls do not
         # all run the fallback ladder at once.
         self._discovery = asyncio.Lock()
-        self._client = AsyncOpenAI(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=0)
+        # The SDK reads unset values from the environment; the gate drops whatever header it derives
+        # from there, and Authorization carries the configured key (or the placeholder) only.
+        self._client = _GatedClient(
+            authorization=f"Bearer {api_key}",
+            base_url=base_url,
+            api_key=api_key,
+            organization="",  # not None: None means "read OPENAI_ORG_ID"
+            project="",
+            timeout=timeout,
+            max_retries=0,
+        )
 
     def __repr__(self) -> str:
         return (

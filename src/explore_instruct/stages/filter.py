@@ -13,6 +13,18 @@ from explore_instruct.store import ExampleRow
 STAGE = "filter"
 
 
+def filter_candidates(ctx: RunContext) -> list[ExampleRow]:
+    """Examples the diversity filter judges, in its greedy order: tasks in level order, then key."""
+    order = {n.id: i for i, n in enumerate(ctx.store.nodes())}
+    rows = [
+        r
+        for r in ctx.store.examples(status="ok") + ctx.store.examples(status="dropped")
+        if r.origin != "seed" and (r.status == "ok" or r.drop_stage == "filter")
+    ]
+    rows.sort(key=lambda r: (order[r.node_id], r.key))
+    return rows
+
+
 def run(ctx: RunContext) -> tuple[int, int]:
     """Drop examples whose instruction's ROUGE-L F1 with a kept one exceeds the threshold.
 

@@ -10,6 +10,22 @@ from explore_instruct.context import RunContext
 STAGE = "sample"
 
 
+def _even_quotas(available: dict[int, int], size: int) -> dict[int, int]:
+    """Split `size` evenly over tasks, capped by what each has; spare quota flows to the others."""
+    quotas = dict.fromkeys(available, 0)
+    remaining = size
+    open_tasks = sorted(t for t, n in available.items() if n > 0)
+    while remaining > 0 and open_tasks:
+        share, extra = divmod(remaining, len(open_tasks))
+        for i, task in enumerate(open_tasks):
+            quotas[task] += min(share + (1 if i < extra else 0), available[task] - quotas[task])
+        remaining = size - sum(quotas.values())
+        open_tasks = [t for t in open_tasks if quotas[t] < available[t]]
+        if share == 0 and extra == 0:
+            break
+    return quotas
+
+
 def run(ctx: RunContext) -> int:
     """Draw the target number of kept examples, an even share per eligible task, seeded.
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from explore_instruct.db import transaction
 from explore_instruct.llm.base import (
     LLM,
     Completion,
@@ -24,7 +25,6 @@ from explore_instruct.llm.base import (
     TransientLLMError,
     Usage,
 )
-from explore_instruct.db import transaction
 from explore_instruct.llm.cache import CallLog
 
 T = TypeVar("T")

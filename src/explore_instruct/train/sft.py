@@ -309,4 +309,3 @@ def train(cfg: TrainConfig) -> TrainResult:
         os.replace(p.work, out)
     trainer.accelerator.wait_for_everyone()
     return TrainResult(out, p.settings.to_dict(), p.losses, seconds, _is_main(trainer))
-

@@ -26,9 +26,9 @@ err_console = Console(stderr=True)
 
 
 def _register_commands() -> None:
-    from explore_instruct.cli import analysis, filterfile, modeling, pipeline
+    from explore_instruct.cli import analysis, experiment, filterfile, modeling, pipeline
 
-    for module in (pipeline, filterfile, analysis, modeling):
+    for module in (pipeline, filterfile, analysis, modeling, experiment):
         module.register(app)
 
 

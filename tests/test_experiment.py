@@ -1,0 +1,383 @@
+"""The experiment runner end to end: scripted generator and judge, a tiny random model trained for real.
+
+One study (two datasets, depth / size / filter axes, a judge baseline, math) runs once per module;
+the other tests copy its output folder to edit, break or resume it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from explore_instruct.cli import main
+from explore_instruct.datafile import read_records
+from explore_instruct.errors import UserError
+from explore_instruct.experiment import load_plan, run_experiment
+from explore_instruct.experiment import steps as steps_module
+from explore_instruct.experiment.runner import DB_FILE, ExperimentDB, training_runs
+from explore_instruct.llm.base import TransientLLMError
+from explore_instruct.llm.scripted import ScriptedLLM
+from tests.experiment_helpers import QUESTIONS, backends, judge_reply, write_study
+
+pytest.importorskip("trl")
+pytest.importorskip("spacy")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from explore_instruct.train.tiny import build_tiny_llama
+    from tests.fakes import NOUNS, VERBS
+
+    corpus = [q["question"] for q in QUESTIONS] + [f"{v} {n}" for v in VERBS for n in NOUNS]
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny") / "model", corpus)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("study")
+    spec = write_study(root / "spec", tiny_model)
+    plan, states, result = run_experiment(spec, root / "out", backends=backends())
+    return {"root": root, "spec": spec, "out": root / "out", "plan": plan, "states": states, "result": result}
+
+
+def _copy(study: dict[str, Any], tmp_path: Path) -> tuple[Path, Path]:
+    spec_dir = tmp_path / "spec"
+    shutil.copytree(study["spec"].parent, spec_dir)
+    shutil.copytree(study["out"], tmp_path / "out")
+    return spec_dir / "study.yaml", tmp_path / "out"
+
+
+def _events(out: Path, event: str) -> list[dict[str, Any]]:
+    db = ExperimentDB(out / DB_FILE)
+    try:
+        return db.events(event)
+    finally:
+        db.close()
+
+
+def _edit(spec: Path, **changes: Any) -> None:
+    data = yaml.safe_load(spec.read_text())
+    data.update(changes)
+    spec.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+# --- the whole study ------------------------------------------------------------------------------
+
+
+def test_study_writes_every_table_and_figure(study: dict[str, Any]) -> None:
+    out = study["out"]
+    for name in ("results.json", "results.csv", "results.md", "report.html", "spec.resolved.yaml"):
+        assert (out / name).is_file(), name
+    for figure in ("beat_rate_vs_k.png", "beat_rate_vs_size.png", "verb_noun_pairs.png"):
+        assert (out / figure).read_bytes()[:4] == b"\x89PNG", figure
+    cells = {r["cell"]: r for r in study["result"]["cells"]}
+    assert set(cells) == {
+        "explore",
+        "self_instruct",
+        "explore-depth1",
+        "explore-depth2",
+        "explore-size4",
+        "explore-size8",
+        "explore-filter-off",
+    }
+    assert all(r["status"] == "ok" for r in cells.values()), [r["problems"] for r in cells.values()]
+    md = (out / "results.md").read_text()
+    for title in ("Main comparison", "K ablation", "Size ablation", "Filter ablation"):
+        assert f"## {title}" in md
+    html = (out / "report.html").read_text()
+    judge_file = cells["explore"]["sources"]["vs self_instruct"]
+    assert f'href="{judge_file}"' in html and "data:image/png;base64," in html
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert [r["cell"] for r in rows] == list(cells)
+    assert cells["explore"]["comparisons"]["self_instruct"]["win"] + cells["explore"]["comparisons"]["self_instruct"][
+        "lose"
+    ] + cells["explore"]["comparisons"]["self_instruct"]["tie"] == len(QUESTIONS)
+
+
+def _last_loss(path: Path) -> float:
+    return [json.loads(x)["loss"] for x in path.read_text().splitlines() if '"loss"' in x][-1]
+
+
+def test_every_number_equals_the_one_in_its_output_file(study: dict[str, Any]) -> None:
+    out = study["out"]
+    checked = 0
+    for row in study["result"]["cells"]:
+        src = row["sources"]
+        assert len(read_records(out / src["examples"])[0]) == row["examples"]
+        summary = json.loads((out / src["unique_verb_noun_pairs"]).read_text())["datasets"]["data"]
+        assert summary["verb_noun"]["unique_pairs"] == row["unique_verb_noun_pairs"]
+        assert summary["seed_overlap"]["mean"] == row["rouge_l_to_seeds"]
+        assert _last_loss(out / src["final_train_loss"]) == row["final_train_loss"]
+        math_summary = json.loads((out / src["math_accuracy"]).read_text())
+        assert math_summary["overall"]["accuracy"] == row["math_accuracy"]
+        for label, numbers in row["comparisons"].items():
+            judged = json.loads((out / src[f"vs {label}"]).read_text())
+            overall = next(s for s in judged["summary"] if s["cls"] == "overall")
+            assert {k: overall[k] for k in numbers} == numbers
+            checked += 1
+    assert checked == 6  # every cell but the baseline itself is compared with it
+
+
+def test_size_cells_nest_and_shared_data_trains_once(study: dict[str, Any]) -> None:
+    out, cells = study["out"], {r["cell"]: r for r in study["result"]["cells"]}
+    small = read_records(out / cells["explore-size4"]["sources"]["examples"])[0]
+    large = read_records(out / cells["explore-size8"]["sources"]["examples"])[0]
+    assert (len(small), len(large)) == (4, 8) and large[:4] == small
+    # K = 2 is the whole tree and the filter dropped nothing from the fake data: three cells, one dataset.
+    same = [cells[c]["sources"]["examples"] for c in ("explore", "explore-depth2", "explore-filter-off")]
+    assert len({(out / p).read_bytes() for p in same}) == 1
+    states = study["states"]
+    trained = {states[f"train:{c}"].key for c in cells}
+    assert training_runs(out) == len(trained) < len(cells)
+    assert sorted(
+        s.status for c in ("explore", "explore-depth2", "explore-filter-off") for s in [states[f"train:{c}"]]
+    ) == [
+        "cached",
+        "cached",
+        "done",
+    ]
+
+
+def test_resume_of_a_finished_study_redoes_nothing(study: dict[str, Any], tmp_path: Path) -> None:
+    spec, out = _copy(study, tmp_path)
+    ran_before = len(_events(out, "ran"))
+    _plan, states, result = run_experiment(spec, out, resume=True, backends=backends())
+    assert all(s.status == "cached" for s in states.values())
+    assert len(_events(out, "ran")) == ran_before
+    assert result["cells"] == json.loads((study["out"] / "results.json").read_text())["cells"]
+
+
+def test_editing_one_axis_recomputes_only_its_cells(study: dict[str, Any], tmp_path: Path) -> None:
+    spec, out = _copy(study, tmp_path)
+    data = yaml.safe_load(spec.read_text())
+    data["axes"][1]["size"] = [4, 8, 6]
+    spec.write_text(yaml.safe_dump(data, sort_keys=False))
+    before = training_runs(out)
+    judge = ScriptedLLM(judge_reply)
+    _plan, states, result = run_experiment(spec, out, resume=True, backends=backends(judge))
+    assert training_runs(out) == before + 1
+    ran = {s.step.id for s in states.values() if s.status == "done"}
+    assert ran == {
+        "data:explore-size6",
+        "analysis:explore-size6",
+        "train:explore-size6",
+        "answer:explore-size6:0",
+        "answer-math:explore-size6",
+        "math:explore-size6",
+        "judge:explore-size6:vs:self_instruct:0",
+    }
+    assert len(judge.requests) == 2 * len(QUESTIONS)  # only the new cell's pairs, both orders
+    six = next(r for r in result["cells"] if r["cell"] == "explore-size6")
+    assert six["status"] == "ok" and six["examples"] == 6
+
+
+def test_a_size_larger_than_the_pool_is_reported_not_shrunk(study: dict[str, Any], tmp_path: Path) -> None:
+    spec, out = _copy(study, tmp_path)
+    data = yaml.safe_load(spec.read_text())
+    data["axes"][1]["size"] = [4, 8, 100000]
+    spec.write_text(yaml.safe_dump(data, sort_keys=False))
+    _plan, states, result = run_experiment(spec, out, resume=True, backends=backends(), only=["explore-size100000"])
+    assert states["data:explore-size100000"].status == "failed"
+    assert "larger than the pool" in (states["data:explore-size100000"].reason or "")
+    row = next(r for r in result["cells"] if r["cell"] == "explore-size100000")
+    assert row["status"] == "failed" and row["examples"] is None
+    assert "larger than the pool" in (out / "results.md").read_text()
+
+
+# --- faults ---------------------------------------------------------------------------------------
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL: nothing catches it, nothing after it runs."""
+
+
+KINDS = ("generate", "data", "analysis", "train", "answer", "judge", "math")
+
+
+def test_kill_and_resume_at_each_step_kind(tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kill the study inside a step of each kind in turn (after the step did its work, before it was
+    committed), resume each time: every step finishes exactly once, and the results are complete."""
+    spec = write_study(tmp_path / "spec", tiny_model, axes=[], runner={"llm_workers": 1})
+    out = tmp_path / "out"
+    real = dict(steps_module.EXECUTORS)
+    killed: list[str] = []
+    for kind in KINDS:
+
+        def dying(step, ctx, _kind=kind):  # type: ignore[no-untyped-def]
+            real[_kind](step, ctx)  # the work is done (and written into the partial folder) ...
+            killed.append(step.kind)
+            raise Killed  # ... and the process dies before the step is committed
+
+        monkeypatch.setitem(steps_module.EXECUTORS, kind, dying)
+        with pytest.raises(Killed):
+            run_experiment(spec, out, resume=True, backends=backends())
+        monkeypatch.setitem(steps_module.EXECUTORS, kind, real[kind])
+    assert list(dict.fromkeys(killed)) == list(KINDS)
+    _plan, states, result = run_experiment(spec, out, resume=True, backends=backends())
+    assert all(r["status"] == "ok" for r in result["cells"])
+    ran = [e["key"] for e in _events(out, "ran")]
+    assert len(ran) == len(set(ran)), "a finished step ran twice"
+    assert not list((out / "artefacts").glob("*/.*.partial"))
+
+
+def test_a_step_renamed_but_not_recorded_is_adopted(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = write_study(tmp_path / "spec", tiny_model, axes=[], evaluate={"baselines": [], "questions": []})
+    out = tmp_path / "out"
+    real_add = ExperimentDB.add_artefact
+
+    def dying_add(self, key, kind, *args):  # type: ignore[no-untyped-def]
+        if kind == "train":
+            raise Killed  # the model folder is in place, the database write never happens
+        return real_add(self, key, kind, *args)
+
+    monkeypatch.setattr(ExperimentDB, "add_artefact", dying_add)
+    with pytest.raises(Killed):
+        run_experiment(spec, out, backends=backends())
+    monkeypatch.setattr(ExperimentDB, "add_artefact", real_add)
+    _plan, states, _result = run_experiment(spec, out, resume=True, backends=backends())
+    trains = [s for s in states.values() if s.step.kind == "train"]
+    assert trains and all(s.status in ("cached", "done") for s in trains)
+    assert any(s.status == "cached" for s in trains)  # the killed one was adopted, not trained again
+
+
+def test_nan_loss_marks_the_cell_failed_and_others_go_on(
+    study: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from explore_instruct.train import sft
+
+    spec, out = _copy(study, tmp_path)
+    real_train = sft.train
+
+    def diverging(cfg):  # type: ignore[no-untyped-def]
+        result = real_train(cfg)
+        log = Path(cfg.out) / sft.LOG_FILE
+        log.write_text(log.read_text() + json.dumps({"step": 99, "loss": float("nan")}) + "\n")
+        return result
+
+    monkeypatch.setattr(sft, "train", diverging)
+    data = yaml.safe_load(spec.read_text())
+    data["axes"][1]["size"] = [4, 8, 5]
+    spec.write_text(yaml.safe_dump(data, sort_keys=False))
+    _plan, states, result = run_experiment(spec, out, resume=True, backends=backends())
+    assert states["train:explore-size5"].status == "failed"
+    assert "diverged" in (states["train:explore-size5"].reason or "")
+    rows = {r["cell"]: r for r in result["cells"]}
+    assert rows["explore-size5"]["status"] == "failed" and rows["explore-size5"]["final_train_loss"] is None
+    assert all(r["status"] == "ok" for name, r in rows.items() if name != "explore-size5")
+
+
+def test_a_failing_judge_is_recorded_and_resumes_without_repaying(study: dict[str, Any], tmp_path: Path) -> None:
+    spec, out = _copy(study, tmp_path)
+    shutil.rmtree(out / "artefacts" / "judge")
+    for cache in (out / "cache").glob("judge-*.sqlite*"):
+        cache.unlink()
+    calls = {"n": 0}
+    errored, answered = set(), set()
+
+    def flaky(request):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] % 4 == 0:
+            errored.add(request.key("judge"))
+            return TransientLLMError("503 from the judge")
+        answered.add(request.key("judge"))
+        return judge_reply(request)
+
+    first = ScriptedLLM(flaky)
+    _plan, states, _result = run_experiment(spec, out, resume=True, backends=backends(first))
+    failed = [s for s in states.values() if s.step.kind == "judge" and s.status == "failed"]
+    assert failed and all("not judged" in (s.reason or "") for s in failed)
+    unanswered = errored - answered
+    second = ScriptedLLM(judge_reply)
+    _plan, states, result = run_experiment(spec, out, resume=True, backends=backends(second))
+    assert all(s.status in ("done", "cached") for s in states.values())
+    # Only the calls that never got a reply are sent again, each once.
+    assert sorted(r.key("judge") for r in second.requests) == sorted(unanswered)
+    assert result["cells"] == json.loads((study["out"] / "results.json").read_text())["cells"]
+
+
+def test_delete_weights_keeps_logs_and_results(tiny_model: Path, tmp_path: Path) -> None:
+    spec = write_study(tmp_path / "spec", tiny_model, axes=[], runner={"delete_weights": True})
+    _plan, states, result = run_experiment(spec, tmp_path / "out", backends=backends())
+    assert all(r["status"] == "ok" for r in result["cells"])
+    for s in states.values():
+        if s.step.kind == "train":
+            model = s.path / "model"  # type: ignore[operator]
+            assert sorted(p.name for p in model.iterdir()) == ["train_log.jsonl", "train_settings.json"]
+
+
+# --- the spec and the command line ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"run": "missing.yaml"}, "run: "),
+        ({"axes": [{"dataset": "nope", "size": [4]}]}, "unknown dataset 'nope'"),
+        ({"axes": [{"dataset": "explore", "size": []}]}, "the size axis is empty"),
+        ({"evaluate": {"baselines": ["nope"]}}, "evaluate.baselines.0: 'nope' is not a cell"),
+        ({"datasets": {"x": {"kind": "file", "path": "none.json"}}}, "datasets.x.path"),
+        ({"train": {"lr": 1}}, "train.lr"),
+    ],
+)
+def test_bad_spec_is_one_line_exit_2_nothing_started(
+    tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], change: dict[str, Any], message: str
+) -> None:
+    spec = write_study(tmp_path / "spec", tiny_model)
+    data = yaml.safe_load(spec.read_text())
+    for key, value in change.items():
+        if key == "datasets":
+            continue
+        data[key] = {**data[key], **value} if isinstance(value, dict) and key != "datasets" else value
+    if "datasets" in change:
+        data["datasets"] = {**data["datasets"], **change["datasets"]}
+    spec.write_text(yaml.safe_dump(data, sort_keys=False))
+    out = tmp_path / "out"
+    assert main(["experiment", str(spec), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and str(spec) in err and len(err.splitlines()) == 1, err
+    assert not out.exists()
+
+
+def test_dry_run_lists_steps_and_estimate_then_reuse(study: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    from explore_instruct.experiment.preview import preview
+
+    assert main(["experiment", str(study["spec"]), "--out", str(study["out"]), "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert "reuse" in text and "train:explore-size4" in text and "0 LLM calls" in text
+    p = preview(study["plan"], study["out"])
+    assert {action for _cell, _step, action in p.rows} == {"reuse"} and p.trainings == 0
+
+
+def test_dry_run_of_a_new_study_estimates_work(
+    tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = write_study(tmp_path / "spec", tiny_model)
+    assert main(["experiment", str(spec), "--out", str(tmp_path / "out"), "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    plan = load_plan(spec)
+    assert "7 cells" in text and all(c.name in text for c in plan.cells)
+    judges = sum(1 for s in plan.steps.values() if s.kind == "judge")
+    assert judges == 6 and "LLM calls" in text and "training runs" in text
+    assert not (tmp_path / "out").exists()
+
+
+def test_existing_folder_needs_resume(study: dict[str, Any]) -> None:
+    with pytest.raises(UserError, match="pass --resume"):
+        run_experiment(study["spec"], study["out"], backends=backends())
+
+
+@pytest.mark.parametrize("preset", sorted((REPO / "configs" / "experiments").glob("*.yaml")), ids=lambda p: p.stem)
+def test_presets_validate_with_dry_run(preset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["experiment", str(preset), "--out", str(tmp_path / "out"), "--dry-run"]) == 0
+    assert "estimate" in capsys.readouterr().out
+    assert len(load_plan(preset).cells) >= 2

@@ -221,7 +221,7 @@ def test_kill_and_resume_at_each_step_kind(tiny_model: Path, tmp_path: Path, mon
             run_experiment(spec, out, resume=True, backends=backends())
         monkeypatch.setitem(steps_module.EXECUTORS, kind, real[kind])
     assert list(dict.fromkeys(killed)) == list(KINDS)
-    _plan, states, result = run_experiment(spec, out, resume=True, backends=backends())
+    _plan, _states, result = run_experiment(spec, out, resume=True, backends=backends())
     assert all(r["status"] == "ok" for r in result["cells"])
     ran = [e["key"] for e in _events(out, "ran")]
     assert len(ran) == len(set(ran)), "a finished step ran twice"

@@ -16,6 +16,7 @@ out_console = Console()
 
 STYLE = {
     "pending": "dim",
+    "queued": "yellow",
     "running": "bold yellow",
     "done": "green",
     "cached": "cyan",

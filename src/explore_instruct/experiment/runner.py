@@ -73,7 +73,12 @@ CREATE TABLE IF NOT EXISTS events (
 );
 """
 
-# Statuses shown per step: pending, running, done (ran now), cached (reused), failed, blocked.
+# math-verify's time limits need the main thread (elsewhere each grading spawns a process): math
+# steps are short, so they run there, between the other steps' completions.
+MAIN_THREAD_KINDS = ("math",)
+
+# Statuses shown per step: pending, queued (waiting for a resource), running, done (ran now), cached
+# (reused), failed, blocked.
 FINISHED = ("done", "cached")
 
 
@@ -271,6 +276,7 @@ class Runner:
                 raise StepFailed("not started: the run was interrupted")
             if key in self._failed_keys:
                 raise StepFailed(self._failed_keys[key])
+            self._set(state, "running")  # only now: until here it waited for its resources
             row = self._finished(step, key)  # another cell may have made it meanwhile
             if row is not None and (step.kind != "train" or self._train_reusable(state, row)):
                 return Path(row["path"]), row["info"], row["digest"], False
@@ -344,7 +350,9 @@ class Runner:
         return self.states
 
     def _loop(self) -> None:
-        workers = self.plan.spec.runner.llm_workers + 2
+        # Threads are cheap and most of them wait on a resource: enough that a step waiting for the
+        # device never keeps a ready LLM or data step from starting.
+        workers = self.plan.spec.runner.llm_workers + len({s.kind for s in self.steps}) + 8
         running: dict[Future[tuple[Path, dict[str, Any], str, bool]], StepState] = {}
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="step") as pool:
             try:
@@ -357,8 +365,12 @@ class Runner:
                             self._adopt(state, row)
                             self._set(state, "cached", event="cached")
                             continue
-                        self._set(state, "running")
-                        running[pool.submit(self._execute, state)] = state
+                        state.status = "queued"  # waits in the pool for its resources
+                        self.progress(state)
+                        if state.step.kind in MAIN_THREAD_KINDS:
+                            running[self._run_here(state)] = state
+                        else:
+                            running[pool.submit(self._execute, state)] = state
                     if not running:
                         if any(s.status == "pending" for s in self.states.values()):
                             continue  # newly blocked steps may unblock nothing; loop marks them
@@ -371,6 +383,15 @@ class Runner:
                 for future in running:
                     future.cancel()
                 raise
+
+    def _run_here(self, state: StepState) -> Future[tuple[Path, dict[str, Any], str, bool]]:
+        """Run a step in the main thread (a finished future either way)."""
+        future: Future[tuple[Path, dict[str, Any], str, bool]] = Future()
+        try:
+            future.set_result(self._execute(state))
+        except Exception as exc:
+            future.set_exception(exc)
+        return future
 
     def _collect(self, state: StepState, future: Future[tuple[Path, dict[str, Any], str, bool]]) -> None:
         assert self.db is not None and state.key is not None

@@ -23,7 +23,7 @@ from explore_instruct.experiment.runner import StepState
 from explore_instruct.experiment.steps import ANSWERS_FILE, DATA_FILE, MODEL_DIR
 
 RESULTS_VERSION = 1
-JUDGE_FIELDS = ("win", "tie", "lose", "beat_rate", "ci_low", "ci_high", "disagreement_rate")
+JUDGE_FIELDS = ("win", "tie", "lose", "unparsed", "failed", "beat_rate", "ci_low", "ci_high", "disagreement_rate")
 
 
 def comparison_label(plan: Plan, baseline: str, qi: int) -> str:
@@ -130,7 +130,10 @@ def _pct(x: float | None) -> str:
 
 
 def _wtl(c: dict[str, Any] | None) -> str:
-    return "–" if c is None else f"{c['win']}:{c['tie']}:{c['lose']}"
+    if c is None:
+        return "–"
+    missing = c["unparsed"] + c["failed"]  # pairs the judge gave no usable verdict for
+    return f"{c['win']}:{c['tie']}:{c['lose']}" + (f" ({missing} not judged)" if missing else "")
 
 
 def _beat(c: dict[str, Any] | None) -> str:
@@ -246,10 +249,34 @@ def _ablation_table(rows: list[dict[str, Any]], axis: str, labels: list[str], wi
     return _linked_table(headers, table)
 
 
+def _with_reference_rows(
+    plan: Plan, axis: str, ablation: list[dict[str, Any]], base_rows: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """An ablation's table also shows the cells it is read against: for K, the self-instruct
+    baseline as K = 0 and the dataset's own cell at the run's K; for the filter, the dataset's own cell
+    at the run's filter setting (unless the axis lists those values itself)."""
+    listed = {(r["dataset"], r["value"]) for r in ablation}
+    extra: list[dict[str, Any]] = []
+    if axis == "depth":
+        extra += [
+            {**r, "value": 0, "dataset": f"{r['cell']} (baseline)"} for r in base_rows if r["kind"] == "self_instruct"
+        ]
+        k = plan.config.explore.max_depth
+    for dataset in dict.fromkeys(r["dataset"] for r in ablation):
+        own = next((r for r in base_rows if r["cell"] == dataset), None)
+        if own is None or axis == "size":
+            continue
+        value = k if axis == "depth" else plan.config.filter.enabled
+        if (dataset, value) not in listed:
+            extra.append({**own, "value": value})
+    rows = extra + ablation
+    return sorted(rows, key=lambda r: (r["value"] is not None, r["value"])) if axis == "depth" else rows
+
+
 # --- figures ------------------------------------------------------------------------------------
 
 
-def _line_figure(rows: list[dict[str, Any]], axis: str, labels: list[str]) -> bytes | None:
+def _line_figure(rows: list[dict[str, Any]], axis: str, labels: list[str]) -> bytes:
     from explore_instruct.analysis.figures import _plt, _png
 
     series = []
@@ -261,10 +288,10 @@ def _line_figure(rows: list[dict[str, Any]], axis: str, labels: list[str]) -> by
         )
         if points:
             series.append((label, points))
-    if not series:
-        return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
+    if not series:  # the table still has its cells; say why the plot has no points
+        ax.text(0.5, 0.5, "no decisive judgements yet", ha="center", va="center", transform=ax.transAxes)
     for label, points in series:
         ax.plot([p[0] for p in points], [100 * p[1] for p in points], marker="o", label=f"vs {label}")
     ax.set_xlabel("max depth K" if axis == "depth" else "examples")
@@ -273,7 +300,8 @@ def _line_figure(rows: list[dict[str, Any]], axis: str, labels: list[str]) -> by
     ax.set_ylabel("beat rate (%)")
     ax.set_ylim(0, 100)
     ax.axhline(50, color="#999", lw=0.8, ls="--")
-    ax.legend()
+    if series:
+        ax.legend()
     return _png(fig)
 
 
@@ -300,7 +328,7 @@ def write_results(plan: Plan, states: dict[str, StepState], out_dir: str | Path)
     """Write results.json / .csv / .md, the figures and report.html; returns what went into the JSON."""
     from explore_instruct.analysis.report import atomic_write_file
 
-    out = Path(out_dir)
+    out = Path(out_dir).resolve()
     rows = build_rows(plan, states, out)
     labels = list(dict.fromkeys(comparison_label(plan, b, qi) for _c, b, qi in plan.comparisons))
     with_math = plan.spec.evaluate.math_questions is not None
@@ -310,7 +338,8 @@ def write_results(plan: Plan, states: dict[str, StepState], out_dir: str | Path)
         Text(
             "W:T:L: the cell's wins, ties and losses against the baseline, each question judged in both "
             "answer orders (a pair counts as a win or loss only when both orders agree). Beat rate = wins / "
-            "(wins + losses), with a 95 % bootstrap interval. Numbers link to the file they were read from."
+            "(wins + losses), with a 95 % bootstrap interval. Pairs without a usable verdict in either order "
+            "are counted apart as not judged. Numbers link to the file they were read from."
         )
     )
     figures: dict[str, bytes] = {}
@@ -318,15 +347,10 @@ def write_results(plan: Plan, states: dict[str, StepState], out_dir: str | Path)
         ablation = [r for r in rows if r["axis"] == axis]
         if not ablation:
             continue
-        if axis == "depth":  # the paper's K = 0 is the self-instruct baseline: show it as the first row
-            k0 = [
-                {**r, "value": 0, "dataset": f"{r['cell']} (self-instruct)"}
-                for r in base_rows
-                if r["kind"] == "self_instruct"
-            ]
-            ablation = k0 + ablation
+        ablation = _with_reference_rows(plan, axis, ablation, base_rows)
         sec = Section(title, [_ablation_table(ablation, axis, labels, with_math)])
-        if axis in ("depth", "size") and (png := _line_figure(ablation, axis, labels)) is not None:
+        if axis in ("depth", "size") and labels:
+            png = _line_figure(ablation, axis, labels)
             name = f"beat_rate_vs_{'k' if axis == 'depth' else 'size'}.png"
             figures[name] = png
             sec.blocks.append(Figure(name, png, f"beat rate against {'K' if axis == 'depth' else 'data size'}"))

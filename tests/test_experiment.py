@@ -24,7 +24,7 @@ from explore_instruct.experiment import steps as steps_module
 from explore_instruct.experiment.runner import DB_FILE, ExperimentDB, training_runs
 from explore_instruct.llm.base import TransientLLMError
 from explore_instruct.llm.scripted import ScriptedLLM
-from tests.experiment_helpers import QUESTIONS, backends, judge_reply, write_study
+from tests.test_experiment_helpers import QUESTIONS, backends, judge_reply, write_study
 
 pytest.importorskip("trl")
 pytest.importorskip("spacy")
@@ -93,6 +93,8 @@ def test_study_writes_every_table_and_figure(study: dict[str, Any]) -> None:
     md = (out / "results.md").read_text()
     for title in ("Main comparison", "K ablation", "Size ablation", "Filter ablation"):
         assert f"## {title}" in md
+    assert "| self_instruct (baseline) | 0 |" in md  # the paper's K = 0 row
+    assert "| explore | on |" in md and "| explore | off |" in md  # the filter is on in the run's own cell
     html = (out / "report.html").read_text()
     judge_file = cells["explore"]["sources"]["vs self_instruct"]
     assert f'href="{judge_file}"' in html and "data:image/png;base64," in html
@@ -308,14 +310,26 @@ def test_a_failing_judge_is_recorded_and_resumes_without_repaying(study: dict[st
     assert result["cells"] == json.loads((study["out"] / "results.json").read_text())["cells"]
 
 
-def test_delete_weights_keeps_logs_and_results(tiny_model: Path, tmp_path: Path) -> None:
+def test_delete_weights_keeps_logs_and_retrains_only_for_new_answers(tiny_model: Path, tmp_path: Path) -> None:
     spec = write_study(tmp_path / "spec", tiny_model, axes=[], runner={"delete_weights": True})
-    _plan, states, result = run_experiment(spec, tmp_path / "out", backends=backends())
+    out = tmp_path / "out"
+    _plan, states, result = run_experiment(spec, out, backends=backends())
     assert all(r["status"] == "ok" for r in result["cells"])
     for s in states.values():
         if s.step.kind == "train":
             model = s.path / "model"  # type: ignore[operator]
             assert sorted(p.name for p in model.iterdir()) == ["train_log.jsonl", "train_settings.json"]
+    assert training_runs(out) == 2
+    _plan, states, _result = run_experiment(spec, out, resume=True, backends=backends())
+    assert training_runs(out) == 2  # every answer exists: the deleted weights are not missed
+    # A second question file needs the models again: they are trained again, then deleted again.
+    (spec.parent / "more.jsonl").write_text(json.dumps({"question_id": "x1", "question": "Say hello."}) + "\n")
+    data = yaml.safe_load(spec.read_text())
+    data["evaluate"]["questions"].append("more.jsonl")
+    spec.write_text(yaml.safe_dump(data, sort_keys=False))
+    _plan, states, result = run_experiment(spec, out, resume=True, backends=backends())
+    assert training_runs(out) == 4 and all(r["status"] == "ok" for r in result["cells"])
+    assert states["answer:explore:1"].status == "done" and states["answer:explore:0"].status == "cached"
 
 
 # --- the spec and the command line ----------------------------------------------------------------
@@ -390,7 +404,7 @@ _CHILD = """
 import sys
 from pathlib import Path
 from explore_instruct.experiment import run_experiment
-from tests.experiment_helpers import backends
+from tests.test_experiment_helpers import backends
 
 if __name__ == "__main__":
     run_experiment(Path(sys.argv[1]), Path(sys.argv[2]), resume=True, backends=backends())

@@ -1,4 +1,4 @@
-"""A small study for the experiment tests: the fake generator, a scripted judge, a tiny random model."""
+"""Support for the experiment tests (no tests here): the fake generator, a scripted judge, a study on disk."""
 
 from __future__ import annotations
 

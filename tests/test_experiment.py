@@ -449,3 +449,24 @@ def test_sigkill_mid_study_then_resume(tiny_model: Path, tmp_path: Path) -> None
     ran = [e["key"] for e in _events(out, "ran")]
     assert len(ran) == len(set(ran)), "a finished step ran twice"
     assert ran_before and all(states[s].status == "cached" for s in states if states[s].key in ran_before)
+
+
+def test_training_through_a_launcher_command(tiny_model: Path, tmp_path: Path) -> None:
+    """`train.launcher` runs `LAUNCHER -m explore_instruct train --flags`: here the plain interpreter."""
+    import shlex
+    import sys
+
+    spec = write_study(
+        tmp_path / "spec",
+        tiny_model,
+        axes=[],
+        train={"launcher": shlex.quote(sys.executable), "lora": False, "seed": 5},
+        evaluate={"questions": [], "baselines": [], "math_questions": None},
+        analysis={"enabled": False},
+    )
+    _plan, states, result = run_experiment(spec, tmp_path / "out", backends=backends(), only=["explore"])
+    train = states["train:explore"]
+    assert train.status == "done", train.reason
+    settings = json.loads((train.path / "model" / "train_settings.json").read_text())  # type: ignore[operator]
+    assert settings["config"]["seed"] == 5 and settings["config"]["max_steps"] == 2
+    assert result["cells"][0]["final_train_loss"] == _last_loss(train.path / "model" / "train_log.jsonl")  # type: ignore[operator]

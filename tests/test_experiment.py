@@ -470,3 +470,49 @@ def test_training_through_a_launcher_command(tiny_model: Path, tmp_path: Path) -
     settings = json.loads((train.path / "model" / "train_settings.json").read_text())  # type: ignore[operator]
     assert settings["config"]["seed"] == 5 and settings["config"]["max_steps"] == 2
     assert result["cells"][0]["final_train_loss"] == _last_loss(train.path / "model" / "train_log.jsonl")  # type: ignore[operator]
+
+
+def test_human_curated_and_file_datasets(tiny_model: Path, tmp_path: Path) -> None:
+    """A SuperNI folder and an Alpaca file are datasets too; a size axis nests over a file's records."""
+    tasks = tmp_path / "superni" / "tasks"
+    tasks.mkdir(parents=True)
+    task = {
+        "Definition": ["Paraphrase the sentence."],
+        "Categories": ["Paraphrasing"],
+        "Instances": [{"input": f"Sentence number {i}.", "output": [f"Number {i} sentence."]} for i in range(12)],
+    }
+    (tasks / "task001_paraphrase.json").write_text(json.dumps(task))
+    records = [{"instruction": f"Say {w}.", "input": "", "output": w} for w in ("one", "two", "three", "four", "five")]
+    (tmp_path / "alpaca.json").write_text(json.dumps(records))
+    spec = write_study(
+        tmp_path / "spec",
+        tiny_model,
+        datasets={
+            "superni": {"kind": "human_curated", "superni": "../superni", "categories": ["Paraphrasing"], "size": 8},
+            "mine": {"kind": "file", "path": "../alpaca.json"},
+        },
+        axes=[{"dataset": "mine", "size": [2, 4]}],
+        evaluate={"questions": [], "baselines": [], "math_questions": None},
+        analysis={"enabled": False},
+    )
+    only = ["superni", "mine", "mine-size2", "mine-size4"]
+    _plan, states, result = run_experiment(spec, tmp_path / "out", backends=backends(), only=only)
+    rows = {r["cell"]: r for r in result["cells"] if r["cell"] in only}
+    assert all(r["status"] == "ok" for r in rows.values()), [r["problems"] for r in rows.values()]
+    superni = read_records(tmp_path / "out" / rows["superni"]["sources"]["examples"])[0]
+    assert len(superni) == 8 and all(r["instruction"] == "Paraphrase the sentence." for r in superni)
+    two, four = (
+        read_records(tmp_path / "out" / rows[c]["sources"]["examples"])[0] for c in ("mine-size2", "mine-size4")
+    )
+    assert four[:2] == two and {r["output"] for r in four} <= {r["output"] for r in records}
+    assert rows["mine"]["examples"] == 5
+    assert not any(s.step.kind == "generate" and s.status == "done" for s in states.values())
+
+
+def test_human_curated_without_categories_for_a_generic_run(tiny_model: Path, tmp_path: Path) -> None:
+    (tmp_path / "superni" / "tasks").mkdir(parents=True)
+    spec = write_study(
+        tmp_path / "spec", tiny_model, datasets={"superni": {"kind": "human_curated", "superni": "../superni"}}
+    )
+    with pytest.raises(UserError, match=r"datasets\.superni\.categories"):
+        load_plan(spec)

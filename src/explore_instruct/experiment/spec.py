@@ -275,6 +275,15 @@ def load_spec(path: str | Path, *, strict: bool = True) -> tuple[ExperimentSpec,
         raise UserError(f"{source}: {_location(exc)}") from None
     warnings = check_paths(spec, source, strict=strict)
     config = load_config(spec.run)
+    for name, ds in spec.datasets.items():
+        if isinstance(ds, HumanCuratedDataset) and not ds.categories:
+            from explore_instruct.baselines.human_curated import DEFAULT_CATEGORIES
+
+            if config.domain not in DEFAULT_CATEGORIES:
+                raise UserError(
+                    f"{source}: datasets.{name}.categories: the run's domain '{config.domain}' has no default "
+                    "SuperNI categories; list them"
+                )
     return spec, config, warnings
 
 

@@ -56,7 +56,7 @@ def _requested(plan: Plan, step: Step) -> int:
 
 
 def preview(plan: Plan, out_dir: str | Path, only: list[str] | None = None) -> Preview:
-    runner = Runner(plan, out_dir, only=only)
+    runner = Runner(plan, out_dir, only=only, read_only=True)
     db_path = Path(runner.out_dir) / DB_FILE
     runner.db = ExperimentDB(db_path) if db_path.is_file() else None
     out = Preview()

@@ -188,8 +188,10 @@ class Runner:
         backends: Backends | None = None,
         only: list[str] | None = None,
         progress: ProgressHook | None = None,
+        read_only: bool = False,
     ) -> None:
         self.plan = plan
+        self.read_only = read_only  # a dry run or a results pass: look, never write
         self.out_dir = Path(out_dir).resolve()
         self.backends = backends or Backends()
         self.cells = select_cells(plan, only)
@@ -225,9 +227,11 @@ class Runner:
         if marker.is_file():  # renamed into place, then killed before the database write
             saved = json.loads(marker.read_text(encoding="utf-8"))
             if saved.get("key") == key:
-                self.db.add_artefact(key, step.kind, path, saved["digest"], saved["info"])
-                return {**(self.db.artefact(key) or {}), "path": str(path)}
-        if row is not None:
+                adopted = {"key": key, "kind": step.kind, "digest": saved["digest"], "info": saved["info"]}
+                if not self.read_only:
+                    self.db.add_artefact(key, step.kind, path, saved["digest"], saved["info"])
+                return {**adopted, "path": str(path)}
+        if row is not None and not self.read_only:
             self.db.forget_artefact(key)  # its folder was removed by hand: make it again
         return None
 
@@ -254,8 +258,8 @@ class Runner:
 
     def _train_reusable(self, state: StepState, row: dict[str, Any]) -> bool:
         """A model whose weights were deleted is reusable only if every answer it feeds exists."""
-        if not row.get("weights_deleted"):
-            return True
+        if (Path(row["path"]) / MODEL_DIR / "config.json").is_file():
+            return True  # the weights are there (the folder, not the database, is the truth)
         for s in self.steps:
             if s.kind == "answer" and state.step.id in s.deps:
                 key = step_key(s, [row["digest"]])
@@ -421,7 +425,7 @@ class Runner:
 def recorded_states(plan: Plan, out_dir: str | Path) -> dict[str, StepState]:
     """Every step of the plan as the output folder records it, without running anything: finished
     artefacts are `cached`, a step that failed last time keeps its reason, the rest are `pending`."""
-    runner = Runner(plan, out_dir)
+    runner = Runner(plan, out_dir, read_only=True)
     runner.db = ExperimentDB(runner.out_dir / DB_FILE)
     try:
         last = runner.db.step_rows()

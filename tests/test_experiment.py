@@ -516,3 +516,15 @@ def test_human_curated_without_categories_for_a_generic_run(tiny_model: Path, tm
     )
     with pytest.raises(UserError, match=r"datasets\.superni\.categories"):
         load_plan(spec)
+
+
+def test_cli_resume_of_a_finished_study(
+    study: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The command itself (live table, summary, results table on stdout); everything is reused."""
+    spec, out = _copy(study, tmp_path)
+    assert main(["experiment", str(spec), "--out", str(out), "--resume"]) == 0
+    captured = capsys.readouterr()
+    assert "## Main comparison" in captured.out and "| explore |" in captured.out
+    assert "0 steps ran" in captured.err and "0 failed" in captured.err
+    assert main(["experiment", str(spec), "--out", str(out)]) == 2  # an existing folder needs --resume

@@ -241,3 +241,18 @@ def test_old_call_log_gains_the_new_columns(tmp_path):
     conn.close()
     usage = CallLog.open(path).usage_by_stage()
     assert usage["explore"]["attempts"] == 3 and usage["explore"]["retry_reasons"] == {}
+
+
+async def test_two_clients_on_one_cache_file_store_one_reply(tmp_path):
+    # Two processes (here: two clients with their own connections) may both miss the cache and both be
+    # answered; the second reply must not crash on the unique index, and the first stays cached.
+    path = tmp_path / "shared.db"
+    first = LLMClient(ScriptedLLM(["1"], latency=0.05), CallLog.open(path), retry=FAST)
+    second = LLMClient(ScriptedLLM(["2"], latency=0.05), CallLog.open(path), retry=FAST)
+    a, b = await asyncio.gather(
+        first.call(req(), stage="t", parse=strict_int), second.call(req(), stage="t", parse=strict_int)
+    )
+    assert not a.failed and not b.failed
+    assert a.call_id == b.call_id
+    again = await LLMClient(ScriptedLLM([]), CallLog.open(path), retry=FAST).call(req(), stage="t", parse=strict_int)
+    assert again.cached and again.value in (1, 2) and again.call_id == a.call_id

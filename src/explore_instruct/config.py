@@ -92,7 +92,7 @@ class GenerateConfig(Strict):
     examples_per_task: list[int] = Field(default_factory=lambda: [100], min_length=1)
     per_call: int = Field(10, ge=1, le=50)
     demonstrations: int = Field(2, ge=0, le=10)
-    max_extra_calls: int = Field(3, ge=0, le=50, description="top-up calls when a task falls short")
+    max_extra_calls: int = Field(3, ge=0, le=1000, description="top-up calls when a task falls short")
     bootstrap: bool = Field(False, description="draw demonstrations from the growing pool (self-instruct)")
 
     @field_validator("examples_per_task")

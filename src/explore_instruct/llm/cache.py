@@ -48,6 +48,9 @@ CREATE INDEX IF NOT EXISTS llm_calls_stage ON llm_calls(stage);
 ADDED_COLUMNS = (("retry_reasons", "TEXT"), ("error_kind", "TEXT"))
 
 
+SELECT_OK_ID = "SELECT id FROM llm_calls WHERE key = ? AND status = 'ok'"
+
+
 @dataclass
 class CachedCall:
     id: int
@@ -100,10 +103,14 @@ class CallLog:
         retry_reasons: Mapping[str, int] | None = None,
         error_kind: str | None = None,
     ) -> int:
-        """Insert one call row (caller owns the transaction). Returns its id."""
+        """Insert one call row (caller owns the transaction). Returns its id.
+
+        Another process (or another client on the same cache file) may have stored an ok reply for the
+        same key meanwhile: the first one stays the cached reply and its id is returned.
+        """
         status = "ok" if completion is not None and error is None else "failed"
         cur = self.conn.execute(
-            "INSERT INTO llm_calls (key, stage, model, request, response, finish_reason, prompt_tokens,"
+            "INSERT OR IGNORE INTO llm_calls (key, stage, model, request, response, finish_reason, prompt_tokens,"
             " completion_tokens, attempts, status, error, seconds, created_at, retry_reasons, error_kind)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
@@ -124,6 +131,8 @@ class CallLog:
                 error_kind,
             ),
         )
+        if cur.rowcount == 0:  # an ok row for this key already exists
+            return int(self.conn.execute(SELECT_OK_ID, (key,)).fetchone()[0])
         return int(cur.lastrowid or 0)
 
     def models(self) -> list[str]:

@@ -1,0 +1,390 @@
+"""What each step kind does: the one place that calls the project's commands as Python functions.
+
+Every adapter takes the step, the folders of the steps it reads and a work folder to write into,
+and returns a small JSON-able `info` (the numbers the results table shows, with the file each came
+from). When a command's signature changes, this is the only file to fix.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shlex
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from explore_instruct.config import RunConfig, build_config
+from explore_instruct.datafile import read_records, write_records
+from explore_instruct.experiment.plan import Plan, Step, generation_config
+from explore_instruct.experiment.spec import FileDataset, HumanCuratedDataset
+from explore_instruct.llm.base import LLM
+
+DATA_FILE = "data.json"
+ANSWERS_FILE = "answers.jsonl"
+MODEL_DIR = "model"
+GENERATION_STAGES = ("explore", "prune", "generate")
+
+
+class StepFailed(Exception):
+    """A step that ran but whose result must not be used (the reason is recorded, other cells go on)."""
+
+
+@dataclass
+class Backends:
+    """Where LLM backends come from; tests pass scripted ones, the CLI leaves both to the configs."""
+
+    generator: Callable[[RunConfig], LLM] | None = None
+    judge: Callable[[], LLM] | None = None
+
+
+@dataclass
+class StepInput:
+    path: Path
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StepContext:
+    plan: Plan
+    out_dir: Path
+    work: Path  # where the step writes (renamed to its final folder once it succeeds)
+    key: str
+    inputs: dict[str, StepInput]
+    backends: Backends
+
+    def input(self, kind: str) -> StepInput:
+        return next(v for k, v in self.inputs.items() if k.split(":", 1)[0] == kind)
+
+
+# --- dataset ------------------------------------------------------------------------------------
+
+
+def run_generate(step: Step, ctx: StepContext) -> dict[str, Any]:
+    """Explore and enrich (the run's own data or the self-instruct baseline) in a resumable run dir."""
+    from explore_instruct.pipeline import run_stages
+
+    dataset = step.id.split(":", 1)[1]
+    cfg = generation_config(ctx.plan.spec, ctx.plan.config, dataset)
+    backend = ctx.backends.generator(cfg) if ctx.backends.generator else None
+    run, _ = run_stages(cfg, ctx.work, GENERATION_STAGES, resume=True, backend=backend)
+    try:
+        examples = sum(1 for r in run.store.examples(status="ok") if r.origin != "seed")
+        tasks = len(run.store.nodes())
+    finally:
+        run.store.close()
+    return {"tasks": tasks, "examples": examples, "run_dir": str(ctx.work)}
+
+
+def _run_records(step: Step, ctx: StepContext, size: int) -> list[dict[str, str]]:
+    """The cell's filter decision and sample, drawn again on the shared generated pool."""
+    from explore_instruct.context import RunContext
+    from explore_instruct.export import alpaca_record
+    from explore_instruct.stages import filter as filter_stage
+    from explore_instruct.stages import sample as sample_stage
+    from explore_instruct.store import RunStore
+
+    p = step.params
+    base = generation_config(ctx.plan.spec, ctx.plan.config, _dataset_of(step, ctx))
+    data = base.model_dump(mode="json")
+    data.update(filter=p["filter"], sample={**p["sample"], "size": size})
+    cfg = build_config(data, f"{step.id}")
+    store = RunStore.open(ctx.input("generate").path, write=True)
+    try:
+        run = RunContext(store, cfg)
+        filter_stage.run(run)
+        drawn = sample_stage.run(run)
+        return [alpaca_record(r) for r in store.dataset("sample")] if drawn else []
+    finally:
+        store.close()
+
+
+def _pool_size(ctx: StepContext) -> int:
+    from explore_instruct.store import RunStore
+
+    store = RunStore.open(ctx.input("generate").path)
+    try:
+        return max(1, len(store.examples()))
+    finally:
+        store.close()
+
+
+def _source_records(step: Step, ctx: StepContext, size: int | None) -> list[dict[str, str]]:
+    """Records of a human-curated or file dataset: a seeded sample of `size` (None: all, shuffled)."""
+    from explore_instruct.analysis.datasets import normalise_records
+
+    ds = ctx.plan.spec.datasets[_dataset_of(step, ctx)]
+    seed = ctx.plan.spec.seed
+    if isinstance(ds, HumanCuratedDataset):
+        from explore_instruct.baselines.human_curated import categories_for, sample_superni
+
+        cats = categories_for(ctx.plan.config.domain, ds.categories)
+        records, _ = sample_superni(ds.superni, cats, size or 10**9, seed=seed, english_only=ds.english_only)
+        return records
+    assert isinstance(ds, FileDataset)
+    raw, _ = read_records(ds.path)
+    records = [{k: r[k] for k in ("instruction", "input", "output")} for r in normalise_records(raw, ds.path)]
+    return random.Random(seed).sample(records, min(size or len(records), len(records)))
+
+
+def _dataset_of(step: Step, ctx: StepContext) -> str:
+    cell = step.id.split(":", 1)[1]
+    return next(c.dataset for c in ctx.plan.cells if c.name == cell)
+
+
+def run_data(step: Step, ctx: StepContext) -> dict[str, Any]:
+    """The cell's training records. A size-axis cell takes a prefix of one seeded permutation of the
+    whole pool, so the smaller samples nest inside the larger; a pool too small is a failed cell."""
+    p = step.params
+    size = p["size"] if p.get("size") is not None else p.get("sample", {}).get("size")
+    nested = bool(p.get("nested"))
+    from_run = "generate" in {k.split(":", 1)[0] for k in ctx.inputs}
+    if from_run:
+        records = _run_records(step, ctx, _pool_size(ctx) if nested else size)
+    else:
+        records = _source_records(step, ctx, None if nested else size)
+    pool = len(records)
+    if nested:
+        if size > pool:
+            raise StepFailed(f"size {size} is larger than the pool ({pool} examples): not shrunk, cell not trained")
+        records = records[:size]
+    if not records:
+        raise StepFailed("no examples to train on")
+    write_records(ctx.work / DATA_FILE, records, "json")
+    info: dict[str, Any] = {"examples": len(records), "requested": size, "pool": pool if nested else None}
+    info["short"] = size is not None and len(records) < size
+    return info
+
+
+# --- analysis -----------------------------------------------------------------------------------
+
+_NLP: Any = None
+
+
+def _nlp() -> Any:
+    global _NLP
+    if _NLP is None:
+        from explore_instruct.analysis.verbnoun import load_nlp
+
+        _NLP = load_nlp()
+    return _NLP
+
+
+def _seeds(step: Step, ctx: StepContext) -> list[str]:
+    from explore_instruct.analysis.datasets import load_seed_instructions
+
+    source = step.params["seeds"]
+    if "instructions" in source:
+        return list(source["instructions"])
+    return load_seed_instructions(Path(source.get("file") or source["tree"]))
+
+
+def run_analysis(step: Step, ctx: StepContext) -> dict[str, Any]:
+    from explore_instruct.analysis.datasets import AnalysedDataset, normalise_records
+    from explore_instruct.analysis.report import AnalysisOptions, analyze
+
+    data_path = ctx.input("data").path / DATA_FILE
+    raw, _ = read_records(data_path)
+    ds = AnalysedDataset("data", normalise_records(raw, str(data_path)), None, str(data_path), "file")
+    seeds = _seeds(step, ctx)
+    options = AnalysisOptions(overlap_threshold=step.params["threshold"])
+    summary = analyze(
+        [ds], ctx.work, seeds=seeds, seeds_note=f"{len(seeds)} seed instructions", options=options, nlp=_nlp()
+    )
+    d = summary["datasets"]["data"]
+    overlap = d.get("seed_overlap") or {}
+    return {
+        "unique_verb_noun_pairs": d["verb_noun"]["unique_pairs"],
+        "rouge_l_to_seeds": overlap.get("mean"),
+        "file": "summary.json",
+    }
+
+
+# --- training -----------------------------------------------------------------------------------
+
+
+def _train_config(step: Step, data: Path, out: Path) -> Any:
+    from explore_instruct.train.config import TrainConfig
+
+    p = dict(step.params)
+    return TrainConfig(data=data, out=out, **p)
+
+
+def _launcher_command(launcher: str, cfg: Any) -> list[str]:
+    """`LAUNCHER -m explore_instruct train --flag value ...` for the options that differ from the default."""
+    from explore_instruct.train.config import TrainConfig
+
+    flag_names = {"learning_rate": "lr", "lora_target_modules": "lora_targets"}
+    defaults = TrainConfig(data=cfg.data, model=cfg.model, out=cfg.out)
+    args = ["-m", "explore_instruct", "train", "--data", str(cfg.data), "--model", cfg.model, "--out", str(cfg.out)]
+    for name, value in vars(cfg).items():
+        if name in ("data", "model", "out", "optim", "logging_steps", "overwrite") or value == getattr(defaults, name):
+            continue
+        flag = "--" + flag_names.get(name, name).replace("_", "-")
+        if isinstance(value, bool):
+            args.append(flag if value else "--no-" + flag[2:])
+        else:
+            args += [flag, str(value)]
+    return [*shlex.split(launcher), *args]
+
+
+def _losses(model_dir: Path) -> list[float]:
+    from explore_instruct.train.sft import LOG_FILE
+
+    log = model_dir / LOG_FILE
+    if not log.is_file():
+        return []
+    return [
+        float(r["loss"]) for r in (json.loads(line) for line in log.read_text().splitlines() if line) if "loss" in r
+    ]
+
+
+def run_train(step: Step, ctx: StepContext) -> dict[str, Any]:
+    from explore_instruct.train.sft import LOG_FILE, SETTINGS_FILE
+
+    data = ctx.input("data").path / DATA_FILE
+    model_dir = ctx.work / MODEL_DIR
+    cfg = _train_config(step, data, model_dir)
+    launcher = ctx.plan.spec.train.launcher
+    if launcher:
+        cmd = _launcher_command(launcher, cfg)
+        done = subprocess.run(cmd, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if done.returncode != 0:
+            tail = (done.stderr or "").strip().splitlines()[-1:] or ["no output"]
+            raise StepFailed(f"launcher exited with {done.returncode}: {tail[0]}")
+    else:
+        from explore_instruct.train.sft import train
+
+        train(cfg)
+    settings = json.loads((model_dir / SETTINGS_FILE).read_text(encoding="utf-8"))
+    losses = _losses(model_dir)
+    result = settings.get("result", {})
+    final = result.get("train_loss")
+    bad = [i for i, x in enumerate(losses) if not math.isfinite(x)]
+    if bad or (final is not None and not math.isfinite(final)):
+        where = f"at logged step {bad[0] + 1}" if bad else "in the final average"
+        raise StepFailed(f"training diverged (non-finite loss {where})")
+    return {
+        "final_train_loss": losses[-1] if losses else final,
+        "train_loss": final,
+        "steps": result.get("global_steps"),
+        "examples": settings.get("num_examples"),
+        "file": f"{MODEL_DIR}/{LOG_FILE}",
+    }
+
+
+# --- evaluation ---------------------------------------------------------------------------------
+
+
+def questions_path(step: Step, ctx: StepContext) -> str:
+    ev = ctx.plan.spec.evaluate
+    if step.id.startswith("answer-math:") or step.kind == "math":
+        assert ev.math_questions is not None
+        return ev.math_questions
+    return ev.questions[int(step.id.rsplit(":", 1)[1])]
+
+
+def run_answer(step: Step, ctx: StepContext) -> dict[str, Any]:
+    from explore_instruct.evaluate.answer import SamplingSettings
+    from explore_instruct.evaluate.stages import answer_file
+
+    a = ctx.plan.spec.evaluate.answer
+    model = ctx.input("train").path / MODEL_DIR
+    if not (model / "config.json").is_file():
+        raise StepFailed(f"{model}: the model's weights are gone (deleted after answering); its train step reruns")
+    settings = SamplingSettings(a.temperature, a.top_p, a.max_new_tokens, a.seed, "alpaca")
+    summary = answer_file(
+        questions_path(step, ctx),
+        ctx.work / ANSWERS_FILE,
+        settings,
+        model=str(model),
+        batch_size=a.batch_size,
+        model_id=step.cells[0],
+    )
+    return {"answered": summary.answered, "truncated": summary.truncated, "file": ANSWERS_FILE}
+
+
+def judge_backend(ctx: StepContext) -> LLM:
+    if ctx.backends.judge is not None:
+        return ctx.backends.judge()
+    from explore_instruct.llm.factory import backend_from_config
+
+    judge = ctx.plan.spec.evaluate.judge
+    assert judge is not None
+    return backend_from_config(judge.llm, structured_output="text")
+
+
+def run_judge(step: Step, ctx: StepContext) -> dict[str, Any]:
+    from explore_instruct.evaluate.judge import JudgeSettings
+    from explore_instruct.evaluate.stages import EndpointSettings, judge_files
+
+    judge = ctx.plan.spec.evaluate.judge
+    assert judge is not None
+    baseline, candidate = (ctx.inputs[d].path / ANSWERS_FILE for d in step.deps)
+    out = ctx.work / "judge.json"
+    outcome = judge_files(
+        questions_path(step, ctx),
+        baseline,
+        candidate,
+        out,
+        judge_backend(ctx),
+        JudgeSettings(temperature=judge.temperature, max_tokens=judge.max_tokens, seed=judge.seed),
+        table_path=ctx.work / "judge.md",
+        # The judge's call cache lives outside the step's folder, so a judge that failed part-way resumes
+        # without paying again. One file per comparison: two judges writing the same request into one
+        # cache at the same moment would collide.
+        endpoint=EndpointSettings(
+            concurrency=judge.llm.max_concurrency,
+            retries=judge.llm.retries,
+            cache=ctx.out_dir / "cache" / f"judge-{ctx.key[:16]}.sqlite",
+        ),
+        bootstrap=judge.bootstrap,
+        seed=judge.seed,
+    )
+    if outcome.failed_pairs:
+        raise StepFailed(
+            f"{outcome.failed_pairs} pair(s) not judged (the judge kept failing); finished reviews are cached, "
+            "rerun with --resume to retry the rest"
+        )
+    overall = next(s for s in outcome.summaries if s["cls"] == "overall")
+    return {
+        **{
+            k: overall[k]
+            for k in ("win", "tie", "lose", "beat_rate", "ci_low", "ci_high", "disagreement_rate", "unparsed", "failed")
+        },
+        "file": "judge.json",
+    }
+
+
+def run_math(step: Step, ctx: StepContext) -> dict[str, Any]:
+    from explore_instruct.evaluate.stages import math_eval_files
+
+    answers = ctx.input("answer-math").path / ANSWERS_FILE
+    result = math_eval_files(
+        questions_path(step, ctx),
+        answers,
+        ctx.work / "math.json",
+        verdicts_path=ctx.work / "math.verdicts.jsonl",
+        timeout=step.params["timeout"],
+    )
+    overall = result.summary["overall"]
+    return {
+        "accuracy": overall["accuracy"],
+        "correct": overall["correct"],
+        "graded": overall["graded"],
+        "file": "math.json",
+    }
+
+
+EXECUTORS: dict[str, Callable[[Step, StepContext], dict[str, Any]]] = {
+    "generate": run_generate,
+    "data": run_data,
+    "analysis": run_analysis,
+    "train": run_train,
+    "answer": run_answer,
+    "judge": run_judge,
+    "math": run_math,
+}

@@ -11,6 +11,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from explore_instruct.cli.vocabulary import AliasedCommand
+
 console = Console(stderr=True)
 out_console = Console()
 
@@ -49,8 +51,10 @@ class StepTable:
 
 
 def _experiment(
-    spec: Annotated[Path, typer.Argument(help="The experiment spec (YAML).")],
-    out: Annotated[Path | None, typer.Option("--out", help="Output folder; default runs/experiment-<spec>.")] = None,
+    spec: Annotated[Path, typer.Argument(metavar="SPEC", help="The experiment spec (YAML).")],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Output folder; default runs/experiment-<spec>.")
+    ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue a killed or finished experiment.")] = False,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print cells, steps and an estimate; run nothing.")
@@ -103,4 +107,4 @@ def _print_preview(plan, out_dir: Path, only: list[str] | None) -> None:  # type
 
 
 def register(app: typer.Typer) -> None:
-    app.command("experiment")(_experiment)
+    app.command("experiment", cls=AliasedCommand)(_experiment)

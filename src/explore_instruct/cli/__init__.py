@@ -50,9 +50,9 @@ def _options(
 
 
 def _register_commands() -> None:
-    from explore_instruct.cli import analysis, filterfile, modeling, pipeline, web
+    from explore_instruct.cli import analysis, batch, filterfile, modeling, pipeline, web
 
-    for module in (pipeline, filterfile, analysis, modeling, web):
+    for module in (pipeline, filterfile, analysis, modeling, web, batch):
         module.register(app)
 
 

@@ -288,3 +288,20 @@ def test_import_refuses_results_already_imported(
     assert "was already imported (batch 1); nothing imported" in capsys.readouterr().err
     assert main(["batch", "status", str(run_dir)]) == 0
     assert "imported" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("top_ups", ["batch", "online"])
+def test_top_ups_go_in_the_next_batch_or_online(tmp_path: Path, fake: FakeOpenAI, top_ups: str) -> None:
+    one = {"examples": [{"instruction": "Shorten the text below in plain words.", "input": "", "output": "Done."}]}
+    short = {"choices": [{"message": {"content": json.dumps(one)}, "finish_reason": "stop"}], "usage": {}}
+    # Some first calls bring one example of the two asked for: their tasks fall short and top up.
+    fake.line_fault = lambda cid: (
+        {"response": {"status_code": 200, "body": short}} if cid < "3" and fake.submissions == 1 else None
+    )
+    run(tmp_path / "r", fake, llm=llm(fake, top_ups=top_ups))
+    shorted = sum(cid < "3" for cid in fake.submitted_custom_ids()[:20])
+    assert shorted
+    if top_ups == "batch":
+        assert fake.submissions == 2 and fake.chat_calls == 5
+    else:
+        assert fake.submissions == 1 and fake.chat_calls > 5

@@ -286,10 +286,12 @@ def pending_message(run_dir: Path, rows: list[BatchRow], model: str) -> str:
     first = files[0]
     out = first.with_name(first.name.replace(".input.", ".output."))
     written = ", ".join(str(f) for f in files)
+    each = " each" if len(files) > 1 else ""
     return (
-        f"batch input waiting for results: {written} ({count} requests, no key inside). Run each where the "
+        f"batch input waiting for results: {written} ({count} requests, no key inside). Run{each} where the "
         f"model is served, e.g. `vllm run-batch -i {first} -o {out} --model {model}`, then "
-        f"`explore-instruct batch import {run_dir} {out}` for each output, and rerun with --resume"
+        f"`explore-instruct batch import {run_dir} {out}`{' for each output' if each else ''}, "
+        "and rerun with --resume"
     )
 
 

@@ -9,7 +9,8 @@ the same request answered in a batch get the same text. It serves
 
 A batch stays `in_progress` until `release()` is called (or at once with `hold=False`), then
 completes with one output line per input line; `line_fault(custom_id)` may turn a line into an
-error-file line instead, and `expire_after=n` ends the next batch `expired` after n lines.
+error-file line instead, `expire_after=n` ends the next batch `expired` after n lines, and
+`fail_next` fails the next batch as a whole.
 `vllm_run_batch` does what `vllm run-batch -i IN -o OUT` does, with the same fake model.
 """
 
@@ -95,6 +96,7 @@ class FakeOpenAI:
         self._released = threading.Event()
         self.line_fault: Callable[[str], dict[str, Any] | None] | None = None
         self.expire_after: int | None = None
+        self.fail_next = False  # the next batch fails as a whole (as validation failures do)
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
@@ -124,6 +126,11 @@ class FakeOpenAI:
 
     def _advance(self, batch: dict[str, Any]) -> None:
         if batch["status"] != "in_progress" or (self.hold and not self._released.is_set()):
+            return
+        if self.fail_next:
+            self.fail_next = False
+            batch["status"] = "failed"
+            batch["errors"] = {"object": "list", "data": [{"code": "invalid_model", "message": "no such model"}]}
             return
         lines = [json.loads(x) for x in self.files[batch["input_file_id"]].decode().splitlines() if x.strip()]
         out, errors = [], []

@@ -15,6 +15,7 @@ import pytest
 
 from explore_instruct.cli import main
 from explore_instruct.errors import RunStopped, UserError
+from explore_instruct.llm.batch import split_lines
 from explore_instruct.pipeline import run_stages
 from explore_instruct.store import RunStore
 from tests.batch_api import MODEL, FakeOpenAI, vllm_run_batch
@@ -116,8 +117,10 @@ def test_failed_lines_go_in_a_new_batch_and_the_data_matches(tmp_path: Path, fak
         return None
 
     fake.line_fault = fault
-    run(tmp_path / "r", fake, llm=llm(fake, provider="openai"))
+    ctx = run(tmp_path / "r", fake, llm=llm(fake, provider="openai"))
     assert fake.submissions == 2 and len(failing) == 3
+    stats = ctx.client.stats.stages["generate"]
+    assert (stats.calls, stats.retries, dict(stats.retry_reasons)) == (20, 3, {"5xx": 3})
     ids = fake.submitted_custom_ids()
     assert len(ids) == 23 and len(set(ids)) == 23  # the three failed lines again, as attempt 2
     assert fake.chat_calls == 5  # none of them went online
@@ -135,7 +138,8 @@ def test_lines_that_keep_failing_are_logged_as_failed_calls(tmp_path: Path, fake
     assert fake.chat_calls == 5  # never online
     usage = RunStore.open(tmp_path / "r").calls.usage_by_stage()["generate"]
     assert (usage["calls"], usage["failed"], usage["attempts"]) == (0, 20, 40)
-    assert ctx.client.stats.stages["generate"].failed == 20
+    stats = ctx.client.stats.stages["generate"]
+    assert (stats.failed, stats.retries, dict(stats.retry_reasons)) == (20, 20, {"5xx": 40})
 
 
 def test_retry_online_sends_failed_lines_through_the_client(tmp_path: Path, fake: FakeOpenAI, online: dict) -> None:
@@ -305,3 +309,23 @@ def test_top_ups_go_in_the_next_batch_or_online(tmp_path: Path, fake: FakeOpenAI
         assert fake.submissions == 2 and fake.chat_calls == 5
     else:
         assert fake.submissions == 1 and fake.chat_calls > 5
+
+
+def test_a_batch_the_api_fails_stops_the_run_and_the_resume_sends_a_new_one(
+    tmp_path: Path, fake: FakeOpenAI, online: dict
+) -> None:
+    fake.fail_next = True
+    with pytest.raises(RunStopped, match="the Batch API failed batch batch_1: invalid_model: no such model"):
+        run(tmp_path / "r", fake, llm=llm(fake, provider="openai"))
+    run(tmp_path / "r", fake, resume=True, llm=llm(fake, provider="openai"))
+    assert fake.submissions == 2
+    assert data_of(tmp_path / "r")["examples"] == online["examples"]
+
+
+def test_split_lines_respects_both_limits() -> None:
+    lines = [f"{i:03d}" + "x" * 96 + "\n" for i in range(10)]  # 100 bytes each
+    assert [len(c) for c in split_lines(lines, max_requests=4, max_bytes=10_000)] == [4, 4, 2]
+    assert [len(c) for c in split_lines(lines, max_requests=50, max_bytes=350)] == [3, 3, 3, 1]
+    assert [x for c in split_lines(lines, 4, 350) for x in c] == lines
+    with pytest.raises(UserError, match=r"over llm\.batch\.max_bytes"):
+        split_lines(lines, 4, 99)

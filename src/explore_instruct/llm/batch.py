@@ -20,6 +20,7 @@ import dataclasses
 import json
 import logging
 import secrets
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,7 +140,7 @@ def judge_line(record: dict[str, Any], parse: Parse) -> LineOutcome:
     return LineOutcome(completion, usage=spent)
 
 
-OnLogged = Callable[[str, int, "Completion | None", int], None]
+OnLogged = Callable[[str, int, "Completion | None", int, "Counter[str]"], None]
 
 
 def apply_results(
@@ -188,7 +189,7 @@ def apply_results(
         store.mark_ok(line["custom_id"], outcome.usage.prompt_tokens, outcome.usage.completion_tokens)
         store.settle(line["cache_key"])
         if on_logged is not None:
-            on_logged(row.stage, call_id, completion, before.count + 1)
+            on_logged(row.stage, call_id, completion, before.count + 1, before.reasons or Counter())
         ok += 1
     return ok, failed
 
@@ -436,7 +437,7 @@ class BatchRunner:
                             request=todo[key],
                             failures=failures,
                         )
-                    self.client.count_logged(self.stage, call_id, None, failures.count)
+                    self.client.count_logged(self.stage, call_id, None, failures.count, failures.reasons or Counter())
                     given_up.add(key)
                     del todo[key]
         return given_up

@@ -264,10 +264,13 @@ class LLMClient:
         except ParseError as exc:
             return None, None, _Fault(RetryReason.UNPARSEABLE, f"ParseError: {exc}")
 
-    def count_logged(self, stage: str, call_id: int, completion: Completion | None, attempts: int) -> None:
+    def count_logged(
+        self, stage: str, call_id: int, completion: Completion | None, attempts: int, retry_reasons: Counter[str]
+    ) -> None:
         """Count a call this session logged outside `call` (a batch line) as sent now, not as a cache hit."""
         stats = self.stats.stage(stage)
         stats.retries += attempts - 1
+        stats.retry_reasons.update(retry_reasons)
         if completion is None:
             stats.failed += 1
             return

@@ -18,23 +18,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
-import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.batch_api import MODEL, FakeOpenAI, vllm_run_batch
 from tests.helpers import BASE, merge
 from tests.test_batch import data_of
+from tests.test_batch_resume import killed_after_submit
 
 from explore_instruct.config import build_config
 from explore_instruct.errors import RunStopped
@@ -66,31 +61,6 @@ def run(fake: FakeOpenAI, run_dir: Path, data: dict[str, Any], resume: bool = Fa
     ctx, _ = run_stages(build_config(data, "bench"), run_dir, resume=resume)
     ctx.store.close()
     return time.perf_counter() - start
-
-
-def killed_after_submit(fake: FakeOpenAI, work: Path, data: dict[str, Any]) -> Path:
-    config = work / "kill.yaml"
-    config.write_text(yaml.safe_dump(data))
-    run_dir = work / "kill"
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    cmd = [sys.executable, "-m", "explore_instruct", "run", str(config), "--run-dir", str(run_dir)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        while proc.poll() is None:
-            try:
-                with sqlite3.connect(run_dir / "run.db") as conn:
-                    if conn.execute("SELECT 1 FROM batches WHERE batch_id IS NOT NULL").fetchone():
-                        break
-            except sqlite3.OperationalError:
-                pass
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    return run_dir
 
 
 def report(
@@ -151,7 +121,7 @@ def main() -> None:
         with FakeOpenAI(hold=True) as fake:
             data = config_dict(fake, args, provider="openai")
             start = time.perf_counter()
-            run_dir = killed_after_submit(fake, work, data)
+            _, run_dir = killed_after_submit(work, fake, data)
             submitted_before_kill = fake.submissions
             fake.release()
             run(fake, run_dir, data, resume=True)

@@ -32,10 +32,11 @@ def _submitted_row(db: Path) -> tuple[str, str] | None:
         return None
 
 
-def _killed_after_submit(tmp_path: Path, fake: FakeOpenAI) -> tuple[Path, Path]:
-    """Start `run` in a child process, SIGKILL it once its batch is submitted and saved."""
+def killed_after_submit(tmp_path: Path, fake: FakeOpenAI, data: dict[str, Any] | None = None) -> tuple[Path, Path]:
+    """Start `run` on `data` (default: the test config in batch mode) in a child process, and SIGKILL it
+    once its first batch is submitted and saved. Returns the config file and the run directory."""
     config = tmp_path / "batch.yaml"
-    config.write_text(yaml.safe_dump(merge(BASE, {"llm": llm(fake, provider="openai")})))
+    config.write_text(yaml.safe_dump(data or merge(BASE, {"llm": llm(fake, provider="openai")})))
     run_dir = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), KEY_ENV: SECRET}
     proc = subprocess.Popen(
@@ -60,8 +61,7 @@ def _killed_after_submit(tmp_path: Path, fake: FakeOpenAI) -> tuple[Path, Path]:
             proc.wait()
         if proc.stderr:
             proc.stderr.close()
-    assert fake.submissions == 1
-    assert _submitted_row(run_dir / "run.db") == ("submitted", "batch_1")
+    assert _submitted_row(run_dir / "run.db") == ("submitted", f"batch_{fake.submissions}")
     return config, run_dir
 
 
@@ -80,7 +80,7 @@ def _online(tmp_path: Path, fake: FakeOpenAI) -> dict[str, Any]:
 
 
 def test_sigkill_after_submit_then_resume_polls_the_same_batch(tmp_path: Path, fake: FakeOpenAI) -> None:
-    config, run_dir = _killed_after_submit(tmp_path, fake)
+    config, run_dir = killed_after_submit(tmp_path, fake)
     fake.release()
     ctx, _ = run_stages(load_config(config), run_dir, resume=True)
     ctx.store.close()
@@ -90,7 +90,7 @@ def test_sigkill_after_submit_then_resume_polls_the_same_batch(tmp_path: Path, f
 
 
 def test_killed_before_the_batch_id_was_saved_finds_the_batch_by_its_tag(tmp_path: Path, fake: FakeOpenAI) -> None:
-    config, run_dir = _killed_after_submit(tmp_path, fake)
+    config, run_dir = killed_after_submit(tmp_path, fake)
     # As if the kill had landed after the batch was created but before its id was committed.
     with sqlite3.connect(run_dir / "run.db") as conn:
         conn.execute("UPDATE batches SET status = 'uploaded', batch_id = NULL")

@@ -38,8 +38,6 @@ from explore_instruct.pipeline import run_stages
 from explore_instruct.stages import generate
 from explore_instruct.store import RunStore
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 def config_dict(fake: FakeOpenAI, args: argparse.Namespace, **batch: Any) -> dict[str, Any]:
     llm: dict[str, Any] = {"backend": "openai", "base_url": fake.base_url, "model": MODEL, "max_concurrency": 16}

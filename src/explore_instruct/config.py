@@ -124,6 +124,23 @@ class SampleConfig(Strict):
     seed: int | None = None
 
 
+# The OpenAI Batch API's limits per batch: requests, and bytes of the input file (its "200 MB").
+BATCH_MAX_REQUESTS = 50_000
+BATCH_MAX_BYTES = 200_000_000
+
+
+class BatchConfig(Strict):
+    """Enrichment calls sent as batches: the OpenAI Batch API, or JSONL files for `vllm run-batch`."""
+
+    enabled: bool = False
+    provider: Literal["openai", "files"] = "openai"
+    poll_interval: float = Field(30.0, gt=0, description="seconds between status checks of a submitted batch")
+    retry: Literal["batch", "online"] = Field("batch", description="where failed lines go: a new batch, or online")
+    top_ups: Literal["batch", "online"] = Field("batch", description="where a task's top-up calls go")
+    max_requests: int = Field(BATCH_MAX_REQUESTS, ge=1, le=BATCH_MAX_REQUESTS)
+    max_bytes: int = Field(BATCH_MAX_BYTES, ge=1024, le=BATCH_MAX_BYTES)
+
+
 class LLMConfig(Strict):
     backend: Literal["local", "openai"] = "local"
     base_url: Annotated[str, AfterValidator(check_base_url)] | None = None
@@ -137,6 +154,7 @@ class LLMConfig(Strict):
     timeout: float = Field(120.0, gt=0)
     retries: int = Field(4, ge=0, le=20)
     structured_output: Literal["auto", "json_schema", "json_object", "text"] = "auto"
+    batch: BatchConfig = Field(default_factory=BatchConfig)
 
     @field_validator("api_key_env")
     @classmethod
@@ -150,6 +168,8 @@ class LLMConfig(Strict):
     def _openai_needs_model(self) -> LLMConfig:
         if self.backend == "openai" and not self.model:
             raise ValueError("backend 'openai' needs 'model'")
+        if self.batch.enabled and self.backend != "openai":
+            raise ValueError("batch mode needs backend 'openai' (the model name goes into every batch line)")
         return self
 
 

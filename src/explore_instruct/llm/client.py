@@ -122,6 +122,8 @@ class LLMClient:
         self.limit = AdaptiveLimit(max_concurrency)
         # Cache key -> the outcome of the call sending it now (None: it ended without one).
         self._in_flight: dict[str, asyncio.Future[CallResult | None]] = {}
+        # Ids of calls this session logged outside `call` (batch lines): taking them from the cache is no hit.
+        self._logged_outside: set[int] = set()
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -173,7 +175,10 @@ class LLMClient:
         parse: Callable[[Completion], T],
         commit: Callable[[T, int], None] | None,
     ) -> CallResult[T]:
-        stats.cache_hits += 1
+        if cached.id in self._logged_outside:
+            self._logged_outside.discard(cached.id)
+        else:
+            stats.cache_hits += 1
         value = parse(cached.completion)  # replies are cached only after they parsed
         if commit is not None:
             with transaction(self.conn):
@@ -258,6 +263,20 @@ class LLMClient:
             return completion, parse(completion), None
         except ParseError as exc:
             return None, None, _Fault(RetryReason.UNPARSEABLE, f"ParseError: {exc}")
+
+    def count_logged(
+        self, stage: str, call_id: int, completion: Completion | None, attempts: int, retry_reasons: Counter[str]
+    ) -> None:
+        """Count a call this session logged outside `call` (a batch line) as sent now, not as a cache hit."""
+        stats = self.stats.stage(stage)
+        stats.retries += attempts - 1
+        stats.retry_reasons.update(retry_reasons)
+        if completion is None:
+            stats.failed += 1
+            return
+        stats.calls += 1
+        stats.usage += completion.usage
+        self._logged_outside.add(call_id)
 
     async def aclose(self) -> None:
         await self.backend.aclose()

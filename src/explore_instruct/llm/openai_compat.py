@@ -61,7 +61,9 @@ class _GatedClient(AsyncOpenAI):
 
     async def _prepare_request(self, request: Any) -> None:
         await super()._prepare_request(request)
-        body = request.content  # the SDK sends JSON bytes, never a stream
+        # JSON bytes, or a file upload (multipart, for the Batch API) that must keep its boundary.
+        body = request.read()
+        multipart = request.headers.get("Content-Type", "").startswith("multipart/form-data")
         headers = {
             "Host": request.url.netloc.decode("ascii"),
             "Accept": "application/json",
@@ -70,7 +72,7 @@ class _GatedClient(AsyncOpenAI):
             "Authorization": self._authorization,
         }
         if body or request.method not in ("GET", "HEAD"):
-            headers["Content-Type"] = "application/json"
+            headers["Content-Type"] = request.headers["Content-Type"] if multipart else "application/json"
             headers["Content-Length"] = str(len(body))
         request.headers.clear()
         request.headers.update(headers)
@@ -254,6 +256,18 @@ class OpenAICompatLLM:
         note = served_model_note(self._display_url, self.model, listed, getattr(reply, "model", None))
         if note:
             logging.getLogger(__name__).warning(note)
+
+    @property
+    def sdk(self) -> AsyncOpenAI:
+        """The gated SDK client, for the Batch API (files and batches pass the same header gate)."""
+        return self._client
+
+    def chat_body(self, request: CompletionRequest) -> dict[str, Any]:
+        """The JSON body `complete` would send now, for a batch line (no discovery: "auto" means the
+        mode found so far, json_schema when nothing was sent yet)."""
+        params = self._params(request, self.structured_mode)
+        extra = params.pop("extra_body", None) or {}
+        return {**params, **extra}
 
     # ------------------------------------------------------------------ internals
 

@@ -4,6 +4,8 @@ Each call asks for about `per_call` examples, showing the parent task, the task 
 and demonstrations sampled from the parent's examples (the root uses its own). A task that falls
 short after its first batch gets top-up calls, up to `max_extra_calls`. With `bootstrap` (the
 self-instruct baseline) demonstrations come from the task's growing pool instead, batch by batch.
+With `llm.batch` enabled, the calls of a round (every task's first calls, then every task's top-ups)
+go out as one provider batch first (`llm/batch.py`), and each call then finds its reply in the cache.
 
 Every request is a function of the tree and the run's seed, and each example's key names the call
 and position it came from, so the outcome does not depend on the order replies arrive in.
@@ -18,7 +20,8 @@ from dataclasses import dataclass, field
 
 from explore_instruct.config import per_depth
 from explore_instruct.context import RunContext
-from explore_instruct.llm.base import CompletionRequest
+from explore_instruct.llm.base import Completion, CompletionRequest
+from explore_instruct.llm.batch import BatchRunner, RoundCollector
 from explore_instruct.parse import examples_schema, parse_examples
 from explore_instruct.quality import PromptText, drop_reason, exact_key
 from explore_instruct.start import LiveNode, insert_start, load_live_tree
@@ -80,9 +83,14 @@ def demonstration_pool(work: NodeWork, bootstrap: bool) -> list[Example]:
     return source.examples or node.examples
 
 
-async def _call(ctx: RunContext, work: NodeWork, call_index: int, count: int, pool: list[Example]) -> None:
+def parse_reply(completion: Completion) -> list[Example]:
+    return parse_examples(completion.text)
+
+
+async def _call(
+    ctx: RunContext, work: NodeWork, call_index: int, request: CompletionRequest, pool: list[Example]
+) -> None:
     node = work.node
-    request = build_request(ctx, work, call_index, count, pool)
     prompt = PromptText.of(request, pool, node.path())
 
     def commit(examples: list[Example], call_id: int) -> None:
@@ -97,13 +105,21 @@ async def _call(ctx: RunContext, work: NodeWork, call_index: int, count: int, po
     await ctx.require_client().call(
         request,
         stage=STAGE,
-        parse=lambda c: parse_examples(c.text),
+        parse=parse_reply,
         commit=commit,
     )
     ctx.progress.advance(STAGE)
 
 
-async def _enrich(ctx: RunContext, work: NodeWork) -> None:
+async def _enrich(ctx: RunContext, work: NodeWork, rounds: RoundCollector | None) -> None:
+    try:
+        await _enrich_rounds(ctx, work, rounds)
+    finally:
+        if rounds is not None:
+            rounds.leave()
+
+
+async def _enrich_rounds(ctx: RunContext, work: NodeWork, rounds: RoundCollector | None) -> None:
     cfg = ctx.config.generate
     per_call = cfg.per_call
     batch_limit = ctx.config.llm.max_concurrency if cfg.bootstrap else None
@@ -131,7 +147,15 @@ async def _enrich(ctx: RunContext, work: NodeWork) -> None:
         counts[-1] = max(1, min(per_call, missing - per_call * (calls - 1)))
         start = work.calls_made
         work.calls_made += calls
-        await asyncio.gather(*(_call(ctx, work, start + i, count, pool) for i, count in enumerate(counts)))
+        requests = [build_request(ctx, work, start + i, count, pool) for i, count in enumerate(counts)]
+        given_up: set[str] = set()
+        if rounds is not None and (not topping_up or ctx.config.llm.batch.top_ups == "batch"):
+            # Batch mode: the round's replies land in the call log, where each call below finds them.
+            given_up = await rounds.fetch(requests)
+        model = ctx.require_client().backend.model_id
+        sent = [(i, r) for i, r in enumerate(requests) if r.key(model) not in given_up]
+        ctx.progress.advance(STAGE, len(requests) - len(sent))
+        await asyncio.gather(*(_call(ctx, work, start + i, request, pool) for i, request in sent))
 
 
 async def run(ctx: RunContext) -> dict[str, int]:
@@ -144,7 +168,15 @@ async def run(ctx: RunContext) -> dict[str, int]:
         NodeWork(node, per_depth(cfg.examples_per_task, node.depth)) for node in root.walk() if node.id not in pruned
     ]
     ctx.progress.start(STAGE, sum(math.ceil(w.target / cfg.per_call) for w in works))
-    await asyncio.gather(*(_enrich(ctx, w) for w in works))
+    if not ctx.config.llm.batch.enabled:
+        await asyncio.gather(*(_enrich(ctx, w, None) for w in works))
+    else:
+        runner = BatchRunner(ctx.store, ctx.require_client(), ctx.config.llm, stage=STAGE, parse=parse_reply)
+        try:
+            rounds = RoundCollector(len(works), runner.fetch)
+            await asyncio.gather(*(_enrich(ctx, w, rounds) for w in works))
+        finally:
+            await runner.aclose()
     mark_exact_duplicates(ctx)
     ctx.progress.finish(STAGE)
     return {w.node.key: len(w.kept()) for w in works}

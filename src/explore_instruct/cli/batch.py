@@ -1,0 +1,90 @@
+"""`batch`: read batch results back into a run (`import`) and list a run's batches (`status`).
+
+Thin wrappers over `llm/batch.py`: the matching, checking and retry rules live there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from explore_instruct.cli.vocabulary import AliasedCommand
+from explore_instruct.store import RunStore
+
+console = Console(stderr=True)
+
+batch_app = typer.Typer(
+    name="batch",
+    help="Batch mode for enrichment: import results written by `vllm run-batch`, list a run's batches.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+@batch_app.command("import", cls=AliasedCommand)
+def import_cmd(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="The run that wrote the batch input.")],
+    results: Annotated[Path, typer.Argument(metavar="OUTPUT", help="The results file (JSONL, one line per request).")],
+) -> None:
+    """Import a batch's results; then `run CONFIG --resume` continues the run."""
+    from explore_instruct.llm.batch import import_results
+    from explore_instruct.stages import generate
+
+    store = RunStore.open(run_dir, write=True)
+    try:
+        summary = import_results(store, results, {generate.STAGE: generate.parse_reply})
+    finally:
+        store.close()
+    batches = ", ".join(str(b) for b in summary.batches)
+    console.print(
+        f"imported {summary.lines} lines into batch {batches}: {summary.ok} replies kept, {summary.failed} "
+        "lines to send again; continue with `explore-instruct run CONFIG --resume`",
+        highlight=False,
+    )
+
+
+@batch_app.command("status", cls=AliasedCommand)
+def status_cmd(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="The run directory.")],
+) -> None:
+    """List the run's batches: provider, ids, state and request counts."""
+    store = RunStore.open(run_dir)
+    try:
+        have = store.conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'batches'").fetchone()
+        rows = (
+            store.conn.execute(
+                "SELECT b.id, b.provider, b.input_file, b.batch_id, b.status, b.outcome, b.requests,"
+                " SUM(r.status = 'ok') AS ok FROM batches b LEFT JOIN batch_requests r ON r.batch_row = b.id"
+                " GROUP BY b.id ORDER BY b.id"
+            ).fetchall()
+            if have
+            else []
+        )
+    finally:
+        store.close()
+    if not rows:
+        console.print(f"{run_dir}: no batches", highlight=False)
+        return
+    table = Table(title=f"batches of {run_dir}", title_justify="left")
+    for column in ("#", "provider", "input file", "batch id", "state", "requests", "replies"):
+        table.add_column(column)
+    for r in rows:
+        state = r["outcome"] or r["status"]
+        table.add_row(
+            str(r["id"]),
+            r["provider"],
+            r["input_file"],
+            r["batch_id"] or "",
+            state,
+            str(r["requests"]),
+            str(r["ok"] or 0),
+        )
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(batch_app)

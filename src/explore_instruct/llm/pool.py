@@ -41,6 +41,7 @@ class Member:
     streak: int = 0  # server faults in a row (reset by a success)
     cooled_until: float = 0.0  # monotonic time before which it gets no traffic
     probing: bool = False  # a cooled endpoint's single test request is out
+    coolings: int = 0  # cool-downs since the last success: each one twice as long as the one before
     calls: int = 0
     failures: int = 0
     seconds: float = 0.0
@@ -183,6 +184,7 @@ class EndpointPool:
         if member.streak and member.cool_after_hit():
             log.warning("endpoint %s answers again", member.name)
         member.streak = 0
+        member.coolings = 0
         member.cooled_until = 0.0
         member.calls += 1
         member.seconds += seconds
@@ -198,9 +200,9 @@ class EndpointPool:
         await self._release(member)
 
     def _cool(self, member: Member) -> None:
-        steps = max(0, member.streak - 1)
-        delay = min(self.max_cooldown, self.base_cooldown * 2**steps)
-        first = member.cooled_until == 0.0
+        delay = min(self.max_cooldown, self.base_cooldown * 2**member.coolings)
+        first = member.coolings == 0
+        member.coolings += 1
         member.cooled_until = time.monotonic() + delay
         level = logging.WARNING if first else logging.DEBUG
         log.log(

@@ -42,6 +42,7 @@ class Member:
     cooled_until: float = 0.0  # monotonic time before which it gets no traffic
     probing: bool = False  # a cooled endpoint's single test request is out
     coolings: int = 0  # cool-downs since the last success: each one twice as long as the one before
+    failed_at: float = 0.0  # monotonic time of the last server fault
     calls: int = 0
     failures: int = 0
     seconds: float = 0.0
@@ -50,12 +51,12 @@ class Member:
     def free(self, now: float) -> bool:
         if now < self.cooled_until:
             return False
-        if self.streak and self.cool_after_hit():
+        if self.streak and self.was_cooled():
             # Cooled before: one probe at a time until a success shows it is back.
             return not self.probing and self.in_flight == 0
         return self.in_flight < self.limit
 
-    def cool_after_hit(self) -> bool:
+    def was_cooled(self) -> bool:
         return self.cooled_until > 0.0
 
     def load(self) -> float:
@@ -94,24 +95,25 @@ class EndpointPool:
         tried: set[int] = set()
         last: TransientLLMError | None = None
         while True:
-            member = await self._acquire(tried)
-            if member is None:
+            acquired = await self._acquire(tried)
+            if acquired is None:
                 break
+            member, probe = acquired
             tried.add(id(member))
             start = time.monotonic()
             try:
                 completion = await member.backend.complete(request)
             except TransientLLMError as exc:
                 exc.endpoint = member.name
-                await self._failed(member, exc)
+                await self._failed(member, exc, probe)
                 if exc.reason not in _SERVER_FAULTS:
                     raise  # 429, a rejected prompt, a bad body, a timeout: the client's retry rules apply
                 last = exc
                 continue  # the server is in trouble: send the same request to another endpoint
             except BaseException:
-                await self._release(member)
+                await self._release(member, probe)
                 raise
-            await self._succeeded(member, time.monotonic() - start)
+            await self._succeeded(member, start, probe)
             completion.endpoint = member.name
             return completion
         if all(m.streak >= self.dead_after for m in self.members):
@@ -154,7 +156,7 @@ class EndpointPool:
 
     # ------------------------------------------------------------------ internals
 
-    async def _acquire(self, tried: set[int]) -> Member | None:
+    async def _acquire(self, tried: set[int]) -> tuple[Member, bool] | None:
         """A slot on the least loaded free endpoint not tried yet; None when every candidate is cooling."""
         async with self._changed:
             while True:
@@ -166,38 +168,43 @@ class EndpointPool:
                 if free:
                     member = min(free, key=Member.load)
                     member.in_flight += 1
-                    if member.streak and member.cool_after_hit():
-                        member.probing = True
-                    return member
+                    probe = bool(member.streak and member.was_cooled())
+                    member.probing = member.probing or probe
+                    return member, probe
                 # Busy (or a probe is out): wait for a slot, or for a cool-down to end.
                 waits = [m.cooled_until - now for m in candidates if m.cooled_until > now]
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), timeout=min(waits) if waits else None)
 
-    async def _release(self, member: Member) -> None:
+    async def _release(self, member: Member, probe: bool) -> None:
         async with self._changed:
             member.in_flight -= 1
-            member.probing = False
+            if probe:
+                member.probing = False
             self._changed.notify_all()
 
-    async def _succeeded(self, member: Member, seconds: float) -> None:
-        if member.streak and member.cool_after_hit():
-            log.warning("endpoint %s answers again", member.name)
-        member.streak = 0
-        member.coolings = 0
-        member.cooled_until = 0.0
+    async def _succeeded(self, member: Member, started: float, probe: bool) -> None:
         member.calls += 1
-        member.seconds += seconds
-        await self._release(member)
+        member.seconds += time.monotonic() - started
+        # Only a request sent after the last fault shows the endpoint is back (one already on its way
+        # when the server went down may still land).
+        if started > member.failed_at:
+            if member.streak and member.was_cooled():
+                log.warning("endpoint %s answers again", member.name)
+            member.streak = 0
+            member.coolings = 0
+            member.cooled_until = 0.0
+        await self._release(member, probe)
 
-    async def _failed(self, member: Member, exc: TransientLLMError) -> None:
+    async def _failed(self, member: Member, exc: TransientLLMError, probe: bool) -> None:
         member.failures += 1
         if exc.reason in _SERVER_FAULTS:
+            member.failed_at = time.monotonic()
             member.streak += 1
             # A refused connection cools at once; 5xx only when repeated (one can be a bad request).
-            if exc.reason == RetryReason.CONNECTION or member.streak >= self.failures_to_cool or member.probing:
+            if exc.reason == RetryReason.CONNECTION or member.streak >= self.failures_to_cool or probe:
                 self._cool(member)
-        await self._release(member)
+        await self._release(member, probe)
 
     def _cool(self, member: Member) -> None:
         delay = min(self.max_cooldown, self.base_cooldown * 2**member.coolings)

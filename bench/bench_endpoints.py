@@ -36,6 +36,7 @@ from explore_instruct.pipeline import run_stages
 from explore_instruct.store import RunStore
 
 SLOTS = 8
+LLM_STAGES = ("explore", "prune", "generate")
 # Seed examples shaped like the fake model's (a request of about ten words, a one-line input and
 # output), so that the estimate's "completions are as long as the seeds" holds as it would for a real
 # model writing examples like its seeds.
@@ -167,7 +168,8 @@ def timed_run(endpoints: list[Endpoint], run_dir: Path, kill_after: int | None =
         killer = threading.Thread(target=kill, daemon=True)
         killer.start()
     start = time.perf_counter()
-    ctx, _ = run_stages(config(endpoints), run_dir, resume=False)
+    # The LLM stages only: the filter and sample stages after them are CPU work no endpoint count changes.
+    ctx, _ = run_stages(config(endpoints), run_dir, LLM_STAGES, resume=False)
     return time.perf_counter() - start, ctx.store
 
 

@@ -93,6 +93,7 @@ def test_dry_run_prints_prompts_and_costs_and_sends_and_writes_nothing(tmp_path:
                     "model": "fake-model",
                     "endpoints": [{"base_url": server.url}],
                     "pricing": {"input_per_mtok": 1.0, "output_per_mtok": 4.0},
+                    "budget": {"max_cost": 0.01},
                 }
             },
         )
@@ -111,6 +112,7 @@ def test_dry_run_prints_prompts_and_costs_and_sends_and_writes_nothing(tmp_path:
     )
     assert f"{total_cost:.4f}" in err
     assert "batch API (50% off)" in err
+    assert "llm.budget 0.01: the estimate" in err and "is above" in err
 
 
 def test_estimate_is_kept_at_run_start_and_stats_shows_it_beside_the_spend(tmp_path: Path) -> None:

@@ -99,6 +99,15 @@ def print_estimate(config: RunConfig) -> None:
     for s in [*estimate.stages, estimate.total()]:
         table.add_row(s.stage, f"{s.calls:,}", f"{s.prompt_tokens:,}", f"{s.completion_tokens:,}", f"{s.cost:.4f}")
     console.print(table)
+    total, budget = estimate.total(), config.llm.budget
+    if budget is not None:
+        need, cap = (
+            (total.cost, budget.max_cost)
+            if budget.max_cost is not None
+            else (total.prompt_tokens + total.completion_tokens, budget.max_tokens or 0)
+        )
+        verdict = "within" if need <= cap else "above: the run will stop before the end and can --resume with more"
+        console.print(f"llm.budget {cap:g}: the estimate ({need:g}) is {verdict}", highlight=False)
     pricing = config.llm.pricing
     if pricing is None:
         console.print("no llm.pricing set: costs are 0 (give input_per_mtok and output_per_mtok to price the run)")

@@ -141,6 +141,44 @@ class BatchConfig(Strict):
     max_bytes: int = Field(BATCH_MAX_BYTES, ge=1024, le=BATCH_MAX_BYTES)
 
 
+def _check_env_name(v: str | None) -> str | None:
+    # A key pasted here by mistake would end up in config.yaml: refuse anything not env-name-like.
+    if v is not None and (not v.replace("_", "").isalnum() or v.startswith("sk-")):
+        raise ValueError("must be the NAME of an environment variable (e.g. OPENAI_API_KEY), not a key")
+    return v
+
+
+class EndpointConfig(Strict):
+    """One server of a pool that serves `llm.model` (e.g. one vLLM replica)."""
+
+    base_url: Annotated[str, AfterValidator(check_base_url)]
+    api_key_env: Annotated[str | None, AfterValidator(_check_env_name)] = None
+    max_concurrency: int = Field(8, ge=1, le=512, description="calls in flight at this endpoint")
+    weight: float = Field(1.0, gt=0.0, le=100.0, description="share of traffic relative to the others")
+    model: Name | None = Field(None, description="optional; must equal llm.model when given")
+
+
+class PricingConfig(Strict):
+    """Prices in the config's currency per million tokens (what the dry run and the budget use)."""
+
+    input_per_mtok: float = Field(0.0, ge=0.0)
+    output_per_mtok: float = Field(0.0, ge=0.0)
+    batch_discount: float = Field(0.5, ge=0.0, le=1.0, description="fraction of the price a batch API takes off")
+
+
+class BudgetConfig(Strict):
+    """A hard cap: no call starts once its worst case could cross it."""
+
+    max_cost: float | None = Field(None, gt=0.0)
+    max_tokens: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _one_limit(self) -> BudgetConfig:
+        if (self.max_cost is None) == (self.max_tokens is None):
+            raise ValueError("give exactly one of 'max_cost' or 'max_tokens'")
+        return self
+
+
 class LLMConfig(Strict):
     backend: Literal["local", "openai"] = "local"
     base_url: Annotated[str, AfterValidator(check_base_url)] | None = None
@@ -155,14 +193,25 @@ class LLMConfig(Strict):
     retries: int = Field(4, ge=0, le=20)
     structured_output: Literal["auto", "json_schema", "json_object", "text"] = "auto"
     batch: BatchConfig = Field(default_factory=BatchConfig)
+    endpoints: list[EndpointConfig] | None = Field(None, description="several servers of llm.model (openai backend)")
+    pricing: PricingConfig | None = None
+    budget: BudgetConfig | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _pool_concurrency(cls, data: Any) -> Any:
+        # With endpoints, calls in flight default to the sum of their limits; a max_concurrency given
+        # explicitly caps it. Resolved here so the run's config.yaml records the number used.
+        if isinstance(data, dict) and "max_concurrency" not in data and isinstance(data.get("endpoints"), list):
+            limits = [e.get("max_concurrency", 8) if isinstance(e, dict) else 8 for e in data["endpoints"]]
+            if limits and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in limits):
+                data = {**data, "max_concurrency": min(sum(limits), 512)}
+        return data
 
     @field_validator("api_key_env")
     @classmethod
     def _env_name(cls, v: str | None) -> str | None:
-        # A key pasted here by mistake would end up in config.yaml: refuse anything not env-name-like.
-        if v is not None and (not v.replace("_", "").isalnum() or v.startswith("sk-")):
-            raise ValueError("must be the NAME of an environment variable (e.g. OPENAI_API_KEY), not a key")
-        return v
+        return _check_env_name(v)
 
     @model_validator(mode="after")
     def _openai_needs_model(self) -> LLMConfig:
@@ -171,6 +220,41 @@ class LLMConfig(Strict):
         if self.batch.enabled and self.backend != "openai":
             raise ValueError("batch mode needs backend 'openai' (the model name goes into every batch line)")
         return self
+
+    @model_validator(mode="after")
+    def _endpoints_consistent(self) -> LLMConfig:
+        if self.endpoints is None:
+            return self
+        if self.backend != "openai":
+            raise ValueError("'endpoints' needs backend 'openai'")
+        if self.base_url is not None:
+            raise ValueError("give either 'base_url' or 'endpoints', not both")
+        if not self.endpoints:
+            raise ValueError("'endpoints' is empty: list at least one {base_url: ...}")
+        if self.batch.enabled:
+            raise ValueError("batch mode submits to one server: use 'base_url' with 'batch', not 'endpoints'")
+        others = sorted({e.model for e in self.endpoints if e.model is not None and e.model != self.model})
+        if others:
+            raise ValueError(f"every endpoint must serve llm.model {self.model!r}, not {', '.join(map(repr, others))}")
+        seen: set[str] = set()
+        for i, e in enumerate(self.endpoints):
+            url = e.base_url.rstrip("/").lower()
+            if url in seen:
+                raise ValueError(f"endpoints[{i}] repeats a base_url listed before it")
+            seen.add(url)
+        return self
+
+    @model_validator(mode="after")
+    def _budget_has_prices(self) -> LLMConfig:
+        if self.budget is not None and self.budget.max_cost is not None and self.pricing is None:
+            raise ValueError("budget.max_cost needs 'pricing' (input_per_mtok, output_per_mtok)")
+        return self
+
+    def total_concurrency(self) -> int:
+        """Calls in flight: the endpoints' limits added up, unless llm.max_concurrency is lower."""
+        if not self.endpoints:
+            return self.max_concurrency
+        return min(sum(e.max_concurrency for e in self.endpoints), self.max_concurrency)
 
 
 class RunConfig(Strict):

@@ -87,12 +87,15 @@ def build_backend(config: RunConfig) -> LLM:
 
 
 def make_client(config: RunConfig, store: RunStore, backend: LLM | None = None) -> LLMClient:
+    from explore_instruct.cost import Budget
+
     backend = backend if backend is not None else build_backend(config)
     return LLMClient(
         backend,
         store.calls,
-        max_concurrency=config.llm.max_concurrency,
+        max_concurrency=config.llm.total_concurrency(),
         retry=RetryPolicy(retries=config.llm.retries),
+        budget=Budget.from_config(config.llm, store.calls.spent()),
     )
 
 
@@ -144,6 +147,10 @@ def run_stages(
         model_id=backend.model_id if needs_llm and backend is not None else None,
         allow_model_change=allow_model_change,
     )
+    if needs_llm:
+        from explore_instruct.estimate import estimate_run, save_estimate
+
+        save_estimate(store.conn, estimate_run(config))  # the first estimate stays, for `stats` to compare
     client = make_client(config, store, backend) if needs_llm else None
     ctx = RunContext(store, config, client, progress or SilentProgress())
 

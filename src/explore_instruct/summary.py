@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from explore_instruct.estimate import estimate_vs_spent
 from explore_instruct.llm.client import ClientStats
 from explore_instruct.store import ExampleRow, RunStore
 
@@ -34,6 +35,8 @@ def run_summary(store: RunStore, session: ClientStats | None = None) -> dict[str
         "drop_reasons": store.drop_counts(),
         "filter_collisions": filter_collisions(store, limit=3, distinct=True),
         "calls": store.calls.usage_by_stage(),
+        "endpoints": store.calls.usage_by_endpoint(),
+        "estimate_vs_spent": estimate_vs_spent(store),
     }
     if session is not None:
         summary["this_session"] = {

@@ -71,7 +71,58 @@ def print_summary(store: RunStore, session: Any = None) -> None:
             f"{c['calls']} ok, {c['failed']} failed{retried}; tokens {c['prompt_tokens']} in / "
             f"{c['completion_tokens']} out{extra}",
         )
+    for name, e in s["endpoints"].items():
+        mean = f"{e['mean_seconds']:.2f} s per call" if e["mean_seconds"] is not None else "no call answered"
+        table.add_row(f"endpoint: {name}", f"{e['calls']} ok, {e['failed']} failed; {mean}")
+    for row in s["estimate_vs_spent"]:
+        est, spent = row["estimate"], row["spent"]
+        table.add_row(
+            f"estimate: {row['stage']}",
+            f"{est['calls']} calls, {est['prompt_tokens']} in / {est['completion_tokens']} out, cost {est['cost']:.4f}"
+            f"; spent {spent['calls']} calls, {spent['prompt_tokens']} in / {spent['completion_tokens']} out, "
+            f"cost {spent['cost']:.4f}",
+        )
     console.print(table)
+
+
+def print_estimate(config: RunConfig) -> None:
+    """The dry run: each LLM stage's first prompt, then calls, tokens and cost per stage; nothing is sent."""
+    from explore_instruct.estimate import estimate_run
+
+    estimate = estimate_run(config)
+    for stage, prompt in estimate.first_prompts.items():
+        console.rule(f"first {stage} prompt", style="dim")
+        console.print(prompt, markup=False, highlight=False)
+    table = Table(title="dry run: nothing was sent (tokens estimated at 4 characters each)", title_justify="left")
+    for column in ("stage", "calls", "prompt tokens", "completion tokens", "cost"):
+        table.add_column(column, justify="left" if column == "stage" else "right")
+    for s in [*estimate.stages, estimate.total()]:
+        table.add_row(s.stage, f"{s.calls:,}", f"{s.prompt_tokens:,}", f"{s.completion_tokens:,}", f"{s.cost:.4f}")
+    console.print(table)
+    total, budget = estimate.total(), config.llm.budget
+    if budget is not None:
+        need, cap = (
+            (total.cost, budget.max_cost)
+            if budget.max_cost is not None
+            else (total.prompt_tokens + total.completion_tokens, budget.max_tokens or 0)
+        )
+        verdict = "within" if need <= cap else "above: the run will stop before the end and can --resume with more"
+        console.print(f"llm.budget {cap:g}: the estimate ({need:g}) is {verdict}", highlight=False)
+    pricing = config.llm.pricing
+    if pricing is None:
+        console.print("no llm.pricing set: costs are 0 (give input_per_mtok and output_per_mtok to price the run)")
+    elif pricing.batch_discount:
+        total = estimate.total()
+        from explore_instruct.cost import price
+        from explore_instruct.llm.base import Usage
+
+        generate = next(s for s in estimate.stages if s.stage == "generate")
+        batched = (
+            total.cost
+            - generate.cost
+            + price(Usage(generate.prompt_tokens, generate.completion_tokens), pricing, batch=True)
+        )
+        console.print(f"with enrichment through a batch API ({pricing.batch_discount:.0%} off): {batched:.4f}")
 
 
 def _config(config_file: Path, run_dir: Path, resume: bool, overrides: dict[str, Any]) -> RunConfig:
@@ -130,6 +181,9 @@ def register(app: typer.Typer) -> None:
         sample_size: Annotated[int | None, typer.Option(help="Examples to sample.")] = None,
         max_concurrency: Annotated[int | None, typer.Option(help="LLM calls in flight.")] = None,
         allow_model_change: AllowModelChange = False,
+        dry_run: Annotated[
+            bool, typer.Option("--dry-run", help="Print the first prompts and the estimated calls, tokens and cost.")
+        ] = False,
     ) -> None:
         """Run every stage: explore, prune, generate, filter, sample; then export."""
         directory = run_dir or Path("runs") / config.stem
@@ -144,7 +198,11 @@ def register(app: typer.Typer) -> None:
                 "llm.max_concurrency": max_concurrency,
             },
         )
-        _run(_config(config, directory, resume, overrides), directory, ALL_STAGES, resume, allow_model_change)
+        cfg = _config(config, directory, resume, overrides)
+        if dry_run:
+            print_estimate(cfg)
+            return
+        _run(cfg, directory, ALL_STAGES, resume, allow_model_change)
 
     def stage_command(stage: str, doc: str) -> None:
         def command(run_dir: RunDir, sets: Sets = None, allow_model_change: AllowModelChange = False) -> None:

@@ -81,6 +81,7 @@ class Completion:
     text: str
     usage: Usage = field(default_factory=Usage)
     finish_reason: str | None = None
+    endpoint: str | None = None  # which server of a pool answered (redacted URL); None for one server
 
 
 class RetryReason(StrEnum):
@@ -117,10 +118,12 @@ class TransientLLMError(Exception):
         *,
         retry_after: float | None = None,
         reason: RetryReason = RetryReason.SERVER_ERROR,
+        endpoint: str | None = None,
     ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
         self.reason = reason
+        self.endpoint = endpoint  # set by a pool: the server that failed (redacted URL)
 
 
 class FatalLLMError(Exception):

@@ -4,8 +4,9 @@ Every call the client makes is logged here (stage, request, reply, tokens, statu
 reply doubles as the cache entry for its request, so a resumed run never pays twice for it. The
 same table lives inside a run's `run.db`; commands without a run (e.g. `judge`) use a file of
 their own. API keys never reach this table: requests hold prompts and sampling settings only.
-Each row also counts its attempts and why the failed ones failed (`retry_reasons`, a JSON object of
-reason -> count), so retries are visible in the summary and `stats`.
+A row names the endpoint that answered (or last failed) when the run uses a pool of endpoints
+(`endpoint`: a redacted URL). Each row also counts its attempts and why the failed ones failed
+(`retry_reasons`, a JSON object of reason -> count), so retries are visible in the summary and `stats`.
 """
 
 from __future__ import annotations
@@ -39,13 +40,14 @@ CREATE TABLE IF NOT EXISTS llm_calls (
     seconds REAL,
     created_at REAL NOT NULL,
     retry_reasons TEXT,
-    error_kind TEXT
+    error_kind TEXT,
+    endpoint TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS llm_calls_ok_key ON llm_calls(key) WHERE status = 'ok';
 CREATE INDEX IF NOT EXISTS llm_calls_stage ON llm_calls(stage);
 """
 # Columns added after the first release: (name, SQL type). Older run.db files gain them on open.
-ADDED_COLUMNS = (("retry_reasons", "TEXT"), ("error_kind", "TEXT"))
+ADDED_COLUMNS = (("retry_reasons", "TEXT"), ("error_kind", "TEXT"), ("endpoint", "TEXT"))
 
 
 SELECT_OK_ID = "SELECT id FROM llm_calls WHERE key = ? AND status = 'ok'"
@@ -102,6 +104,7 @@ class CallLog:
         seconds: float | None = None,
         retry_reasons: Mapping[str, int] | None = None,
         error_kind: str | None = None,
+        endpoint: str | None = None,
     ) -> int:
         """Insert one call row (caller owns the transaction). Returns its id.
 
@@ -111,8 +114,8 @@ class CallLog:
         status = "ok" if completion is not None and error is None else "failed"
         cur = self.conn.execute(
             "INSERT OR IGNORE INTO llm_calls (key, stage, model, request, response, finish_reason, prompt_tokens,"
-            " completion_tokens, attempts, status, error, seconds, created_at, retry_reasons, error_kind)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " completion_tokens, attempts, status, error, seconds, created_at, retry_reasons, error_kind,"
+            " endpoint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 key,
                 stage,
@@ -129,11 +132,33 @@ class CallLog:
                 time.time(),
                 json.dumps(dict(sorted(retry_reasons.items()))) if retry_reasons else None,
                 error_kind,
+                endpoint,
             ),
         )
         if cur.rowcount == 0:  # an ok row for this key already exists
             return int(self.conn.execute(SELECT_OK_ID, (key,)).fetchone()[0])
         return int(cur.lastrowid or 0)
+
+    def usage_by_endpoint(self) -> dict[str, dict[str, Any]]:
+        """Per endpoint of a pool: ok and failed calls and mean seconds per ok call (empty without a pool)."""
+        if "endpoint" not in self._columns:
+            return {}
+        out: dict[str, dict[str, Any]] = {}
+        for row in self.conn.execute(
+            "SELECT endpoint, status, COUNT(*) AS n, AVG(seconds) AS s FROM llm_calls"
+            " WHERE endpoint IS NOT NULL GROUP BY endpoint, status ORDER BY endpoint"
+        ):
+            e = out.setdefault(row["endpoint"], {"calls": 0, "failed": 0, "mean_seconds": None})
+            if row["status"] == "ok":
+                e["calls"], e["mean_seconds"] = row["n"], row["s"]
+            else:
+                e["failed"] = row["n"]
+        return out
+
+    def spent(self) -> Usage:
+        """Tokens every call in this log has used so far (what a budget counts against)."""
+        row = self.conn.execute("SELECT SUM(prompt_tokens), SUM(completion_tokens) FROM llm_calls").fetchone()
+        return Usage(int(row[0] or 0), int(row[1] or 0))
 
     def models(self) -> list[str]:
         """The models whose replies this log holds (what a resumed run would be mixing with)."""

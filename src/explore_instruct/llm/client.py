@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from explore_instruct.cost import Budget
 from explore_instruct.db import transaction
 from explore_instruct.llm.base import (
     LLM,
@@ -96,6 +97,7 @@ class _Fault:
     reason: RetryReason
     message: str
     retry_after: float | None = None
+    endpoint: str | None = None  # the pool's endpoint that failed
 
     @property
     def kind(self) -> ErrorKind:
@@ -114,9 +116,11 @@ class LLMClient:
         *,
         max_concurrency: int = 8,
         retry: RetryPolicy | None = None,
+        budget: Budget | None = None,
     ) -> None:
         self.backend = backend
         self.log = log
+        self.budget = budget
         self.retry = retry or RetryPolicy()
         self.stats = ClientStats()
         self.limit = AdaptiveLimit(max_concurrency)
@@ -227,6 +231,7 @@ class LLMClient:
             completion = None
         error = None if fault is None else fault.message
         kind = None if fault is None else fault.kind
+        endpoint = completion.endpoint if completion is not None else (fault.endpoint if fault else None)
         with transaction(self.conn):
             call_id = self.log.record(
                 key=key,
@@ -239,6 +244,7 @@ class LLMClient:
                 seconds=time.monotonic() - start,
                 retry_reasons=reasons,
                 error_kind=kind,
+                endpoint=endpoint,
             )
             if completion is not None and commit is not None:
                 commit(value, call_id)  # type: ignore[arg-type]
@@ -249,12 +255,19 @@ class LLMClient:
     ) -> tuple[Completion | None, T | None, _Fault | None]:
         """One request to the backend within a concurrency slot; a fault instead of a usable reply."""
         async with self.limit.slot() as epoch:
+            # The budget holds back any attempt whose worst case could cross it (BudgetReached stops the run).
+            reservation = self.budget.reserve(request) if self.budget is not None else None
+            used = Usage()  # what the budget is charged: the reply's usage, nothing for a failed attempt
             try:
                 completion = await self.backend.complete(request)
+                used = completion.usage
             except TransientLLMError as exc:
                 if exc.reason == RetryReason.TIMEOUT:
                     self.limit.timed_out(epoch)
-                return None, None, _Fault(exc.reason, f"{type(exc).__name__}: {exc}", exc.retry_after)
+                return None, None, _Fault(exc.reason, f"{type(exc).__name__}: {exc}", exc.retry_after, exc.endpoint)
+            finally:
+                if reservation is not None and self.budget is not None:
+                    self.budget.settle(reservation, used)
             await self.limit.succeeded()
         usage += completion.usage
         if completion.finish_reason == "length":

@@ -57,6 +57,8 @@ def build_backend(
 
 def backend_from_config(llm: LLMConfig, *, structured_output: StructuredMode | None = None) -> LLM:
     """The backend a config's `llm` section describes (`structured_output` overrides the section's)."""
+    if llm.endpoints:
+        return _pool_from_config(llm, structured_output or llm.structured_output)
     return build_backend(
         llm.backend,
         base_url=llm.base_url,
@@ -66,3 +68,24 @@ def backend_from_config(llm: LLMConfig, *, structured_output: StructuredMode | N
         structured_output=structured_output or llm.structured_output,
         model_path=llm.model_path,
     )
+
+
+def _pool_from_config(llm: LLMConfig, structured_output: StructuredMode) -> LLM:
+    """One OpenAI-compatible backend per endpoint, behind a pool that spreads the calls."""
+    from explore_instruct.llm.openai_compat import redact_url
+    from explore_instruct.llm.pool import EndpointPool, Member
+
+    members = []
+    for endpoint in llm.endpoints or []:
+        backend = build_backend(
+            "openai",
+            base_url=endpoint.base_url,
+            model=llm.model,
+            api_key_env=endpoint.api_key_env,
+            timeout=llm.timeout,
+            structured_output=structured_output,
+        )
+        members.append(
+            Member(redact_url(endpoint.base_url), backend, limit=endpoint.max_concurrency, weight=endpoint.weight)
+        )
+    return EndpointPool(members, model_id=members[0].backend.model_id)

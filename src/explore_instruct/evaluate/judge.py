@@ -44,7 +44,7 @@ FORMAT_CHOICES: tuple[str, ...] = ("auto", "json", "text")
 SCORE_MIN, SCORE_MAX = 1, 10
 SCORE_KEYS = ("assistant_1_score", "assistant_2_score")
 # Bounds the explanation so a small model cannot ramble past max_tokens before the scores.
-EXPLANATION_MAX_CHARS = 240
+EXPLANATION_MAX_CHARS = 200
 
 _SCORE: dict[str, Any] = {
     "type": "integer",

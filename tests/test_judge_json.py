@@ -47,6 +47,7 @@ def eval_files(tmp_path: Path) -> tuple[Path, Path, Path]:
         ('Here is my verdict:\n```json\n{"assistant_1_score": 1, "assistant_2_score": 10}\n```', -1),
         ('{"assistant_1_score": "7", "assistant_2_score": "3"}', 1),  # quoted by a server in text mode
         ('{"assistant_1_score": 7.0, "assistant_2_score": 3}', 1),
+        ('{"explanation": "Both fine.\n\nSee above.", "assistant_1_score": 5, "assistant_2_score": 6}', -1),
         # An object without the scores is skipped for the first one that holds them.
         ('{"note": "draft"} then {"assistant_1_score": 2, "assistant_2_score": 5}', -1),
     ],

@@ -150,7 +150,8 @@ def parse_scores(review: str) -> Verdict:
     Tolerates text or a code fence around the object (a server that fell back to plain text).
     Raises ParseError when no object holds two whole-number scores from 1 to 10.
     """
-    decoder = json.JSONDecoder()
+    # strict=False: llama.cpp's grammar lets a raw newline into the explanation, which strict JSON refuses.
+    decoder = json.JSONDecoder(strict=False)
     problem = "no JSON object with assistant_1_score and assistant_2_score"
     for start in (i for i, ch in enumerate(review) if ch == "{"):
         try:

@@ -119,6 +119,11 @@ SCORE = {"poor": 0, "fine": 1, "okay": 1, "great": 2}
 
 @pytest.fixture
 def eval_files(tmp_path: Path) -> tuple[Path, Path, Path]:
+    return write_eval_files(tmp_path)
+
+
+def write_eval_files(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """Questions, baseline and candidate answers of QUALITY under `tmp_path`."""
     q = _write(
         tmp_path / "q.jsonl",
         [

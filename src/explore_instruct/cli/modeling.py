@@ -120,13 +120,20 @@ def _loss(value: object) -> str:
     return f"{value:.4f}" if isinstance(value, int | float) else "n/a"
 
 
-def _endpoint_backend(base_url: str, model: str | None, api_key_env: str | None, timeout: float):
+def _endpoint_backend(
+    base_url: str, model: str | None, api_key_env: str | None, timeout: float, structured_output: str = "text"
+):
     from explore_instruct.llm.factory import build_backend
 
     if not model:
         raise UserError("--base-url needs --model NAME (the model name the server serves)")
     return build_backend(
-        "openai", base_url=base_url, model=model, api_key_env=api_key_env, timeout=timeout, structured_output="text"
+        "openai",
+        base_url=base_url,
+        model=model,
+        api_key_env=api_key_env,
+        timeout=timeout,
+        structured_output=structured_output,  # type: ignore[arg-type]
     )
 
 
@@ -191,20 +198,26 @@ def _answer(
 
 
 def _judge_backend(
-    base_url: str | None, model: str | None, api_key_env: str | None, config: Path | None, timeout: float
+    base_url: str | None,
+    model: str | None,
+    api_key_env: str | None,
+    config: Path | None,
+    timeout: float,
+    judge_format: str,
 ):
     """The judge: --base-url/--model, else the `llm` section of a config file."""
+    # A text verdict is free text: no structured output. Otherwise the endpoint finds out what it takes.
+    structured = "text" if judge_format == "text" else None
     if base_url or model:
         if not (base_url and model):
             raise UserError("the judge needs both --base-url and --model (or --config with an llm section)")
-        return _endpoint_backend(base_url, model, api_key_env, timeout)
+        return _endpoint_backend(base_url, model, api_key_env, timeout, structured or "auto")
     if config is None:
         raise UserError("no judge: give --base-url URL --model NAME, or --config FILE with an llm section")
     from explore_instruct.config import load_llm_config
     from explore_instruct.llm.factory import backend_from_config
 
-    # Judge replies are free text ending in a verdict line: no structured output.
-    return backend_from_config(load_llm_config(config), structured_output="text")
+    return backend_from_config(load_llm_config(config), structured_output=structured)
 
 
 def _judge(
@@ -225,22 +238,33 @@ def _judge(
     cache: Annotated[Path | None, Opt(help="LLM cache file; default beside --out.")] = None,
     bootstrap: Annotated[int, Opt(help="Bootstrap resamples for the 95 % interval.")] = 2000,
     seed: Annotated[int, Opt(help="Seed of the judge requests and the bootstrap.")] = 0,
+    judge_format: Annotated[
+        str,
+        Opt(
+            help="Verdict format: json (an explanation and two 1-10 scores, schema-constrained), text (a review "
+            "ending in 'Assistant 1 > Assistant 2'), or auto (json where the judge supports structured output)."
+        ),
+    ] = "auto",
 ) -> None:
     """Judge candidate answers against baseline answers, every pair in both orders."""
     from explore_instruct.errors import RunStopped
-    from explore_instruct.evaluate.judge import JudgeSettings
+    from explore_instruct.evaluate.judge import FORMAT_CHOICES, JudgeSettings, resolve_format
     from explore_instruct.evaluate.stages import EndpointSettings, judge_files
 
     if bootstrap < 100:
         raise UserError("--bootstrap must be at least 100")
-    backend = _judge_backend(base_url, model, api_key_env, config, timeout)
+    if judge_format not in FORMAT_CHOICES:
+        raise UserError(f"--judge-format must be one of {', '.join(FORMAT_CHOICES)} (got {judge_format!r})")
+    backend = _judge_backend(base_url, model, api_key_env, config, timeout, judge_format)
     result = judge_files(
         questions,
         baseline,
         candidate,
         out,
         backend,
-        JudgeSettings(temperature=temperature, max_tokens=max_tokens, seed=seed),
+        JudgeSettings(
+            temperature=temperature, max_tokens=max_tokens, seed=seed, format=resolve_format(judge_format, backend)
+        ),
         table_path=table,
         endpoint=EndpointSettings(max_concurrency, retries, cache),
         bootstrap=bootstrap,

@@ -3,6 +3,13 @@
 Each (baseline, candidate) pair is judged twice, once with each answer in first place, so a judge
 that favours a position cancels out; `judge_report.py` turns the two verdicts into win/tie/lose.
 
+Two verdict formats. `text`: a free review ending in a line such as "Assistant 1 > Assistant 2"
+(what a capable judge writes best). `json`: a short explanation and two scores from 1 to 10 in a
+JSON object, asked for with a JSON schema so that a backend with structured output (the embedded
+model's grammar, a server's json_schema/json_object mode) can only produce a readable verdict; a
+135M model never ends a free review with the verdict line. `auto` picks json where the backend
+supports structured output.
+
 A review is parsed here, after the client has cached it: a review without a verdict line is a
 result (kept in the cache and in the output), not a failed call, so a rerun, even with a better
 parser, pays for nothing twice. Such a review is asked again under another seed, which is a new
@@ -13,20 +20,70 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from typing import Any, Literal
 
 from explore_instruct.evaluate.questions import Answer, Question
-from explore_instruct.llm.base import Completion, CompletionRequest, ParseError
+from explore_instruct.llm.base import LLM, Completion, CompletionRequest, ParseError
 from explore_instruct.llm.client import LLMClient
 
 STAGE = "judge"
 
 # A verdict is told from Assistant 1's side: +1 it is better, -1 Assistant 2 is, 0 a tie.
 Verdict = int
+
+VerdictFormat = Literal["json", "text"]
+FormatChoice = Literal["auto", "json", "text"]
+FORMAT_CHOICES: tuple[str, ...] = ("auto", "json", "text")
+
+SCORE_MIN, SCORE_MAX = 1, 10
+SCORE_KEYS = ("assistant_1_score", "assistant_2_score")
+# Bounds the explanation so a small model cannot ramble past max_tokens before the scores.
+EXPLANATION_MAX_CHARS = 200
+
+_SCORE: dict[str, Any] = {
+    "type": "integer",
+    "minimum": SCORE_MIN,
+    "maximum": SCORE_MAX,
+    # llama-cpp-python's grammar ignores minimum/maximum; an enum bounds the score there too.
+    "enum": list(range(SCORE_MIN, SCORE_MAX + 1)),
+}
+VERDICT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "explanation": {"type": "string", "minLength": 1, "maxLength": EXPLANATION_MAX_CHARS},
+        SCORE_KEYS[0]: _SCORE,
+        SCORE_KEYS[1]: _SCORE,
+    },
+    "required": ["explanation", *SCORE_KEYS],
+    "additionalProperties": False,
+}
+
+
+def supports_structured_output(backend: LLM) -> bool:
+    """Whether `backend` can be held to a JSON schema: the embedded model always (grammar), an
+    OpenAI-compatible endpoint unless its structured output is set to text (it finds out what the
+    server accepts). Any other backend (a scripted one in tests) is taken to write free text."""
+    setting = getattr(backend, "structured_output", None)
+    if setting is not None:
+        return setting != "text"
+    from explore_instruct.llm.local import LocalLLM
+
+    return isinstance(backend, LocalLLM)
+
+
+def resolve_format(choice: str, backend: LLM) -> VerdictFormat:
+    """The verdict format for `choice` (auto, json or text) on this backend."""
+    if choice == "auto":
+        return "json" if supports_structured_output(backend) else "text"
+    if choice not in ("json", "text"):
+        raise ValueError(f"judge format must be one of {', '.join(FORMAT_CHOICES)} (got {choice!r})")
+    return "json" if choice == "json" else "text"
 
 
 @cache
@@ -38,11 +95,12 @@ def _template(name: str) -> str:
 _PLACEHOLDER = re.compile(r"\{(question|answer_1|answer_2)\}")
 
 
-def render_prompt(question: str, answer_1: str, answer_2: str) -> tuple[str, str]:
+def render_prompt(question: str, answer_1: str, answer_2: str, fmt: VerdictFormat = "text") -> tuple[str, str]:
     """(system, user) prompts for one ordering; one substitution pass, so an answer that itself
     contains "{answer_2}" is not expanded."""
     values = {"question": question.strip(), "answer_1": answer_1.strip(), "answer_2": answer_2.strip()}
-    user = _PLACEHOLDER.sub(lambda m: values[m.group(1)], _template("pairwise.txt"))
+    template = _template("pairwise_json.txt" if fmt == "json" else "pairwise.txt")
+    user = _PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
     return _template("pairwise_system.txt").strip(), user
 
 
@@ -74,6 +132,43 @@ def parse_verdict(review: str) -> Verdict:
     raise ParseError("no final line ordering Assistant 1 and Assistant 2")
 
 
+def _score(obj: dict[str, Any], key: str) -> int:
+    value = obj.get(key)
+    if isinstance(value, str) and value.strip().isdigit():  # "7": a server in text mode may quote it
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+        raise ParseError(f"{key} is not a whole number")
+    if not SCORE_MIN <= value <= SCORE_MAX:
+        raise ParseError(f"{key} {value} is outside {SCORE_MIN}-{SCORE_MAX}")
+    return int(value)
+
+
+def parse_scores(review: str) -> Verdict:
+    """The verdict of a JSON review: the first object in `review` holding both scores, from
+    Assistant 1's side (+1 its score is higher, -1 lower, 0 equal).
+
+    Tolerates text or a code fence around the object (a server that fell back to plain text).
+    Raises ParseError when no object holds two whole-number scores from 1 to 10.
+    """
+    # strict=False: llama.cpp's grammar lets a raw newline into the explanation, which strict JSON refuses.
+    decoder = json.JSONDecoder(strict=False)
+    problem = "no JSON object with assistant_1_score and assistant_2_score"
+    for start in (i for i, ch in enumerate(review) if ch == "{"):
+        try:
+            obj, _ = decoder.raw_decode(review, start)
+        except json.JSONDecodeError:
+            continue
+        if not isinstance(obj, dict) or not all(k in obj for k in SCORE_KEYS):
+            continue
+        try:
+            first, second = (_score(obj, k) for k in SCORE_KEYS)
+        except ParseError as exc:
+            problem = str(exc)
+            continue
+        return (first > second) - (first < second)
+    raise ParseError(problem)
+
+
 def _raw_text(completion: Completion) -> Completion:
     return completion  # parsed after the client has cached it (see the module doc)
 
@@ -84,6 +179,7 @@ class JudgeSettings:
     top_p: float = 1.0
     max_tokens: int = 1024
     seed: int | None = 0
+    format: VerdictFormat = "text"  # resolve "auto" for the backend first (resolve_format)
 
 
 @dataclass
@@ -111,7 +207,8 @@ def _retry_seed(seed: int | None, attempt: int) -> int | None:
 async def _judge_once(
     client: LLMClient, question: str, first: str, second: str, settings: JudgeSettings
 ) -> OrderResult:
-    system, user = render_prompt(question, first, second)
+    as_json = settings.format == "json"
+    system, user = render_prompt(question, first, second, settings.format)
     request = CompletionRequest.chat(
         user,
         system=system,
@@ -119,6 +216,8 @@ async def _judge_once(
         top_p=settings.top_p,
         max_tokens=settings.max_tokens,
         seed=settings.seed,
+        # A text request stays exactly what it was before json existed, so its cached reviews still count.
+        **({"json_schema": VERDICT_SCHEMA, "schema_name": "verdict"} if as_json else {}),
     )
     unparsed: list[str] = []
     reason = ""
@@ -130,7 +229,8 @@ async def _judge_once(
             return OrderResult(None, last, f"failed: {result.error}", unparsed, failed=True)
         completion = result.value
         try:
-            return OrderResult(parse_verdict(completion.text), completion.text, None, unparsed)
+            verdict = parse_scores(completion.text) if as_json else parse_verdict(completion.text)
+            return OrderResult(verdict, completion.text, None, unparsed)
         except ParseError as exc:
             unparsed.append(completion.text)
             cut = completion.finish_reason in ("length", "max_tokens")

@@ -147,7 +147,8 @@ def markdown_table(summaries: Sequence[ClassSummary], *, baseline: str, candidat
         lines += [
             "",
             f"**Not judged: {overall.unparsed + overall.failed} of {total} pairs.** {overall.unparsed} unparsed "
-            "(the judge's reviews had no final line such as `Assistant 1 > Assistant 2`; they are kept in the "
-            f"results and the cache), {overall.failed} failed (the judge call kept failing; a rerun asks again).",
+            "(the judge's reviews gave no verdict the parser could read: no final line such as `Assistant 1 > "
+            "Assistant 2`, or no JSON scores; they are kept in the results and the cache), "
+            f"{overall.failed} failed (the judge call kept failing; a rerun asks again).",
         ]
     return "\n".join(lines) + "\n"

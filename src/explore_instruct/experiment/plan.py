@@ -247,6 +247,7 @@ def build_plan(spec: ExperimentSpec, config: RunConfig) -> Plan:
             "max_tokens": judge.max_tokens,
             "bootstrap": judge.bootstrap,
             "seed": judge.seed,
+            "format": judge.format,
         }
         for cand_name, base, qi in comparisons:
             add(

@@ -129,6 +129,9 @@ class AnswerSpec(Strict):
 
 class JudgeSpec(Strict):
     llm: LLMConfig
+    format: Literal["auto", "json", "text"] = Field(
+        "auto", description="verdict: json (two 1-10 scores, schema-constrained), text (a verdict line), auto"
+    )
     temperature: float = Field(0.0, ge=0)
     max_tokens: int = Field(1024, ge=16)
     bootstrap: int = Field(2000, ge=100)

@@ -314,24 +314,27 @@ def judge_backend(ctx: StepContext) -> LLM:
 
     judge = ctx.plan.spec.evaluate.judge
     assert judge is not None
-    return backend_from_config(judge.llm, structured_output="text")
+    # A text verdict is free text; json (or auto) lets the backend use its structured output.
+    return backend_from_config(judge.llm, structured_output="text" if judge.format == "text" else None)
 
 
 def run_judge(step: Step, ctx: StepContext) -> dict[str, Any]:
-    from explore_instruct.evaluate.judge import JudgeSettings
+    from explore_instruct.evaluate.judge import JudgeSettings, resolve_format
     from explore_instruct.evaluate.stages import EndpointSettings, judge_files
 
     judge = ctx.plan.spec.evaluate.judge
     assert judge is not None
     baseline, candidate = (ctx.inputs[d].path / ANSWERS_FILE for d in step.deps)
     out = ctx.work / "judge.json"
+    backend = judge_backend(ctx)
+    fmt = resolve_format(judge.format, backend)
     outcome = judge_files(
         questions_path(step, ctx),
         baseline,
         candidate,
         out,
-        judge_backend(ctx),
-        JudgeSettings(temperature=judge.temperature, max_tokens=judge.max_tokens, seed=judge.seed),
+        backend,
+        JudgeSettings(temperature=judge.temperature, max_tokens=judge.max_tokens, seed=judge.seed, format=fmt),
         table_path=ctx.work / "judge.md",
         # The judge's call cache lives outside the step's folder, so a judge that failed part-way resumes
         # without paying again. One file per comparison: two judges writing the same request into one

@@ -124,7 +124,7 @@ def test_estimate_is_kept_at_run_start_and_stats_shows_it_beside_the_spend(tmp_p
     code, err = cli(["stats", "-r", str(tmp_path / "run")])
     assert code == 0, err
     line = next(line for line in err.splitlines() if "estimate: generate" in line)
-    assert f"{kept['generate']['calls']} calls" in line and "; spent " in line
+    assert f"{kept['generate']['calls']} calls" in line and "; spent " in line and ", cost " in line
 
 
 # --------------------------------------------------------------------------- budget
@@ -208,3 +208,12 @@ def test_budget_counts_what_earlier_sessions_spent(tmp_path: Path) -> None:
     cfg: Any = make_config(llm={"budget": {"max_tokens": spent}}, generate={"examples_per_task": [6]})
     with pytest.raises(RunStopped, match="budget reached"):
         run_fake(tmp_path / "run", cfg)
+
+
+def test_stats_shows_costs_only_when_the_config_has_prices(tmp_path: Path) -> None:
+    ctx, _, _ = run_fake(tmp_path / "run", make_config())  # no llm.pricing
+    ctx.store.close()
+    code, err = cli(["stats", "-r", str(tmp_path / "run")])
+    assert code == 0, err
+    line = next(line for line in err.splitlines() if "estimate: generate" in line)
+    assert "; spent " in line and "cost" not in line

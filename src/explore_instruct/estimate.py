@@ -232,6 +232,7 @@ def estimate_vs_spent(store: RunStore) -> list[dict[str, Any]]:
         rows.append(
             {
                 "stage": stage,
+                "priced": pricing is not None,
                 "estimate": est,
                 "spent": {
                     "calls": done.get("calls", 0) + done.get("failed", 0),

@@ -76,11 +76,15 @@ def print_summary(store: RunStore, session: Any = None) -> None:
         table.add_row(f"endpoint: {name}", f"{e['calls']} ok, {e['failed']} failed; {mean}")
     for row in s["estimate_vs_spent"]:
         est, spent = row["estimate"], row["spent"]
+        # Costs only where the config has prices; without them they would read 0.
+        est_cost, spent_cost = (
+            (f", cost {est['cost']:.4f}", f", cost {spent['cost']:.4f}") if row.get("priced") else ("", "")
+        )
         table.add_row(
             f"estimate: {row['stage']}",
-            f"{est['calls']} calls, {est['prompt_tokens']} in / {est['completion_tokens']} out, cost {est['cost']:.4f}"
-            f"; spent {spent['calls']} calls, {spent['prompt_tokens']} in / {spent['completion_tokens']} out, "
-            f"cost {spent['cost']:.4f}",
+            f"{est['calls']} calls, {est['prompt_tokens']} in / {est['completion_tokens']} out{est_cost}"
+            f"; spent {spent['calls']} calls, {spent['prompt_tokens']} in / {spent['completion_tokens']} out"
+            f"{spent_cost}",
         )
     console.print(table)
 

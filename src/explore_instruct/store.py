@@ -252,11 +252,17 @@ class RunStore:
         return {r["reason"]: r["n"] for r in rows}
 
     def nodes(self) -> list[NodeRow]:
-        """All nodes in level order (depth, then parent, then position)."""
+        """All nodes in level order (depth, then the parent's place in that order, then position)."""
         rows = self.conn.execute(
             "SELECT id, key, parent_id, position, depth, name, slug, reason, pruned, pruned_by, pruned_score"
-            " FROM nodes ORDER BY depth, parent_id, position"
+            " FROM nodes ORDER BY depth, position"
         ).fetchall()
+        # Ordered by position path, not by row id: ids follow the order replies arrived in, which
+        # differs between runs (and between a resumed run and an uninterrupted one) below depth 2.
+        paths: dict[int, tuple[int, ...]] = {}
+        for r in rows:  # parents come first: rows are sorted by depth
+            paths[r["id"]] = (*paths.get(r["parent_id"], ()), r["position"])
+        rows.sort(key=lambda r: (r["depth"], paths[r["id"]]))
         return [NodeRow(**{**dict(r), "pruned": bool(r["pruned"])}) for r in rows]
 
     def set_pruned(self, decisions: Iterable[tuple[int, int | None, float | None]]) -> None:
@@ -397,6 +403,9 @@ class RunStore:
             rows = self.examples(status="dropped")
         else:
             rows = self.examples()
+        if which != "sample":  # tree order, then key: the same file however the replies arrived
+            rank = {row.id: i for i, row in enumerate(view.rows)}
+            rows.sort(key=lambda r: (rank[r.node_id], r.key))
         out = []
         for r in rows:
             node = view.by_id[r.node_id]

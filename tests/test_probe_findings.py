@@ -72,3 +72,84 @@ def test_exported_records_are_in_tree_order_whatever_the_arrival_order(tmp_path:
 @pytest.fixture(autouse=True)
 def _quiet_columns(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLUMNS", "200")  # rich wraps at 80 columns otherwise, splitting lines under test
+
+
+def small_run(tmp_path: Path) -> Path:
+    from tests.helpers import make_config, run_fake
+
+    run_dir = tmp_path / "run"
+    ctx, _, _ = run_fake(run_dir, make_config(explore={"max_depth": 1, "breadth": [2]}))
+    ctx.store.close()
+    return run_dir
+
+
+def test_stats_prints_its_summary_on_stdout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # `stats` exists to print the summary: `stats | less` or `stats > s.txt` must get it.
+    from explore_instruct.cli import main
+
+    run_dir = small_run(tmp_path)
+    capsys.readouterr()
+    assert main(["stats", "-r", str(run_dir)]) == 0
+    captured = capsys.readouterr()
+    assert "written" in captured.out and "kept" in captured.out
+    assert captured.err == ""
+
+
+def test_a_stage_command_that_stops_at_once_prints_only_its_error_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A run directory that holds a config but no tree yet: `sample` stops before any stage draws a bar.
+    from explore_instruct.cli import main
+    from explore_instruct.config import build_config
+    from tests.helpers import BASE
+
+    RunStore.create(tmp_path / "run", build_config(BASE, "t").to_yaml()).close()
+    assert main(["sample", "-r", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "no tree yet" in err
+    assert err.count("\n") == 1
+
+
+def test_ctrl_c_hint_names_resume_only_where_the_command_has_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from explore_instruct.analysis import report as analysis_report
+    from explore_instruct.cli import INTERRUPTED, main
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(analysis_report, "analyze", interrupted)
+    run_dir = small_run(tmp_path)
+    capsys.readouterr()
+    assert main(["analyze", f"X={run_dir}", "--out", str(tmp_path / "report")]) == INTERRUPTED
+    err = capsys.readouterr().err
+    assert err.startswith("interrupted: ") and "--resume" not in err  # analyze has no --resume
+
+    monkeypatch.setattr("explore_instruct.cli.pipeline.run_stages", interrupted)
+    assert main(["sample", "-r", str(run_dir)]) == INTERRUPTED
+    assert "--resume" not in capsys.readouterr().err  # a stage command continues by being run again
+    config = tmp_path / "c.yaml"
+    config.write_text("domain: generic\n")
+    monkeypatch.setattr("explore_instruct.cli.pipeline.load_config", lambda *a, **k: None)
+    monkeypatch.setattr("explore_instruct.cli.pipeline._run", interrupted)
+    assert main(["run", str(config), "-r", str(tmp_path / "new")]) == INTERRUPTED
+    assert "interrupted: resume with --resume" in capsys.readouterr().err
+
+
+def test_a_huge_examples_per_task_is_a_config_error_not_a_memory_error(tmp_path: Path) -> None:
+    # 1e12 examples per task (a typo) made enrichment allocate a list of 1e11 calls: MemoryError.
+    from explore_instruct.config import MAX_EXAMPLES_PER_TASK
+    from explore_instruct.errors import UserError
+    from tests.helpers import make_config
+
+    with pytest.raises(UserError, match="examples per task cannot exceed"):
+        make_config(generate={"examples_per_task": [300, 10**12]})
+    make_config(generate={"examples_per_task": [MAX_EXAMPLES_PER_TASK]})
+
+
+def test_agreement_line_without_a_twice_rated_item_says_so() -> None:
+    from explore_instruct.web.study_report import _fleiss_items
+
+    assert _fleiss_items({"value": None, "items": 0, "raters_per_item": None}) == "no item has two or more votes yet"
+    assert _fleiss_items({"value": 0.5, "items": 4, "raters_per_item": 3}) == "4 items with 3 raters each"

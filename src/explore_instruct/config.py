@@ -88,6 +88,10 @@ class ExploreConfig(Strict):
         return v
 
 
+# Far above the paper's 300; a typo such as 1e12 would otherwise exhaust memory planning the calls.
+MAX_EXAMPLES_PER_TASK = 100_000
+
+
 class GenerateConfig(Strict):
     examples_per_task: list[int] = Field(default_factory=lambda: [100], min_length=1)
     per_call: int = Field(10, ge=1, le=50)
@@ -100,6 +104,8 @@ class GenerateConfig(Strict):
     def _non_negative(cls, v: list[int]) -> list[int]:
         if any(n < 0 for n in v):
             raise ValueError("examples per task cannot be negative")
+        if any(n > MAX_EXAMPLES_PER_TASK for n in v):  # enrichment plans every call of a task at once
+            raise ValueError(f"examples per task cannot exceed {MAX_EXAMPLES_PER_TASK:,}")
         return v
 
 

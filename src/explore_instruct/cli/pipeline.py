@@ -39,7 +39,7 @@ def _clip(text: str, width: int = 48) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def print_summary(store: RunStore, session: Any = None) -> None:
+def print_summary(store: RunStore, session: Any = None, to: Console = console) -> None:
     s = run_summary(store, session)
     table = Table(title=f"run {store.run_dir}", show_header=False, title_justify="left")
     table.add_column(style="bold")
@@ -71,7 +71,7 @@ def print_summary(store: RunStore, session: Any = None) -> None:
             f"{c['calls']} ok, {c['failed']} failed{retried}; tokens {c['prompt_tokens']} in / "
             f"{c['completion_tokens']} out{extra}",
         )
-    console.print(table)
+    to.print(table)
 
 
 def _config(config_file: Path, run_dir: Path, resume: bool, overrides: dict[str, Any]) -> RunConfig:
@@ -231,5 +231,5 @@ def register(app: typer.Typer) -> None:
         store = RunStore.open(run_dir)
         if as_json:
             out.print_json(json.dumps(run_summary(store)))
-        else:
-            print_summary(store)
+        else:  # the summary is this command's result: stdout, so `stats | less` shows it
+            print_summary(store, to=out)

@@ -107,6 +107,12 @@ def fleiss(votes: Sequence[Vote]) -> dict[str, Any]:
     return {"value": None if math.isnan(value) else value, "items": len(table), "raters_per_item": n}
 
 
+def _fleiss_items(fk: dict[str, Any]) -> str:
+    if fk["raters_per_item"] is None:
+        return "no item has two or more votes yet"
+    return f"{fk['items']} items with {fk['raters_per_item']} raters each"
+
+
 def krippendorff_alpha(votes: Sequence[Vote]) -> dict[str, Any]:
     """Krippendorff's alpha (nominal) over every vote; items rated once add nothing, as the measure says."""
     import krippendorff
@@ -236,8 +242,7 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         *_rows(report["per_rater"]),
         "",
-        f"Agreement: Fleiss' kappa {_num(fk['value'])} ({fk['items']} items with {fk['raters_per_item']} raters "
-        f"each); Krippendorff's alpha (nominal) {_num(ka['value'])} ({ka['items']} items with two or more votes).",
+        f"Agreement: Fleiss' kappa {_num(fk['value'])} ({_fleiss_items(fk)}); Krippendorff's alpha (nominal) {_num(ka['value'])} ({ka['items']} items with two or more votes).",
     ]
     if "judge" in report:
         j = report["judge"]

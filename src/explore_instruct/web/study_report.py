@@ -242,7 +242,8 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         *_rows(report["per_rater"]),
         "",
-        f"Agreement: Fleiss' kappa {_num(fk['value'])} ({_fleiss_items(fk)}); Krippendorff's alpha (nominal) {_num(ka['value'])} ({ka['items']} items with two or more votes).",
+        f"Agreement: Fleiss' kappa {_num(fk['value'])} ({_fleiss_items(fk)}); "
+        f"Krippendorff's alpha (nominal) {_num(ka['value'])} ({ka['items']} items with two or more votes).",
     ]
     if "judge" in report:
         j = report["judge"]

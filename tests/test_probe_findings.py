@@ -153,3 +153,27 @@ def test_agreement_line_without_a_twice_rated_item_says_so() -> None:
 
     assert _fleiss_items({"value": None, "items": 0, "raters_per_item": None}) == "no item has two or more votes yet"
     assert _fleiss_items({"value": 0.5, "items": 4, "raters_per_item": 3}) == "4 items with 3 raters each"
+
+
+def test_a_bad_override_is_blamed_on_the_command_line_not_the_file(tmp_path: Path) -> None:
+    import yaml
+
+    from explore_instruct.config import load_config, load_llm_config
+    from explore_instruct.errors import UserError
+    from tests.helpers import BASE
+
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(BASE))
+    with pytest.raises(
+        UserError, match=r"explore.max_depth: .* \(the value given on the command line for explore.max_depth\)"
+    ):
+        load_config(config, {"explore.max_depth": 99})
+    with pytest.raises(UserError, match=r"for explore.breadth\)$"):
+        load_config(config, {"explore.breadth": ["x"]})
+    config.write_text(yaml.safe_dump({**BASE, "explore": {"max_depth": 99}}))
+    with pytest.raises(UserError) as err:
+        load_config(config, {"explore.breadth": [2]})  # the file's own mistake: no command-line blame
+    assert "command line" not in str(err.value) and "explore.max_depth" in str(err.value)
+    config.write_text("llm: {max_concurrency: 0}\n")
+    with pytest.raises(UserError, match=r"llm.max_concurrency"):
+        load_llm_config(config)

@@ -202,10 +202,13 @@ def parse_override(text: str) -> tuple[str, Any]:
         return key.strip(), raw
 
 
-def _location(exc: ValidationError) -> str:
+def _location(exc: ValidationError, overrides: dict[str, Any]) -> str:
     err = exc.errors()[0]
     loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-    return f"{loc}: {err['msg']}"
+    # A bad value given on the command line is not the file's fault: say where it came from.
+    given = next((k for k in overrides if loc == k or loc.startswith(k + ".") or k.startswith(loc + ".")), None)
+    came_from = f" (the value given on the command line for {given})" if given else ""
+    return f"{loc}: {err['msg']}{came_from}"
 
 
 def build_config(data: dict[str, Any], source: str, overrides: dict[str, Any] | None = None) -> RunConfig:
@@ -216,7 +219,7 @@ def build_config(data: dict[str, Any], source: str, overrides: dict[str, Any] | 
     try:
         return RunConfig.model_validate(data)
     except ValidationError as exc:
-        raise UserError(f"{source}: {_location(exc)}") from None
+        raise UserError(f"{source}: {_location(exc, overrides or {})}") from None
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -275,4 +278,4 @@ def load_llm_config(path: str | Path) -> LLMConfig:
     try:
         return LLMConfig.model_validate(section)
     except ValidationError as exc:
-        raise UserError(f"{p}: llm.{_location(exc)}") from None
+        raise UserError(f"{p}: llm.{_location(exc, {})}") from None

@@ -177,3 +177,55 @@ def test_a_bad_override_is_blamed_on_the_command_line_not_the_file(tmp_path: Pat
     config.write_text("llm: {max_concurrency: 0}\n")
     with pytest.raises(UserError, match=r"llm.max_concurrency"):
         load_llm_config(config)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "name"), [("jsonl", "run.db"), ("alpaca", "config.yaml"), ("jsonl", "run.lock"), ("upstream", ".")]
+)
+def test_export_never_replaces_the_runs_own_state(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], fmt: str, name: str
+) -> None:
+    # `export --out RUN/run.db` used to replace the database with JSONL (exit 0): the run was gone.
+    from explore_instruct.cli import main
+
+    run_dir = small_run(tmp_path)
+
+    def state() -> dict[str, bytes]:  # SQLite's -wal/-shm companions come and go with readers
+        return {
+            p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file() and p.suffix not in (".db-wal", ".db-shm")
+        }
+
+    before = state()
+    capsys.readouterr()
+    assert main(["export", "-r", str(run_dir), "--format", fmt, "--out", str(run_dir / name)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert state() == before
+    assert main(["stats", "-r", str(run_dir), "--json"]) == 0
+
+
+@pytest.mark.parametrize("content", [b"not a database at all\n", None])
+def test_a_damaged_or_foreign_run_db_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes | None
+) -> None:
+    import sqlite3
+
+    from explore_instruct.cli import main
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    if content is None:  # another program's SQLite file
+        with sqlite3.connect(run_dir / "run.db") as conn:
+            conn.execute("CREATE TABLE other (x)")
+        conn.close()
+    else:
+        (run_dir / "run.db").write_bytes(content)
+    (run_dir / "config.yaml").write_text("domain: generic\n")
+    for argv in (["stats", "-r", str(run_dir)], ["export", "-r", str(run_dir)], ["review", str(run_dir)]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and "run.db" in err, err
+    if content is None:  # and the foreign file was left as it was: no run tables added to it
+        with sqlite3.connect(run_dir / "run.db") as conn:
+            assert [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")] == ["other"]
+        conn.close()

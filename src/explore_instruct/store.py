@@ -144,6 +144,18 @@ class TreeView:
         return built
 
 
+def _run_db(conn: sqlite3.Connection, run_dir: Path, *, write: bool) -> sqlite3.Connection:
+    """`conn` if it holds a run; another program's SQLite file is refused, never given our tables.
+
+    For writing, an empty file (a run killed as it was created) is fine: the schema goes in next.
+    """
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if "nodes" not in tables and (tables or not write):
+        conn.close()
+        raise UserError(f"{run_dir / DB_FILE}: not a run database (it has no nodes table)")
+    return conn
+
+
 class RunStore:
     """A run directory: `config.yaml`, `run.db` and the exports written from it.
 
@@ -189,10 +201,10 @@ class RunStore:
         if not (d / DB_FILE).is_file():
             raise UserError(f"{d}: not a run directory (no {DB_FILE}); start one with 'explore-instruct run'")
         if not write:
-            return cls(d, connect_readonly(d / DB_FILE), readonly=True)
+            return cls(d, _run_db(connect_readonly(d / DB_FILE), d, write=False), readonly=True)
         lock = lock_run_dir(d)
         try:
-            return cls(d, connect(d / DB_FILE), lock=lock)
+            return cls(d, _run_db(connect(d / DB_FILE), d, write=True), lock=lock)
         except BaseException:
             unlock_run_dir(lock)
             raise

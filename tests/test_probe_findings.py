@@ -229,3 +229,17 @@ def test_a_damaged_or_foreign_run_db_is_one_line(
         with sqlite3.connect(run_dir / "run.db") as conn:
             assert [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")] == ["other"]
         conn.close()
+
+
+def test_import_tree_into_an_existing_run_does_not_suggest_a_flag_it_lacks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from explore_instruct.cli import main
+
+    run_dir = small_run(tmp_path)
+    tree = tmp_path / "tree"
+    assert main(["export", "-r", str(run_dir), "--format", "upstream", "--out", str(tree)]) == 0
+    capsys.readouterr()
+    assert main(["import-tree", str(tree), "--run-dir", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "already holds a run" in err and "--resume" not in err

@@ -243,3 +243,34 @@ def test_import_tree_into_an_existing_run_does_not_suggest_a_flag_it_lacks(
     assert main(["import-tree", str(tree), "--run-dir", str(run_dir)]) == 2
     err = capsys.readouterr().err
     assert "already holds a run" in err and "--resume" not in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["filter-file", "/dev/null", "--out", "{tmp}/kept.json"],
+        ["run", "/dev/null", "--run-dir", "{tmp}/run"],
+        ["analyze", "/dev/null", "--out", "{tmp}/report"],
+        ["experiment", "/dev/null", "--dry-run"],
+    ],
+)
+def test_a_device_as_input_is_refused_before_reading(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    # /dev/zero or /dev/urandom as an input file was read until memory ran out (the kernel killed the
+    # process). /dev/null stands in for them here: the same kind of file, but it ends.
+    from explore_instruct.cli import main
+
+    assert main([a.format(tmp=tmp_path) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: /dev/null: is a device") and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_non_utf8_experiment_spec_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from explore_instruct.cli import main
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_bytes(b"name: \xff\xfe\n")
+    assert main(["experiment", str(spec), "--dry-run"]) == 2
+    assert "not UTF-8" in capsys.readouterr().err

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from explore_instruct.datafile import read_text_file
 from explore_instruct.errors import UserError
 from explore_instruct.evaluate.judge_report import OVERALL, beat_rate, bootstrap_ci
 from explore_instruct.web.study import Study
@@ -135,10 +136,8 @@ def read_judge(path: str | Path) -> dict[str, str]:
     """Question id -> the judge's outcome for the candidate (win / tie / lose) from a `judge` result file."""
     p = Path(path)
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{p}: no such file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        data = json.loads(read_text_file(p, "a judge result file"))
+    except json.JSONDecodeError as exc:
         raise UserError(f"{p}: not a JSON file ({exc})") from None
     pairs = data.get("pairs") if isinstance(data, dict) else None
     if not isinstance(pairs, list):

@@ -49,8 +49,10 @@ class StepTable:
 
 
 def _experiment(
-    spec: Annotated[Path, typer.Argument(help="The experiment spec (YAML).")],
-    out: Annotated[Path | None, typer.Option("--out", help="Output folder; default runs/experiment-<spec>.")] = None,
+    spec: Annotated[Path, typer.Argument(metavar="SPEC", help="The experiment spec (YAML).")],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Output folder; default runs/experiment-<spec>.")
+    ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue a killed or finished experiment.")] = False,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print cells, steps and an estimate; run nothing.")

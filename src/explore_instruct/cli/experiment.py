@@ -105,4 +105,6 @@ def _print_preview(plan, out_dir: Path, only: list[str] | None) -> None:  # type
 
 
 def register(app: typer.Typer) -> None:
-    app.command("experiment")(_experiment)
+    from explore_instruct.cli.vocabulary import AliasedCommand
+
+    app.command("experiment", cls=AliasedCommand)(_experiment)

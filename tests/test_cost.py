@@ -27,10 +27,11 @@ from tests.test_llm_backends import FakeServer
 
 
 def cli(argv: list[str]) -> tuple[int, str]:
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+    """Exit code and everything printed (stats' table goes to stdout, the dry run's to stderr)."""
+    printed = io.StringIO()
+    with contextlib.redirect_stderr(printed), contextlib.redirect_stdout(printed):
         code = main(argv)
-    return code, err.getvalue()
+    return code, printed.getvalue()
 
 
 def records(store: RunStore) -> list[tuple[str, ...]]:

@@ -293,11 +293,11 @@ def test_stats_shows_calls_per_endpoint(tmp_path: Path) -> None:
     pool = pool_of(Counting(), Counting())
     ctx, _, _ = run_fake(tmp_path / "run", make_config(), backend=pool)
     ctx.store.close()
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+    out = io.StringIO()  # the stats table goes to stdout
+    with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(out):
         assert main(["stats", "-r", str(tmp_path / "run")]) == 0
-    lines = [line for line in err.getvalue().splitlines() if "endpoint: http://e" in line]
-    assert len(lines) == 2 and all(" ok, 0 failed; " in line for line in lines), err.getvalue()
+    lines = [line for line in out.getvalue().splitlines() if "endpoint: http://e" in line]
+    assert len(lines) == 2 and all(" ok, 0 failed; " in line for line in lines), out.getvalue()
 
 
 # --------------------------------------------------------------------------- config

@@ -157,7 +157,7 @@ def test_a_killed_run_under_transport_faults_resumes_to_the_uninterrupted_data(t
     assert main(["stats", "--run-dir", str(run_dir), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["calls"] == calls
     assert main(["stats", "--run-dir", str(run_dir)]) == 0
-    table = "".join(capsys.readouterr().err.replace("│", " ").split())  # cells wrap: compare without spaces
+    table = "".join(capsys.readouterr().out.replace("│", " ").split())  # cells wrap: compare without spaces
     assert "failedattempts:429" in table
 
 

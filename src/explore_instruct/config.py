@@ -88,6 +88,10 @@ class ExploreConfig(Strict):
         return v
 
 
+# Far above the paper's 300; a typo such as 1e12 would otherwise exhaust memory planning the calls.
+MAX_EXAMPLES_PER_TASK = 100_000
+
+
 class GenerateConfig(Strict):
     examples_per_task: list[int] = Field(default_factory=lambda: [100], min_length=1)
     per_call: int = Field(10, ge=1, le=50)
@@ -100,6 +104,8 @@ class GenerateConfig(Strict):
     def _non_negative(cls, v: list[int]) -> list[int]:
         if any(n < 0 for n in v):
             raise ValueError("examples per task cannot be negative")
+        if any(n > MAX_EXAMPLES_PER_TASK for n in v):  # enrichment plans every call of a task at once
+            raise ValueError(f"examples per task cannot exceed {MAX_EXAMPLES_PER_TASK:,}")
         return v
 
 
@@ -300,10 +306,13 @@ def parse_override(text: str) -> tuple[str, Any]:
         return key.strip(), raw
 
 
-def _location(exc: ValidationError) -> str:
+def _location(exc: ValidationError, overrides: dict[str, Any]) -> str:
     err = exc.errors()[0]
     loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-    return f"{loc}: {err['msg']}"
+    # A bad value given on the command line is not the file's fault: say where it came from.
+    given = next((k for k in overrides if loc == k or loc.startswith(k + ".") or k.startswith(loc + ".")), None)
+    came_from = f" (the value given on the command line for {given})" if given else ""
+    return f"{loc}: {err['msg']}{came_from}"
 
 
 def build_config(data: dict[str, Any], source: str, overrides: dict[str, Any] | None = None) -> RunConfig:
@@ -314,7 +323,7 @@ def build_config(data: dict[str, Any], source: str, overrides: dict[str, Any] | 
     try:
         return RunConfig.model_validate(data)
     except ValidationError as exc:
-        raise UserError(f"{source}: {_location(exc)}") from None
+        raise UserError(f"{source}: {_location(exc, overrides or {})}") from None
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -373,4 +382,4 @@ def load_llm_config(path: str | Path) -> LLMConfig:
     try:
         return LLMConfig.model_validate(section)
     except ValidationError as exc:
-        raise UserError(f"{p}: llm.{_location(exc)}") from None
+        raise UserError(f"{p}: llm.{_location(exc, {})}") from None

@@ -24,6 +24,11 @@ def read_text_file(path: str | Path, expected: str = "a file") -> str:
     """The UTF-8 text of `path`; a missing, unreadable or non-UTF-8 file is a UserError naming it."""
     p = Path(path)
     try:
+        mode = p.stat().st_mode
+        # A device never ends (/dev/zero, /dev/urandom): reading it would fill memory. Pipes stay
+        # allowed, so `filter-file <(zcat data.jsonl.gz)` works.
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISSOCK(mode):
+            raise UserError(f"{p}: is a device or socket, expected {expected}")
         return p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UserError(f"{p}: no such file") from None

@@ -19,6 +19,9 @@ def connect(path: str | Path) -> sqlite3.Connection:
     except sqlite3.OperationalError as exc:  # a read-only file or folder
         conn.close()
         raise UserError(f"{path} is not writable ({exc}): this command must write to the run") from None
+    except sqlite3.DatabaseError as exc:  # a file that is not SQLite (damaged, or overwritten by hand)
+        conn.close()
+        raise UserError(f"{path}: not a SQLite database ({exc})") from None
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=ON")
     return conn
@@ -39,6 +42,9 @@ def connect_readonly(path: str | Path) -> sqlite3.Connection:
         except sqlite3.OperationalError:
             conn.close()
             continue
+        except sqlite3.DatabaseError as exc:  # a file that is not SQLite (damaged, or overwritten by hand)
+            conn.close()
+            raise UserError(f"{path}: not a SQLite database ({exc})") from None
         return conn
     raise UserError(f"{path}: cannot be opened for reading")
 

@@ -13,7 +13,8 @@ from typing import Any, Literal
 
 from explore_instruct.datafile import atomic_write_text, write_records
 from explore_instruct.errors import UserError
-from explore_instruct.store import NodeRow, RunStore, Which, task_node
+from explore_instruct.runlock import LOCK_FILE
+from explore_instruct.store import CONFIG_FILE, DB_FILE, NodeRow, RunStore, Which, task_node
 from explore_instruct.tree import DomainTree, Example, save_upstream
 
 ExportFormat = Literal["upstream", "alpaca", "jsonl", "messages"]
@@ -86,10 +87,26 @@ def upstream_tree(store: RunStore, which: Which) -> DomainTree:
     return DomainTree(nodes[view.root.id])
 
 
+# The run's own state: an export written over one of these would destroy the run.
+_RUN_STATE_FILES = frozenset(
+    {DB_FILE, f"{DB_FILE}-wal", f"{DB_FILE}-shm", f"{DB_FILE}-journal", LOCK_FILE, CONFIG_FILE}
+)
+
+
+def _refuse_run_state(store: RunStore, fmt: str, out: Path) -> None:
+    """An export never replaces the run's database, lock or config, nor spills a tree into the run folder."""
+    target, run_dir = out.resolve(), store.run_dir.resolve()
+    if fmt == "upstream" and target == run_dir:
+        raise UserError(f"{out}: is the run directory itself; give the upstream export a folder of its own")
+    if target.parent == run_dir and target.name in _RUN_STATE_FILES:
+        raise UserError(f"{out}: is the run's own {target.name}; choose another --out")
+
+
 def export(store: RunStore, fmt: str, out: str | Path, *, which: Which = "sample") -> int:
     """Write one export; returns the number of records (or tasks, for `upstream`)."""
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    _refuse_run_state(store, fmt, Path(out))
     if fmt == "upstream":
         tree = upstream_tree(store, which)
         save_upstream(tree, out)

@@ -173,6 +173,8 @@ def import_tree(source_dir: str | Path, run_dir: str | Path, *, domain: str = "g
         "import-tree",
     )
     starting_tree(config)  # validates the whole tree before the run directory is created
+    if RunStore.exists(run_dir):  # RunStore.create's hint names --resume, which import-tree does not have
+        raise UserError(f"{run_dir}: already holds a run; import into another --run-dir")
     store = RunStore.create(run_dir, config.to_yaml())
     insert_start(store, config)
     write_run_exports(store)

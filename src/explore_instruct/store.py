@@ -144,6 +144,18 @@ class TreeView:
         return built
 
 
+def _run_db(conn: sqlite3.Connection, run_dir: Path, *, write: bool) -> sqlite3.Connection:
+    """`conn` if it holds a run; another program's SQLite file is refused, never given our tables.
+
+    For writing, an empty file (a run killed as it was created) is fine: the schema goes in next.
+    """
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if "nodes" not in tables and (tables or not write):
+        conn.close()
+        raise UserError(f"{run_dir / DB_FILE}: not a run database (it has no nodes table)")
+    return conn
+
+
 class RunStore:
     """A run directory: `config.yaml`, `run.db` and the exports written from it.
 
@@ -189,10 +201,10 @@ class RunStore:
         if not (d / DB_FILE).is_file():
             raise UserError(f"{d}: not a run directory (no {DB_FILE}); start one with 'explore-instruct run'")
         if not write:
-            return cls(d, connect_readonly(d / DB_FILE), readonly=True)
+            return cls(d, _run_db(connect_readonly(d / DB_FILE), d, write=False), readonly=True)
         lock = lock_run_dir(d)
         try:
-            return cls(d, connect(d / DB_FILE), lock=lock)
+            return cls(d, _run_db(connect(d / DB_FILE), d, write=True), lock=lock)
         except BaseException:
             unlock_run_dir(lock)
             raise
@@ -252,11 +264,17 @@ class RunStore:
         return {r["reason"]: r["n"] for r in rows}
 
     def nodes(self) -> list[NodeRow]:
-        """All nodes in level order (depth, then parent, then position)."""
+        """All nodes in level order (depth, then the parent's place in that order, then position)."""
         rows = self.conn.execute(
             "SELECT id, key, parent_id, position, depth, name, slug, reason, pruned, pruned_by, pruned_score"
-            " FROM nodes ORDER BY depth, parent_id, position"
+            " FROM nodes ORDER BY depth, position"
         ).fetchall()
+        # Ordered by position path, not by row id: ids follow the order replies arrived in, which
+        # differs between runs (and between a resumed run and an uninterrupted one) below depth 2.
+        paths: dict[int, tuple[int, ...]] = {}
+        for r in rows:  # parents come first: rows are sorted by depth
+            paths[r["id"]] = (*paths.get(r["parent_id"], ()), r["position"])
+        rows.sort(key=lambda r: (r["depth"], paths[r["id"]]))
         return [NodeRow(**{**dict(r), "pruned": bool(r["pruned"])}) for r in rows]
 
     def set_pruned(self, decisions: Iterable[tuple[int, int | None, float | None]]) -> None:
@@ -397,6 +415,9 @@ class RunStore:
             rows = self.examples(status="dropped")
         else:
             rows = self.examples()
+        if which != "sample":  # tree order, then key: the same file however the replies arrived
+            rank = {row.id: i for i, row in enumerate(view.rows)}
+            rows.sort(key=lambda r: (rank[r.node_id], r.key))
         out = []
         for r in rows:
             node = view.by_id[r.node_id]

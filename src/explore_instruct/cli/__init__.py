@@ -112,8 +112,23 @@ def main(argv: list[str] | None = None) -> int:
     if not isinstance(code, int):
         return 0
     if code == INTERRUPTED:
-        _one_line("interrupted", "resume with --resume")
+        _one_line("interrupted", _resume_hint(sys.argv[1:] if argv is None else argv))
     return code
+
+
+def _resume_hint(argv: list[str]) -> str:
+    """How to go on after Ctrl-C: `--resume` only for a command that has it (run, experiment, ...)."""
+    command = typer.main.get_command(app)
+    for word in argv:
+        if word.startswith("-"):
+            continue
+        sub = getattr(command, "commands", {}).get(word)
+        if sub is None:
+            break
+        command = sub
+    if any("--resume" in getattr(p, "opts", ()) for p in command.params):
+        return "resume with --resume"
+    return "stopped before it finished; run the command again"
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ def _clip(text: str, width: int = 48) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def print_summary(store: RunStore, session: Any = None) -> None:
+def print_summary(store: RunStore, session: Any = None, to: Console = console) -> None:
     s = run_summary(store, session)
     table = Table(title=f"run {store.run_dir}", show_header=False, title_justify="left")
     table.add_column(style="bold")
@@ -86,7 +86,7 @@ def print_summary(store: RunStore, session: Any = None) -> None:
             f"; spent {spent['calls']} calls, {spent['prompt_tokens']} in / {spent['completion_tokens']} out"
             f"{spent_cost}",
         )
-    console.print(table)
+    to.print(table)
 
 
 def print_estimate(config: RunConfig) -> None:
@@ -293,5 +293,5 @@ def register(app: typer.Typer) -> None:
         store = RunStore.open(run_dir)
         if as_json:
             out.print_json(json.dumps(run_summary(store)))
-        else:
-            print_summary(store)
+        else:  # the summary is this command's result: stdout, so `stats | less` shows it
+            print_summary(store, to=out)

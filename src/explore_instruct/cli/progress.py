@@ -48,18 +48,26 @@ class StageProgress:
         self._llm_stages = llm_stages
         self._hint = first_reply_hint
         self._hinted: str | None = None
+        self._drawing = False
 
     def __enter__(self) -> StageProgress:
-        self._bars.start()
+        # The bars are drawn from the first stage on: a command that stops before any (a run dir in
+        # use, no tree yet) prints its one error line, not an empty progress line above it (rich's
+        # stop() prints a newline off a terminal even when it drew nothing).
+        self._drawing = True
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._bars.stop()
+        if self._drawing and self._tasks:
+            self._bars.stop()
+        self._drawing = False
 
     def start(self, stage: str, total: int | None) -> None:
         note = ""
         if self._hint and self._hinted is None and stage in self._llm_stages:
             note, self._hinted = self._hint, stage
+        if self._drawing and not self._tasks:
+            self._bars.start()
         self._tasks[stage] = self._bars.add_task(stage, total=total, note=note)
 
     def advance(self, stage: str, amount: int = 1, *, total: int | None = None) -> None:
@@ -84,14 +92,23 @@ class StageProgress:
 
 @contextmanager
 def hook_progress() -> Iterator[Callable[[str, int], Callable[[int], None]]]:
-    """A hook `start(description, total)` returning `advance(n)`; the bars vanish when done."""
-    with bars(transient=True) as prog:
+    """A hook `start(description, total)` returning `advance(n)`; the bars vanish when done.
 
-        def start(description: str, total: int) -> Callable[[int], None]:
-            task = prog.add_task(description, total=total, note="")
-            return lambda n: prog.advance(task, n)
+    Drawing starts with the first bar, so a command that fails before one prints only its error line.
+    """
+    prog = bars(transient=True)
 
+    def start(description: str, total: int) -> Callable[[int], None]:
+        if not prog.task_ids:
+            prog.start()
+        task = prog.add_task(description, total=total, note="")
+        return lambda n: prog.advance(task, n)
+
+    try:
         yield start
+    finally:
+        if prog.task_ids:
+            prog.stop()
 
 
 @contextmanager

@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from explore_instruct.config import LLMConfig, RunConfig, load_config
+from explore_instruct.datafile import read_text_file
 from explore_instruct.errors import UserError
 
 CELL_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
@@ -263,10 +264,10 @@ def load_spec(path: str | Path, *, strict: bool = True) -> tuple[ExperimentSpec,
 
     Returns the spec, the run config and warnings (missing machine paths, only when not `strict`)."""
     source = Path(path)
-    try:
-        data = yaml.safe_load(source.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{source}: no such experiment spec") from None
+    if not source.exists():
+        raise UserError(f"{source}: no such experiment spec")
+    try:  # the shared reader: a folder, a device or non-UTF-8 bytes are one line too
+        data = yaml.safe_load(read_text_file(source, "a YAML experiment spec"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise UserError(f"{source}: not valid YAML{f' (line {mark.line + 1})' if mark else ''}") from None

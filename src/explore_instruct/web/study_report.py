@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from explore_instruct.datafile import read_text_file
 from explore_instruct.errors import UserError
 from explore_instruct.evaluate.judge_report import OVERALL, beat_rate, bootstrap_ci
 from explore_instruct.web.study import Study
@@ -107,6 +108,12 @@ def fleiss(votes: Sequence[Vote]) -> dict[str, Any]:
     return {"value": None if math.isnan(value) else value, "items": len(table), "raters_per_item": n}
 
 
+def _fleiss_items(fk: dict[str, Any]) -> str:
+    if fk["raters_per_item"] is None:
+        return "no item has two or more votes yet"
+    return f"{fk['items']} items with {fk['raters_per_item']} raters each"
+
+
 def krippendorff_alpha(votes: Sequence[Vote]) -> dict[str, Any]:
     """Krippendorff's alpha (nominal) over every vote; items rated once add nothing, as the measure says."""
     import krippendorff
@@ -129,10 +136,8 @@ def read_judge(path: str | Path) -> dict[str, str]:
     """Question id -> the judge's outcome for the candidate (win / tie / lose) from a `judge` result file."""
     p = Path(path)
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{p}: no such file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        data = json.loads(read_text_file(p, "a judge result file"))
+    except json.JSONDecodeError as exc:
         raise UserError(f"{p}: not a JSON file ({exc})") from None
     pairs = data.get("pairs") if isinstance(data, dict) else None
     if not isinstance(pairs, list):
@@ -236,8 +241,8 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         *_rows(report["per_rater"]),
         "",
-        f"Agreement: Fleiss' kappa {_num(fk['value'])} ({fk['items']} items with {fk['raters_per_item']} raters "
-        f"each); Krippendorff's alpha (nominal) {_num(ka['value'])} ({ka['items']} items with two or more votes).",
+        f"Agreement: Fleiss' kappa {_num(fk['value'])} ({_fleiss_items(fk)}); "
+        f"Krippendorff's alpha (nominal) {_num(ka['value'])} ({ka['items']} items with two or more votes).",
     ]
     if "judge" in report:
         j = report["judge"]

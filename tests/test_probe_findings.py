@@ -274,3 +274,24 @@ def test_a_non_utf8_experiment_spec_is_one_line(tmp_path: Path, capsys: pytest.C
     spec.write_bytes(b"name: \xff\xfe\n")
     assert main(["experiment", str(spec), "--dry-run"]) == 2
     assert "not UTF-8" in capsys.readouterr().err
+
+
+def test_experiment_spec_with_a_duplicate_key_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from explore_instruct.cli import main
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("name: a\nname: b\n", encoding="utf-8")
+    assert main(["experiment", str(spec), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "duplicate key 'name'" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(("field", "value"), [("timeout", ".inf"), ("max_tokens", "1e12"), ("max_tokens", "10000000")])
+def test_llm_limits_are_bounded(tmp_path: Path, capsys: pytest.CaptureFixture[str], field: str, value: str) -> None:
+    from explore_instruct.cli import main
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"root: {{name: Rewriting}}\nllm: {{{field}: {value}}}\n", encoding="utf-8")
+    assert main(["run", str(cfg), "--run-dir", str(tmp_path / "r")]) == 2
+    assert f"llm.{field}" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

@@ -193,9 +193,9 @@ class LLMConfig(Strict):
     api_key_env: str | None = Field(None, description="name of the environment variable holding the key")
     temperature: float = Field(1.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
-    max_tokens: int = Field(2048, ge=16)
+    max_tokens: int = Field(2048, ge=16, le=1_000_000)
     max_concurrency: int = Field(8, ge=1, le=512)
-    timeout: float = Field(120.0, gt=0)
+    timeout: float = Field(120.0, gt=0, le=86_400, description="seconds per request")
     retries: int = Field(4, ge=0, le=20)
     structured_output: Literal["auto", "json_schema", "json_object", "text"] = "auto"
     batch: BatchConfig = Field(default_factory=BatchConfig)
@@ -343,8 +343,9 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def _read_yaml_mapping(p: Path) -> dict[str, Any]:
-    text = read_text_file(p, "a YAML config file")
+def read_yaml_mapping(p: Path, what: str = "a YAML config file", top: str = "config sections") -> dict[str, Any]:
+    """A YAML file whose top level is a mapping (duplicate keys refused); any problem is one UserError."""
+    text = read_text_file(p, what)
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader
     except RecursionError:
@@ -356,14 +357,14 @@ def _read_yaml_mapping(p: Path) -> dict[str, Any]:
         detail = f": {' '.join(str(problem).split())}" if problem else ""
         raise UserError(f"{p}: not valid YAML{where}{detail}") from None
     if not isinstance(data, dict):
-        raise UserError(f"{p}: expected a mapping of config sections at the top level")
+        raise UserError(f"{p}: expected a mapping of {top} at the top level")
     return data
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
     """Read and validate a YAML run config; any problem is one UserError naming file and field."""
     p = Path(path)
-    config = build_config(_read_yaml_mapping(p), str(p), overrides)
+    config = build_config(read_yaml_mapping(p), str(p), overrides)
     if config.seed_tree is not None:
         # Relative to the config file, so configs travel with their trees (an absolute path stays itself).
         seed_tree = (p.parent / config.seed_tree).resolve()
@@ -376,7 +377,7 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
 def load_llm_config(path: str | Path) -> LLMConfig:
     """Only the `llm` section of a config file (commands such as `judge` need nothing else)."""
     p = Path(path)
-    section = _read_yaml_mapping(p).get("llm")
+    section = read_yaml_mapping(p).get("llm")
     if not isinstance(section, dict):
         raise UserError(f"{p}: no 'llm' section")
     try:

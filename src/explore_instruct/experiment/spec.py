@@ -12,8 +12,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from explore_instruct.config import LLMConfig, RunConfig, load_config
-from explore_instruct.datafile import read_text_file
+from explore_instruct.config import LLMConfig, RunConfig, load_config, read_yaml_mapping
 from explore_instruct.errors import UserError
 
 CELL_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
@@ -266,13 +265,8 @@ def load_spec(path: str | Path, *, strict: bool = True) -> tuple[ExperimentSpec,
     source = Path(path)
     if not source.exists():
         raise UserError(f"{source}: no such experiment spec")
-    try:  # the shared reader: a folder, a device or non-UTF-8 bytes are one line too
-        data = yaml.safe_load(read_text_file(source, "a YAML experiment spec"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise UserError(f"{source}: not valid YAML{f' (line {mark.line + 1})' if mark else ''}") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{source}: expected a mapping (name, run, datasets, ...) at the top level")
+    # The run config's reader: a folder, a device, non-UTF-8 bytes or a duplicate key are one line too.
+    data = read_yaml_mapping(source, "a YAML experiment spec", "spec sections (run, datasets, ...)")
     try:
         spec = ExperimentSpec.model_validate(data)
     except ValidationError as exc:

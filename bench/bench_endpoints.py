@@ -31,7 +31,7 @@ from tests.test_llm_backends import FakeServer, Reply
 
 from explore_instruct.config import build_config
 from explore_instruct.estimate import estimate_run
-from explore_instruct.llm.base import CompletionRequest, Message
+from explore_instruct.llm.base import CompletionRequest
 from explore_instruct.pipeline import run_stages
 from explore_instruct.store import RunStore
 
@@ -71,18 +71,7 @@ class Tokenizer:
 
 
 def request_of(body: dict[str, Any]) -> CompletionRequest:
-    fmt = body.get("response_format") or {}
-    schema = fmt.get("json_schema", {}).get("schema") if fmt.get("type") == "json_schema" else fmt.get("schema")
-    name = fmt.get("json_schema", {}).get("name", "response")
-    return CompletionRequest(
-        messages=tuple(Message(m["role"], m["content"]) for m in body["messages"]),
-        temperature=body.get("temperature", 1.0),
-        top_p=body.get("top_p", 1.0),
-        max_tokens=body.get("max_tokens", 1024),
-        json_schema=schema,
-        schema_name=name,
-        seed=body.get("seed"),
-    )
+    return CompletionRequest.from_chat_body(body)
 
 
 class Endpoint:

@@ -25,7 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from explore_instruct.llm.base import CompletionRequest, Message
+from explore_instruct.llm.base import CompletionRequest
 from tests.fakes import fake_model
 
 MODEL = "fake-model"
@@ -33,21 +33,7 @@ MODEL = "fake-model"
 
 def request_from_body(body: dict[str, Any]) -> CompletionRequest:
     """The CompletionRequest a chat body was made from (what the fake model's reply depends on)."""
-    fmt = body.get("response_format") or {}
-    schema, name = None, "response"
-    if fmt.get("type") == "json_schema":
-        schema, name = fmt["json_schema"]["schema"], fmt["json_schema"]["name"]
-    elif fmt.get("type") == "json_object":
-        schema = fmt.get("schema")
-    return CompletionRequest(
-        messages=tuple(Message(m["role"], m["content"]) for m in body["messages"]),
-        temperature=body.get("temperature", 1.0),
-        top_p=body.get("top_p", 1.0),
-        max_tokens=body.get("max_tokens", 1024),
-        json_schema=schema,
-        schema_name=name,
-        seed=body.get("seed"),
-    )
+    return CompletionRequest.from_chat_body(body)
 
 
 def chat_completion(body: dict[str, Any]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from explore_instruct import datafile
 from explore_instruct.cli import main
 from explore_instruct.config import load_config
 from explore_instruct.errors import UserError
-from explore_instruct.llm.base import CompletionRequest, Message
+from explore_instruct.llm.base import CompletionRequest
 from explore_instruct.llm.factory import build_backend
 from tests.fakes import fake_model
 from tests.helpers import BASE, merge
@@ -104,13 +104,7 @@ class HeaderLoggingServer:
 
 def completion(body: dict[str, Any]) -> dict[str, Any]:
     """The fake model's reply to an HTTP chat request, as a chat completion."""
-    schema = (body.get("response_format") or {}).get("json_schema") or {}
-    request = CompletionRequest(
-        messages=tuple(Message(m["role"], m["content"]) for m in body["messages"]),
-        json_schema=schema.get("schema"),
-        schema_name=schema.get("name", "response"),
-        seed=body.get("seed"),
-    )
+    request = CompletionRequest.from_chat_body(body)
     text = fake_model(request) if request.json_schema else "OK"
     return {
         "id": "chatcmpl-1",

@@ -56,6 +56,29 @@ class CompletionRequest:
         return params
 
     @staticmethod
+    def from_chat_body(body: dict[str, Any]) -> CompletionRequest:
+        """The request an OpenAI-style chat body was built from (the inverse of what backends send).
+
+        Fake servers in the tests and benchmarks answer by it; `response_format` of either structured
+        kind (json_schema, or json_object with a schema) gives back the schema.
+        """
+        fmt = body.get("response_format") or {}
+        schema, name = None, "response"
+        if fmt.get("type") == "json_schema":
+            schema, name = fmt["json_schema"].get("schema"), fmt["json_schema"].get("name", "response")
+        elif fmt.get("type") == "json_object":
+            schema = fmt.get("schema")
+        return CompletionRequest(
+            messages=tuple(Message(m["role"], m["content"]) for m in body["messages"]),
+            temperature=body.get("temperature", 1.0),
+            top_p=body.get("top_p", 1.0),
+            max_tokens=body.get("max_tokens", 1024),
+            json_schema=schema,
+            schema_name=name,
+            seed=body.get("seed"),
+        )
+
+    @staticmethod
     def chat(user: str, *, system: str | None = None, **kwargs: Any) -> CompletionRequest:
         messages = ([Message("system", system)] if system else []) + [Message("user", user)]
         return CompletionRequest(messages=tuple(messages), **kwargs)

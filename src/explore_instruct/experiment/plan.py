@@ -65,9 +65,6 @@ class Plan:
     comparisons: list[tuple[str, str, int]]  # (candidate cell, baseline cell, question file index)
     warnings: list[str] = field(default_factory=list)
 
-    def cell_steps(self, cell: str) -> list[Step]:
-        return [s for s in self.steps.values() if cell in s.cells]
-
 
 def digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()

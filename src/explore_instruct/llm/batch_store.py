@@ -49,9 +49,6 @@ CREATE INDEX IF NOT EXISTS batch_requests_key ON batch_requests(cache_key, statu
 CREATE INDEX IF NOT EXISTS batch_requests_batch ON batch_requests(batch_row, status);
 """
 
-# A batch whose lines may still get replies (written to disk, uploaded, or running at the provider).
-OPEN = ("written", "uploaded", "submitted")
-
 
 @dataclass
 class BatchRow:
@@ -126,13 +123,6 @@ class BatchStore:
 
     def batch(self, row: int) -> BatchRow:
         return self._batches("WHERE id = ?", (row,))[0]
-
-    def open_batches(self, provider: str | None = None) -> list[BatchRow]:
-        where, args = f"WHERE status IN ({','.join('?' * len(OPEN))})", list(OPEN)
-        if provider is not None:
-            where += " AND provider = ?"
-            args.append(provider)
-        return self._batches(where, tuple(args))
 
     def _batches(self, where: str, args: tuple) -> list[BatchRow]:
         rows = self.conn.execute(

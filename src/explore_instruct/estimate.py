@@ -23,6 +23,7 @@ from typing import Any
 from explore_instruct.config import RunConfig, per_depth
 from explore_instruct.context import RunContext
 from explore_instruct.cost import estimate_tokens, price, prompt_tokens
+from explore_instruct.db import transaction
 from explore_instruct.llm.base import CompletionRequest, Usage
 from explore_instruct.start import LiveNode, insert_start
 from explore_instruct.store import RunStore
@@ -188,13 +189,13 @@ def estimate_run(config: RunConfig) -> RunEstimate:
     return RunEstimate([explore, generate], prompts)
 
 
-def save_estimate(conn: sqlite3.Connection, estimate: RunEstimate, *, replace: bool = False) -> None:
-    """Keep the estimate in the run's database (the first one, unless `replace`), for `stats`."""
+def save_estimate(conn: sqlite3.Connection, estimate: RunEstimate) -> None:
+    """Keep the estimate in the run's database for `stats` (a stage's first estimate stays)."""
     conn.executescript(ESTIMATE_SCHEMA)
-    verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
-    with conn:
+    with transaction(conn):
         conn.executemany(
-            f"{verb} INTO cost_estimate (stage, calls, prompt_tokens, completion_tokens, cost) VALUES (?, ?, ?, ?, ?)",
+            "INSERT OR IGNORE INTO cost_estimate (stage, calls, prompt_tokens, completion_tokens, cost)"
+            " VALUES (?, ?, ?, ?, ?)",
             [(s.stage, s.calls, s.prompt_tokens, s.completion_tokens, s.cost) for s in estimate.stages],
         )
 

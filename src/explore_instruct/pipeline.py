@@ -148,9 +148,10 @@ def run_stages(
         allow_model_change=allow_model_change,
     )
     if needs_llm:
-        from explore_instruct.estimate import estimate_run, save_estimate
+        from explore_instruct.estimate import estimate_run, load_estimate, save_estimate
 
-        save_estimate(store.conn, estimate_run(config))  # the first estimate stays, for `stats` to compare
+        if not load_estimate(store.conn):  # the first estimate stays, for `stats` to compare: a resume skips it
+            save_estimate(store.conn, estimate_run(config))
     client = make_client(config, store, backend) if needs_llm else None
     ctx = RunContext(store, config, client, progress or SilentProgress())
 

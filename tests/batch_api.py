@@ -10,7 +10,8 @@ the same request answered in a batch get the same text. It serves
 A batch stays `in_progress` until `release()` is called (or at once with `hold=False`), then
 completes with one output line per input line; `line_fault(custom_id)` may turn a line into an
 error-file line instead, `expire_after=n` ends the next batch `expired` after n lines, and
-`fail_next` fails the next batch as a whole.
+`fail_next` fails the next batch as a whole. `refuse_json_schema` answers HTTP 500 to a chat request
+asking for `json_schema`, as llama.cpp's server does; `formats` lists each chat request's format.
 `vllm_run_batch` does what `vllm run-batch -i IN -o OUT` does, with the same fake model.
 """
 
@@ -83,6 +84,8 @@ class FakeOpenAI:
         self.line_fault: Callable[[str], dict[str, Any] | None] | None = None
         self.expire_after: int | None = None
         self.fail_next = False  # the next batch fails as a whole (as validation failures do)
+        self.refuse_json_schema = False
+        self.formats: list[str | None] = []  # response_format type of each chat request, in order
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
@@ -187,7 +190,11 @@ class FakeOpenAI:
                 with fake.lock:
                     if path == "/v1/chat/completions":
                         fake.chat_calls += 1
-                        return self._send(200, chat_completion(json.loads(body)))
+                        request = json.loads(body)
+                        fake.formats.append((request.get("response_format") or {}).get("type"))
+                        if fake.refuse_json_schema and fake.formats[-1] == "json_schema":
+                            return self._send(500, {"error": {"message": "Internal Server Error"}})
+                        return self._send(200, chat_completion(request))
                     if path == "/v1/files":
                         header = f"Content-Type: {self.headers['Content-Type']}\r\n\r\n".encode()
                         message = email.parser.BytesParser().parsebytes(header + body)

@@ -117,6 +117,7 @@ def examples_reply(request: CompletionRequest) -> str:
 
 
 def fake_model(request: CompletionRequest) -> str:
-    if request.schema_name == "subtasks":
+    # A json_object body carries the schema without its name: its properties tell the two apart.
+    if request.schema_name == "subtasks" or "subtasks" in (request.json_schema or {}).get("properties", {}):
         return subtasks_reply(request)
     return examples_reply(request)

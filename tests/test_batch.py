@@ -329,3 +329,53 @@ def test_split_lines_respects_both_limits() -> None:
     assert [x for c in split_lines(lines, 4, 350) for x in c] == lines
     with pytest.raises(UserError, match=r"over llm\.batch\.max_bytes"):
         split_lines(lines, 4, 99)
+
+
+# ------------------------------------------------------------------------------ structured-output mode
+
+
+def batch_formats(path: Path) -> set[str]:
+    return {json.loads(line)["body"]["response_format"]["type"] for line in path.read_text().splitlines()}
+
+
+def test_a_resumed_run_sends_no_json_schema_to_a_server_that_refused_it(tmp_path: Path, fake: FakeOpenAI) -> None:
+    fake.refuse_json_schema = True
+    run_dir = tmp_path / "r"
+    ctx, _ = run_stages(make_config(llm=llm(fake)), run_dir, ("explore",))
+    ctx.store.close()
+    assert fake.formats[:2] == ["json_schema", "json_object"]  # found once, by the first process
+    sent_before = len(fake.formats)
+    run(run_dir, fake, resume=True, llm=llm(fake))
+    assert len(fake.formats) > sent_before and "json_schema" not in fake.formats[sent_before:]
+
+
+def test_batches_written_by_a_resumed_process_use_the_mode_online_calls_found(tmp_path: Path, fake: FakeOpenAI) -> None:
+    fake.refuse_json_schema = True
+    run_dir = tmp_path / "r"
+    with pytest.raises(RunStopped):
+        run(run_dir, fake, llm=llm(fake, provider="files"))
+    assert batch_formats(run_dir / "batches" / "1.input.jsonl") == {"json_object"}
+    vllm_run_batch(run_dir / "batches" / "1.input.jsonl", tmp_path / "out.jsonl", skip=4)
+    assert main(["batch", "import", str(run_dir), str(tmp_path / "out.jsonl")]) == 0
+    with pytest.raises(RunStopped, match=r"2\.input\.jsonl"):
+        run(run_dir, fake, resume=True, llm=llm(fake, provider="files"))
+    assert batch_formats(run_dir / "batches" / "2.input.jsonl") == {"json_object"}
+
+
+def test_a_run_from_before_the_modes_table_still_opens_and_resumes(tmp_path: Path, fake: FakeOpenAI) -> None:
+    run_dir = tmp_path / "r"
+    run(run_dir, fake, llm=llm(fake))
+    with sqlite3.connect(run_dir / "run.db") as conn:
+        conn.execute("DROP TABLE structured_modes")
+    store = RunStore.open(run_dir)  # read-only: the table is not created, and nothing is remembered
+    try:
+        assert store.calls.structured_mode(fake.base_url, MODEL) is None
+    finally:
+        store.close()
+    assert main(["stats", "--run-dir", str(run_dir), "--json"]) == 0
+    run(run_dir, fake, resume=True, llm=llm(fake))
+    store = RunStore.open(run_dir)
+    try:
+        assert store.conn.execute("SELECT COUNT(*) FROM structured_modes").fetchone()[0] == 0
+    finally:
+        store.close()

@@ -222,6 +222,38 @@ async def test_structured_output_is_discovered_per_endpoint() -> None:
     assert modes == {pool.members[0].name: "json_schema", pool.members[1].name: "json_object"}
 
 
+async def test_each_endpoint_starts_from_the_mode_an_earlier_process_found(tmp_path: Path) -> None:
+    memory = CallLog.open(tmp_path / "calls.db")
+    formats: list[str | None] = []
+
+    def llama_recorded(body: dict[str, Any]) -> Any:
+        formats.append((body.get("response_format") or {}).get("type"))
+        return llama_cpp_like(body)
+
+    with FakeServer() as vllm_like, FakeServer() as llama_like:
+        vllm_like.responder = lambda body: chat_reply('{"items": ["a", "b"]}')
+        llama_like.responder = llama_recorded
+        cfg = LLMConfig.model_validate(
+            {
+                "backend": "openai",
+                "model": "fake-model",
+                "endpoints": [{"base_url": vllm_like.url}, {"base_url": llama_like.url}],
+            }
+        )
+        for process in range(2):  # the same pool in two processes, one after the other
+            pool = backend_from_config(cfg)
+            assert isinstance(pool, EndpointPool)
+            pool.remember_modes(memory)
+            seen = len(formats)
+            requests = [CompletionRequest.chat(f"two items {process} {i}", json_schema=SCHEMA) for i in range(6)]
+            await asyncio.gather(*(pool.complete(r) for r in requests))
+            await pool.aclose()
+            assert len(formats) > seen
+            assert ("json_schema" in formats[seen:]) == (process == 0)
+    modes = {m.name: memory.structured_mode(m.name, "fake-model") for m in pool.members}
+    assert modes == {pool.members[0].name: "json_schema", pool.members[1].name: "json_object"}
+
+
 async def test_connection_refused_endpoint_over_http_fails_over() -> None:
     with FakeServer() as alive:
         cfg = LLMConfig.model_validate(

@@ -7,12 +7,15 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
+from explore_instruct import pipeline
 from explore_instruct.cli import main
 from explore_instruct.llm.scripted import ScriptedLLM
 from explore_instruct.pipeline import run_stages
 from explore_instruct.store import RunStore
 from tests.fakes import fake_model
-from tests.helpers import make_config, run_fake
+from tests.helpers import BASE, fake_backend, make_config, merge, run_fake
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -224,3 +227,24 @@ def test_resume_with_a_changed_config_warns(tmp_path, caplog):
         run_fake(tmp_path / "run", make_config(sample={"size": 5}))
     assert "config differs" in caplog.text
     assert "size: 5" in (tmp_path / "run" / "config.yaml").read_text()
+
+
+def test_a_short_sample_is_warned_about_with_the_reason_and_what_to_change(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(pipeline, "build_backend", lambda config: fake_backend())
+    config_file = tmp_path / "c.yaml"
+    config_file.write_text(yaml.safe_dump(merge(BASE, {"sample": {"size": 500}})))
+    run_dir = tmp_path / "run"
+    assert main(["run", str(config_file), "--run-dir", str(run_dir)]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    store = RunStore.open(run_dir)
+    drawn = len(store.sample_ids())
+    store.close()
+    assert 0 < drawn < 500
+    assert f"warning: sampled {drawn} of the 500 asked for (sample.size)" in err
+    assert f"the pool held {drawn} examples" in err and "generate.examples_per_task" in err
+
+    # The sample command says it too; a sample of the size asked for says nothing.
+    assert main(["sample", "--run-dir", str(run_dir)]) == 0
+    assert "warning: sampled" in capsys.readouterr().err
+    assert main(["sample", "--run-dir", str(run_dir), "--set", f"sample.size={drawn}"]) == 0
+    assert "warning: sampled" not in capsys.readouterr().err

@@ -88,7 +88,12 @@ def insert_start(store: RunStore, config: RunConfig) -> LiveNode:
 
 
 def load_live_tree(store: RunStore, *, origins: tuple[str, ...] = ("seed", "import", "explore")) -> LiveNode:
-    """The tree as stored, with each node's kept examples of the given origins (start + exploration)."""
+    """The tree as stored, with each node's examples of the given origins (start + exploration).
+
+    An example counts unless its quality check failed: it is what the exploration that made it held
+    in memory. Later stages' drops (duplicates, the diversity filter) must not change what a re-run
+    shows in its prompts, or a resumed run would send requests the first run never sent.
+    """
     view = store.tree_view()
 
     def make(row: NodeRow, parent: LiveNode | None) -> LiveNode:
@@ -98,6 +103,7 @@ def load_live_tree(store: RunStore, *, origins: tuple[str, ...] = ("seed", "impo
         return node
 
     by_id = view.build(make)
-    for ex in store.examples(status="ok", origins=origins):
-        by_id[ex.node_id].examples.append(Example(ex.instruction, ex.input, ex.output))
+    for ex in store.examples(origins=origins):
+        if ex.drop_stage != "quality":
+            by_id[ex.node_id].examples.append(Example(ex.instruction, ex.input, ex.output))
     return by_id[view.root.id]

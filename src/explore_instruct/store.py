@@ -101,6 +101,18 @@ class ExampleRow:
     score: float | None
 
 
+@dataclass(frozen=True)
+class NewExample:
+    """An example a stage found, before it is stored (stages store them in tree order, then key order)."""
+
+    key: str
+    node_id: int
+    origin: str
+    example: Example
+    call_id: int | None = None
+    drop_reason: str | None = None
+
+
 def task_node(row: NodeRow, parent: TaskNode | None) -> TaskNode:
     """A node row as a TaskNode attached to its parent (the builder for `TreeView.build`)."""
     node = TaskNode(name=row.name, reason=row.reason, slug=row.slug, pruned=row.pruned)
@@ -315,6 +327,18 @@ class RunStore:
                 drop_reason,
             ),
         )
+
+    def add_examples(self, found: Iterable[NewExample]) -> None:
+        """Insert examples in the order given (that order numbers their rows); idempotent by key."""
+        for new in found:
+            self.add_example(
+                key=new.key,
+                node_id=new.node_id,
+                origin=new.origin,
+                example=new.example,
+                call_id=new.call_id,
+                drop_reason=new.drop_reason,
+            )
 
     def examples(
         self,

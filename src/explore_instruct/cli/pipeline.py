@@ -158,6 +158,11 @@ def _run(
         )
     session = ctx.client.stats if ctx.client else None
     print_summary(ctx.store, session)
+    if "sample" in results or ("filter" in results and ctx.store.sample_ids()):  # filter redraws a sample
+        from explore_instruct.stages.sample import shortfall
+
+        if short := shortfall(ctx):
+            console.print(short, style="yellow", highlight=False)
     if "filter" in results:
         kept, total = results["filter"]
         console.print(f"diversity filter: kept {kept} / {total}")

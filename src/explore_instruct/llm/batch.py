@@ -394,6 +394,8 @@ class BatchRunner:
         # The online backend when it is one (its structured-output mode may be known by now), else one
         # built from the same config: batch bodies are what an online request would send.
         self.backend: OpenAICompatLLM = backend_from_config(llm) if self._own_backend else backend  # type: ignore[assignment]
+        if self._own_backend and isinstance(self.backend, OpenAICompatLLM):
+            self.backend.remember_modes(client.log)  # the mode online calls found for this endpoint
         self.openai = (
             OpenAIBatches(self.backend, poll_interval=self.cfg.poll_interval, retries=llm.retries)
             if self.cfg.provider == "openai"

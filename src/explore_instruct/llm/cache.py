@@ -7,6 +7,8 @@ their own. API keys never reach this table: requests hold prompts and sampling s
 A row names the endpoint that answered (or last failed) when the run uses a pool of endpoints
 (`endpoint`: a redacted URL). Each row also counts its attempts and why the failed ones failed
 (`retry_reasons`, a JSON object of reason -> count), so retries are visible in the summary and `stats`.
+Beside the calls it keeps the structured-output mode each endpoint was found to take, so a resumed
+process sends what the server accepted rather than probing it again.
 """
 
 from __future__ import annotations
@@ -45,6 +47,12 @@ CREATE TABLE IF NOT EXISTS llm_calls (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS llm_calls_ok_key ON llm_calls(key) WHERE status = 'ok';
 CREATE INDEX IF NOT EXISTS llm_calls_stage ON llm_calls(stage);
+CREATE TABLE IF NOT EXISTS structured_modes (
+    endpoint TEXT NOT NULL,        -- redacted base URL
+    model TEXT NOT NULL,
+    mode TEXT NOT NULL,            -- json_schema | json_object | text
+    PRIMARY KEY (endpoint, model)
+);
 """
 # Columns added after the first release: (name, SQL type). Older run.db files gain them on open.
 ADDED_COLUMNS = (("retry_reasons", "TEXT"), ("error_kind", "TEXT"), ("endpoint", "TEXT"))
@@ -64,10 +72,15 @@ class CallLog:
 
     def __init__(self, conn: sqlite3.Connection, *, readonly: bool = False) -> None:
         self.conn = conn
+        self.readonly = readonly
         if not readonly:
             conn.executescript(CALLS_SCHEMA)
             self._migrate()
         self._columns = {row["name"] for row in conn.execute("PRAGMA table_info(llm_calls)")}
+        self._has_modes = (
+            conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'structured_modes'").fetchone()
+            is not None
+        )
 
     def _migrate(self) -> None:
         have = {row["name"] for row in self.conn.execute("PRAGMA table_info(llm_calls)")}
@@ -138,6 +151,25 @@ class CallLog:
         if cur.rowcount == 0:  # an ok row for this key already exists
             return int(self.conn.execute(SELECT_OK_ID, (key,)).fetchone()[0])
         return int(cur.lastrowid or 0)
+
+    def structured_mode(self, endpoint: str, model: str) -> str | None:
+        """The structured-output mode `endpoint` was found to take for `model` (None: not probed yet)."""
+        if not self._has_modes:  # a read-only open of a run.db from before the table
+            return None
+        row = self.conn.execute(
+            "SELECT mode FROM structured_modes WHERE endpoint = ? AND model = ?", (endpoint, model)
+        ).fetchone()
+        return row["mode"] if row else None
+
+    def remember_structured_mode(self, endpoint: str, model: str, mode: str) -> None:
+        """Keep the mode an endpoint accepted (one statement: it commits on its own)."""
+        if self.readonly:
+            return
+        self.conn.execute(
+            "INSERT INTO structured_modes (endpoint, model, mode) VALUES (?, ?, ?)"
+            " ON CONFLICT (endpoint, model) DO UPDATE SET mode = excluded.mode",
+            (endpoint, model, mode),
+        )
 
     def usage_by_endpoint(self) -> dict[str, dict[str, Any]]:
         """Per endpoint of a pool: ok and failed calls and mean seconds per ok call (empty without a pool)."""

@@ -120,6 +120,9 @@ class LLMClient:
     ) -> None:
         self.backend = backend
         self.log = log
+        remember = getattr(backend, "remember_modes", None)
+        if remember is not None:  # what an earlier process learnt about the server is used, not probed again
+            remember(log)
         self.budget = budget
         self.retry = retry or RetryPolicy()
         self.stats = ClientStats()

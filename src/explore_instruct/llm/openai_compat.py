@@ -7,7 +7,8 @@ the SDK's exceptions into the protocol's two kinds: transient (worth a retry) an
 Structured output differs between servers, so the mode is configurable and, in "auto", discovered:
 `json_schema` first (OpenAI, vLLM, SGLang, Ollama), then `json_object` with a `schema` (what
 `python -m llama_cpp.server` takes; it answers HTTP 500 to `json_schema`), then plain text, where the
-prompt asks for the labelled text format and the caller's tolerant parser reads it.
+prompt asks for the labelled text format and the caller's tolerant parser reads it. The mode found
+is kept in the run (`remember_modes`), so a resumed process and its batch lines start from it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import os
 import re
 import time
 import urllib.parse
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import openai
 from openai import AsyncOpenAI
@@ -44,6 +45,14 @@ _FALLBACK_ORDER: tuple[StructuredMode, ...] = ("json_schema", "json_object", "te
 _FORMAT_WORDS = re.compile(r"response_format|json_schema|json_object|schema|grammar", re.IGNORECASE)
 # Local servers ignore the key, but the SDK refuses to start without one.
 _PLACEHOLDER_KEY = "not-needed"
+
+
+class ModeMemory(Protocol):
+    """Where discovered structured-output modes are kept (the call log of the run: `CallLog`)."""
+
+    def structured_mode(self, endpoint: str, model: str) -> str | None: ...
+
+    def remember_structured_mode(self, endpoint: str, model: str, mode: str) -> None: ...
 
 
 class _GatedClient(AsyncOpenAI):
@@ -177,6 +186,9 @@ class OpenAICompatLLM:
         # order and is confirmed by the first structured request that succeeds.
         self.structured_mode: StructuredMode = "json_schema" if structured_output == "auto" else structured_output
         self._mode_confirmed = structured_output != "auto"
+        # Where discovery starts over after a failed walk: the top, or the mode an earlier process found.
+        self._start_mode: StructuredMode = self.structured_mode
+        self._memory: ModeMemory | None = None
         # Serialises structured requests until the mode is known, so concurrent first calls do not
         # all run the fallback ladder at once.
         self._discovery = asyncio.Lock()
@@ -210,6 +222,19 @@ class OpenAICompatLLM:
 
     async def aclose(self) -> None:
         await self._client.close()
+
+    def remember_modes(self, memory: ModeMemory) -> None:
+        """Start "auto" from the mode `memory` holds for this endpoint, and keep there the one found.
+
+        The remembered mode is where discovery starts, not a certainty: a server that refuses it now
+        still gets the modes below it.
+        """
+        self._memory = memory
+        if self.structured_output != "auto":
+            return
+        known = memory.structured_mode(self._display_url, self.model)
+        if known in _FALLBACK_ORDER and not self._mode_confirmed:
+            self.structured_mode = self._start_mode = known  # type: ignore[assignment]
 
     async def check(self) -> None:
         """One cheap call before a run starts: raise FatalLLMError with one clear line if the
@@ -283,10 +308,12 @@ class OpenAICompatLLM:
                 continue
             self.structured_mode = mode
             self._mode_confirmed = True
+            if self._memory is not None:
+                self._memory.remember_structured_mode(self._display_url, self.model, mode)
             return completion
         # Every mode failed, text included, so the server is failing rather than rejecting a format
         # (a plain 500 during the first call). Start over next time and let the client retry.
-        self.structured_mode = _FALLBACK_ORDER[0]
+        self.structured_mode = self._start_mode
         raise TransientLLMError(f"{self._display_url} failed every structured-output mode: {'; '.join(rejections)}")
 
     def _params(self, request: CompletionRequest, mode: StructuredMode) -> dict[str, Any]:

@@ -20,8 +20,12 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from explore_instruct.llm.base import LLM, Completion, CompletionRequest, FatalLLMError, RetryReason, TransientLLMError
+
+if TYPE_CHECKING:
+    from explore_instruct.llm.openai_compat import ModeMemory
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +125,13 @@ class EndpointPool:
         wait = max(0.0, min(m.cooled_until for m in self.members) - time.monotonic())
         message = str(last) if last is not None else "every endpoint is cooling down after failures"
         raise TransientLLMError(message, retry_after=wait or None, reason=RetryReason.CONNECTION)
+
+    def remember_modes(self, memory: ModeMemory) -> None:
+        """Each endpoint keeps its own structured-output mode in `memory` (see OpenAICompatLLM)."""
+        for member in self.members:
+            remember = getattr(member.backend, "remember_modes", None)
+            if remember is not None:
+                remember(memory)
 
     async def aclose(self) -> None:
         await asyncio.gather(*(m.backend.aclose() for m in self.members), return_exceptions=True)

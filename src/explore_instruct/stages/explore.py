@@ -5,7 +5,9 @@ lookahead (decompose the task); later rounds backtrack to it with its existing c
 the new ones must differ (breadth). A node's rounds run one after another because each must see the
 children found so far; once a node is complete, its children are explored concurrently, each
 seeing its full list of siblings. Prompts depend only on the tree's state and the run's seed, so a
-resumed run replays the same requests, finds them in the cache and rebuilds the same tree.
+resumed run replays the same requests, finds them in the cache and rebuilds the same tree. The
+examples new subtasks come with are stored when the stage ends, in tree order, so their row ids (the
+exports' `id`) do not follow the order replies arrived in.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+from dataclasses import dataclass, field
 
 from explore_instruct.config import per_depth
 from explore_instruct.context import RunContext
@@ -20,8 +23,25 @@ from explore_instruct.llm.base import CompletionRequest
 from explore_instruct.parse import Subtask, parse_subtasks, subtasks_schema
 from explore_instruct.quality import PromptText, drop_reason, task_name_drop_reason
 from explore_instruct.start import LiveNode, insert_start
+from explore_instruct.store import NewExample
+from explore_instruct.tree import Example
 
 STAGE = "explore"
+
+
+@dataclass
+class FoundExamples:
+    """The examples each new subtask came with, per node key, held until the stage stores them."""
+
+    by_node: dict[str, dict[str, NewExample]] = field(default_factory=dict)
+
+    def add(self, node: LiveNode, key: str, example: Example, reason: str | None, call_id: int) -> None:
+        self.by_node.setdefault(node.key, {})[key] = NewExample(key, node.id, "explore", example, call_id, reason)
+
+    def store(self, ctx: RunContext, root: LiveNode) -> None:
+        """Insert them in tree order, then reply order (a replay inserts nothing new)."""
+        with ctx.store.transaction():
+            ctx.store.add_examples(new for node in root.walk() for new in self.by_node.get(node.key, {}).values())
 
 
 def expected_nodes(max_depth: int, breadth: list[int]) -> int:
@@ -63,7 +83,7 @@ def _dropped_key(node: LiveNode, round_no: int, index: int) -> str:
     return f"{node.key}@{round_no}#{index}"
 
 
-async def _explore_round(ctx: RunContext, node: LiveNode, want: int, round_no: int) -> int:
+async def _explore_round(ctx: RunContext, node: LiveNode, want: int, round_no: int, found: FoundExamples) -> int:
     """One lookahead/backtracking round; returns how many new children it added.
 
     A proposed name that fails the profile's name rules (or repeats a task) is recorded as dropped
@@ -111,14 +131,7 @@ async def _explore_round(ctx: RunContext, node: LiveNode, want: int, round_no: i
             child = LiveNode(child_id, key, sub.name, sub.reason, node.depth + 1, node)
             for i, ex in enumerate(sub.examples):
                 reason = drop_reason(ex, ctx.profile, prompt)
-                ctx.store.add_example(
-                    key=f"{key}#x{i}",
-                    node_id=child_id,
-                    origin="explore",
-                    example=ex,
-                    call_id=call_id,
-                    drop_reason=reason,
-                )
+                found.add(child, f"{key}#x{i}", ex, reason, call_id)
                 if reason is None:
                     child.examples.append(ex)
             added.append(child)
@@ -136,7 +149,7 @@ async def _explore_round(ctx: RunContext, node: LiveNode, want: int, round_no: i
     return len(added)
 
 
-async def _visit(ctx: RunContext, node: LiveNode) -> None:
+async def _visit(ctx: RunContext, node: LiveNode, found: FoundExamples) -> None:
     cfg = ctx.config.explore
     if node.depth >= cfg.max_depth:
         return
@@ -145,10 +158,10 @@ async def _visit(ctx: RunContext, node: LiveNode) -> None:
     max_rounds = math.ceil(target / cfg.new_per_call) + cfg.max_fruitless_rounds
     while len(node.children) < target and fruitless < cfg.max_fruitless_rounds and round_no < max_rounds:
         want = min(cfg.new_per_call, target - len(node.children))
-        if await _explore_round(ctx, node, want, round_no) == 0:
+        if await _explore_round(ctx, node, want, round_no, found) == 0:
             fruitless += 1
         round_no += 1
-    await asyncio.gather(*(_visit(ctx, child) for child in node.children))
+    await asyncio.gather(*(_visit(ctx, child, found) for child in node.children))
 
 
 async def run(ctx: RunContext) -> LiveNode:
@@ -158,6 +171,10 @@ async def run(ctx: RunContext) -> LiveNode:
     ctx.progress.start(STAGE, expected_nodes(cfg.max_depth, cfg.breadth))
     # Nodes a seed tree already has count toward their parent's breadth.
     ctx.progress.advance(STAGE, len(root.walk()) - 1)
-    await _visit(ctx, root)
+    found = FoundExamples()
+    try:
+        await _visit(ctx, root, found)
+    finally:  # a stopped stage stores what it got, so its exports show it
+        found.store(ctx, root)
     ctx.progress.finish(STAGE)
     return root

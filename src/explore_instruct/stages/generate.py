@@ -8,7 +8,10 @@ With `llm.batch` enabled, the calls of a round (every task's first calls, then e
 go out as one provider batch first (`llm/batch.py`), and each call then finds its reply in the cache.
 
 Every request is a function of the tree and the run's seed, and each example's key names the call
-and position it came from, so the outcome does not depend on the order replies arrive in.
+and position it came from, so the outcome does not depend on the order replies arrive in. Replies
+are kept in memory while the stage runs and stored when it ends, in tree order and then key order:
+row ids (the exports' `id`) do not follow arrival order either. A killed stage loses nothing, since
+every reply is in the call log and a resume replays it from there.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from explore_instruct.llm.batch import BatchRunner, RoundCollector
 from explore_instruct.parse import examples_schema, parse_examples
 from explore_instruct.quality import PromptText, drop_reason, exact_key
 from explore_instruct.start import LiveNode, insert_start, load_live_tree
+from explore_instruct.store import NewExample
 from explore_instruct.tree import Example
 
 STAGE = "generate"
@@ -36,7 +40,7 @@ class NodeWork:
 
     node: LiveNode
     target: int
-    results: dict[str, tuple[Example, str | None]] = field(default_factory=dict)
+    results: dict[str, NewExample] = field(default_factory=dict)
     calls_made: int = 0
 
     def kept(self) -> list[Example]:
@@ -44,7 +48,7 @@ class NodeWork:
         seen = {exact_key(e) for e in self.node.examples}
         out = []
         for key in sorted(self.results):
-            ex, reason = self.results[key]
+            ex, reason = self.results[key].example, self.results[key].drop_reason
             if reason is None and exact_key(ex) not in seen:
                 seen.add(exact_key(ex))
                 out.append(ex)
@@ -95,12 +99,8 @@ async def _call(
 
     def commit(examples: list[Example], call_id: int) -> None:
         for i, ex in enumerate(examples):
-            reason = drop_reason(ex, ctx.profile, prompt)
             key = example_key(node.key, call_index, i)
-            ctx.store.add_example(
-                key=key, node_id=node.id, origin="generate", example=ex, call_id=call_id, drop_reason=reason
-            )
-            work.results[key] = (ex, reason)
+            work.results[key] = NewExample(key, node.id, "generate", ex, call_id, drop_reason(ex, ctx.profile, prompt))
 
     await ctx.require_client().call(
         request,
@@ -168,24 +168,37 @@ async def run(ctx: RunContext) -> dict[str, int]:
         NodeWork(node, per_depth(cfg.examples_per_task, node.depth)) for node in root.walk() if node.id not in pruned
     ]
     ctx.progress.start(STAGE, sum(math.ceil(w.target / cfg.per_call) for w in works))
-    if not ctx.config.llm.batch.enabled:
-        await asyncio.gather(*(_enrich(ctx, w, None) for w in works))
-    else:
-        runner = BatchRunner(ctx.store, ctx.require_client(), ctx.config.llm, stage=STAGE, parse=parse_reply)
-        try:
-            rounds = RoundCollector(len(works), runner.fetch)
-            await asyncio.gather(*(_enrich(ctx, w, rounds) for w in works))
-        finally:
-            await runner.aclose()
+    try:
+        if not ctx.config.llm.batch.enabled:
+            await asyncio.gather(*(_enrich(ctx, w, None) for w in works))
+        else:
+            runner = BatchRunner(ctx.store, ctx.require_client(), ctx.config.llm, stage=STAGE, parse=parse_reply)
+            try:
+                rounds = RoundCollector(len(works), runner.fetch)
+                await asyncio.gather(*(_enrich(ctx, w, rounds) for w in works))
+            finally:
+                await runner.aclose()
+    finally:  # a stopped stage stores what it got, so its exports show it
+        store_results(ctx, works)
     mark_exact_duplicates(ctx)
     ctx.progress.finish(STAGE)
     return {w.node.key: len(w.kept()) for w in works}
 
 
+def store_results(ctx: RunContext, works: list[NodeWork]) -> None:
+    """Insert every reply's examples in tree order, then key order (a replay inserts nothing new)."""
+    with ctx.store.transaction():
+        ctx.store.add_examples(w.results[key] for w in works for key in sorted(w.results))  # works: level order
+
+
 def mark_exact_duplicates(ctx: RunContext) -> int:
-    """Drop generated examples that repeat an earlier example of the same task exactly."""
+    """Drop generated examples that repeat an earlier example of the same task exactly.
+
+    Every example that passed quality takes part, those the diversity filter dropped since too: a
+    re-run after the filter then makes the decisions the first run made.
+    """
     store = ctx.store
-    rows = store.examples(status="ok") + [r for r in store.examples(status="dropped") if r.drop_stage == "duplicate"]
+    rows = [r for r in store.examples() if r.drop_stage != "quality"]
     rows.sort(key=lambda r: (r.node_id, r.origin == "generate", r.key))
     seen: dict[tuple[int, tuple[str, str]], int] = {}
     drops = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
+from dataclasses import dataclass
 
 from explore_instruct.context import RunContext
 
@@ -34,17 +35,24 @@ def run(ctx: RunContext) -> int:
     return len(chosen)
 
 
-def draw(ctx: RunContext) -> list[int]:
-    """The target number of kept examples (ids), an even share per eligible task, seeded.
+@dataclass
+class Pool:
+    """What the sample draws from: kept example ids per task key (key order), the eligible tasks, the root."""
 
-    Eligible tasks are unpruned (unless `skip_pruned` is off), at depth >= 1 and <= max_depth;
-    when they hold too few examples, the sample is topped up from the root's examples. A tree
-    with no eligible subtask (K = 0, the self-instruct baseline) samples from the root alone.
-    """
+    ids: dict[str, list[int]]
+    tasks: set[str]
+    root: str
+
+    def size(self) -> int:
+        """Examples the sample can take: the eligible tasks', then the root's when it tops up."""
+        return sum(len(self.ids.get(t, [])) for t in self.tasks | {self.root})
+
+
+def pool(ctx: RunContext) -> Pool:
+    """Eligible tasks are unpruned (unless `skip_pruned` is off), at depth >= 1 and <= max_depth;
+    a tree with no eligible subtask (K = 0, the self-instruct baseline) samples from the root alone."""
     ctx.store.require_tree()
     cfg = ctx.config.sample
-    seed = cfg.seed if cfg.seed is not None else ctx.config.seed
-    rng = random.Random(seed)
     # Tasks and examples are taken in key order, not row order: rows are numbered as replies arrive,
     # which varies between an interrupted run and an uninterrupted one.
     nodes = ctx.store.nodes()
@@ -62,7 +70,18 @@ def draw(ctx: RunContext) -> list[int]:
         if r.origin != "seed":
             by_task[task_key[r.node_id]].append((r.key, r.id))
     ids = {task: [i for _, i in sorted(rows)] for task, rows in by_task.items()}
-    pool_tasks = eligible or {root}
+    return Pool(ids, eligible or {root}, root)
+
+
+def draw(ctx: RunContext) -> list[int]:
+    """The target number of kept examples (ids), an even share per eligible task, seeded.
+
+    When the eligible tasks hold too few examples, the sample is topped up from the root's examples.
+    """
+    cfg = ctx.config.sample
+    rng = random.Random(cfg.seed if cfg.seed is not None else ctx.config.seed)
+    found = pool(ctx)
+    ids, pool_tasks, root = found.ids, found.tasks, found.root
     quotas = _even_quotas({t: len(ids.get(t, [])) for t in sorted(pool_tasks)}, cfg.size)
     chosen: list[int] = []
     for task in sorted(pool_tasks):
@@ -72,3 +91,19 @@ def draw(ctx: RunContext) -> list[int]:
         chosen.extend(rng.sample(spare, min(len(spare), cfg.size - len(chosen))))
     rng.shuffle(chosen)
     return chosen
+
+
+def shortfall(ctx: RunContext) -> str | None:
+    """One line when the stored sample is smaller than `sample.size`: how many, why, and what to change."""
+    asked, drawn = ctx.config.sample.size, len(ctx.store.sample_ids())
+    if drawn >= asked:
+        return None
+    found = pool(ctx)
+    kept = sum(len(v) for v in found.ids.values())
+    elsewhere = kept - found.size()
+    outside = f"; {elsewhere} more are kept in pruned tasks or below sample.max_depth" if elsewhere else ""
+    return (
+        f"warning: sampled {drawn} of the {asked} asked for (sample.size): after the quality checks, exact "
+        f"duplicates and the diversity filter the pool held {found.size()} examples{outside}. For more, raise "
+        "generate.examples_per_task or explore.breadth, raise filter.threshold, or lower sample.size."
+    )

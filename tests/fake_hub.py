@@ -47,6 +47,7 @@ class FakeHub:
         self.repos: dict[str, Repo] = {}
         self.commits: list[Commit] = []
         self.requests: list[str] = []
+        self.fail_commits = False  # answer every commit with a 500, as a Hub in trouble would
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -134,6 +135,8 @@ class FakeHub:
                         modes = [{"path": p, "uploadMode": "regular", "shouldIgnore": False} for p in paths]
                         return self._reply(200, {"files": modes})
                     if verb == "commit":
+                        if hub.fail_commits:
+                            return self._reply(500, {"error": "Internal Error"})
                         return self._commit(repo_id, revision, body)
                     return self._reply(404, {"error": f"no route {path}"})
 

@@ -58,6 +58,26 @@ def test_load_dataset_on_the_hf_export_gives_the_alpaca_records_in_order(
     ]
 
 
+def test_dropped_records_carry_the_filter_fields(tmp_path: Path, hf_env: None) -> None:
+    import datasets
+    import pyarrow.parquet as pq
+
+    run = tmp_path / "run"
+    ctx, _, _ = run_fake(run, make_config(filter={"threshold": 0.3}))
+    ctx.store.close()
+    export(run, tmp_path / "hf", "-f", "hf", "--which", "dropped", "--no-analysis")
+    export(run, tmp_path / "d.json", "-f", "alpaca", "--which", "dropped")
+    alpaca = json.loads((tmp_path / "d.json").read_text(encoding="utf-8"))
+    assert alpaca  # the low threshold dropped some
+    table = pq.read_table(tmp_path / "hf" / "data" / "train-00000-of-00001.parquet")
+    assert table.column_names[-4:] == ["drop_stage", "drop_reason", "dup_of", "score"]
+    train = datasets.load_dataset(str(tmp_path / "hf"))["train"]
+    assert [{k: r[k] for k in ("instruction", "input", "output")} for r in train] == alpaca
+    assert {r["drop_stage"] for r in train} == {"filter"} and all(r["score"] > 0.3 for r in train)
+    card = read_front_matter((tmp_path / "hf" / "README.md").read_text(encoding="utf-8"))
+    assert card["explore_instruct"]["examples"]["dropped_filter"] == len(alpaca)
+
+
 def test_card_yaml_parses_and_its_counts_equal_stats_json(
     run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -255,11 +275,44 @@ def test_push_errors_are_one_line_exit_2_and_no_commit(
     assert "hf_wrong" not in err and TOKEN not in err
 
 
-def test_a_commit_refused_by_the_hub_leaves_no_commit(run_dir: Path, hub: FakeHub) -> None:
+def test_a_namespace_the_token_left_is_refused_before_anything_is_sent(run_dir: Path, hub: FakeHub) -> None:
     hub.add_repo("lab/shared")
-    hub.orgs["alice"] = []  # alice left the organisation: the namespace check and the Hub both refuse
+    hub.orgs["alice"] = []  # alice left the organisation
     assert push(str(run_dir), "lab/shared", "--no-analysis") == 2
     assert hub.commits == [] and hub.files("lab/shared") == {}
+    assert not any(r.startswith("POST") for r in hub.requests)
+
+
+def test_a_commit_the_hub_fails_is_one_line_and_leaves_the_repository_as_it_was(
+    run_dir: Path, hub: FakeHub, capfd: pytest.CaptureFixture[str]
+) -> None:
+    hub.add_repo("alice/editing", {"README.md": b"old card"})
+    hub.fail_commits = True
+    capfd.readouterr()
+    assert push(str(run_dir), "alice/editing", "--no-analysis") == 2
+    err = capfd.readouterr().err.strip()
+    assert "answered 500 for alice/editing; nothing was pushed" in err and len(err.splitlines()) == 1
+    assert hub.commits == [] and hub.files("alice/editing") == {"README.md": b"old card"}
+    hub.fail_commits = False
+    assert push(str(run_dir), "alice/editing", "--no-analysis") == 0
+    assert len(hub.commits) == 1 and hub.files("alice/editing")["README.md"] != b"old card"
+
+
+def test_without_the_hub_extra_export_and_push_say_how_to_install_it(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # an import of it fails
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)
+    capfd.readouterr()
+    assert main(["export", "-r", str(run_dir), "-f", "hf", "-o", str(tmp_path / "hf"), "--no-analysis"]) == 2
+    assert "pip install 'explore-instruct[hub]'" in capfd.readouterr().err
+    assert not (tmp_path / "hf").exists()
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    monkeypatch.setattr("explore_instruct.publish.sources.run_files", lambda *a: ({"README.md": b"x"}, tmp_path))
+    assert push(str(run_dir), "alice/editing") == 2
+    assert "(huggingface_hub is not installed): pip install 'explore-instruct[hub]'" in capfd.readouterr().err
 
 
 # --- the study -------------------------------------------------------------------------------------
@@ -308,3 +361,14 @@ def test_push_takes_an_experiment_folder(study: Path, hub: FakeHub, hf_env: None
     rows = datasets.load_dataset(str(study), "results")["train"]
     assert [r["cell"] for r in rows] == ["explore", "self_instruct"]
     assert push(str(study), "alice/study") == 0 and len(hub.commits) == 1
+
+
+def test_an_imported_tree_card_claims_no_generator(upstream_tree: Path, tmp_path: Path) -> None:
+    from explore_instruct.publish.card import NOT_RECORDED
+
+    assert main(["import-tree", str(upstream_tree), "-r", str(tmp_path / "run"), "--domain", "rewriting"]) == 0
+    export(tmp_path / "run", tmp_path / "hf", "-f", "hf", "--which", "kept", "--no-analysis")
+    card = (tmp_path / "hf" / "README.md").read_text(encoding="utf-8")
+    assert f"| Generator model | {NOT_RECORDED} |" in card and "SmolLM2" not in card
+    assert "This run imported its tree" in card
+    assert read_front_matter(card)["explore_instruct"]["records"] == 4431

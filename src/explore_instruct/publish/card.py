@@ -47,24 +47,27 @@ def _per_depth(values: Sequence[int], depths: int) -> str:
     return ", ".join(f"depth {d}: {values[min(d, len(values) - 1)]}" for d in range(depths))
 
 
-def _models(store: RunStore, config: RunConfig) -> str:
+NOT_RECORDED = "not recorded: this run made no model calls (its tree and examples were imported)"
+
+
+def _models(store: RunStore) -> str | None:
+    """The models whose replies the run holds, from its call log; None when it made no calls."""
     logged = store.calls.models()
-    if logged:
-        return ", ".join(logged)
-    return config.llm.model or ("the embedded SmolLM2-135M-Instruct" if config.llm.backend == "local" else "unknown")
+    return ", ".join(logged) if logged else None
 
 
 def _made(store: RunStore, config: RunConfig, summary: dict[str, Any]) -> Section:
     ex, ge, span = config.explore, config.generate, store.calls.time_span()
     depths = max(summary["tasks_per_depth"], default=0) + 1
     root = config.root.name if config.root else f"the seed tree {config.seed_tree}"
+    breadth = _per_depth(ex.breadth, ex.max_depth) if ex.max_depth else "none (K = 0: no exploration)"
     rows = [
-        ["Generator model", _models(store, config)],
+        ["Generator model", _models(store) or NOT_RECORDED],
         ["Backend", config.llm.backend + (" (batch API for enrichment)" if config.llm.batch.enabled else "")],
         ["Domain profile", config.domain],
         ["Root task", root],
         ["Max depth K", str(ex.max_depth)],
-        ["Breadth B (children per task)", _per_depth(ex.breadth, max(ex.max_depth, 1))],
+        ["Breadth B (children per task)", breadth],
         ["New subtasks per exploration call M", str(ex.new_per_call)],
         ["Examples per task N", _per_depth(ge.examples_per_task, depths)],
         ["Task pruning (ROUGE-L of names)", f"threshold {config.prune.threshold}" if config.prune.enabled else "off"],
@@ -88,7 +91,15 @@ def _made(store: RunStore, config: RunConfig, summary: dict[str, Any]) -> Sectio
         "(enrichment). Task names too close to an earlier one were pruned, examples were checked by the domain "
         "profile's quality rules and a diversity filter, and the dataset was sampled evenly across tasks."
     )
-    return Section("How it was made", [intro, Table(["Setting", "Value"], rows)])
+    blocks: list[Any] = [intro, Table(["Setting", "Value"], rows)]
+    if span is None:
+        blocks.append(
+            Text(
+                "This run imported its tree (`import-tree`): the settings above are the run's, but the examples "
+                "were written elsewhere, by whatever made the imported tree."
+            )
+        )
+    return Section("How it was made", blocks)
 
 
 def _tree(store: RunStore, records: Sequence[dict[str, Any]]) -> Section:
@@ -264,7 +275,7 @@ def run_card(
     """The card (README.md text) and its figures (file name -> PNG) for `records`, exported as `which`."""
     config = load_config(store.run_dir / CONFIG_FILE)
     summary = run_summary(store)
-    models = _models(store, config)
+    models = _models(store) or "a model the import does not name"
     seeds = [ex.instruction for ex in store.examples(origins=["seed"])]
     root = config.root.name if config.root else store.tree_view().root.name
     # The counts as `stats --json` prints them (JSON keys are strings).

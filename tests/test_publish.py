@@ -100,6 +100,8 @@ def test_card_yaml_parses_and_its_counts_equal_stats_json(
     assert f"{e['written']} examples written" in card and f"{e['kept']} kept → {e['sampled']} sampled" in card
     assert "| Setting | Value |" in card and "@inproceedings{wan2023explore" in card and "```yaml" in card
     assert "## Limitations" in card and "Machine-written data" in card
+    snippet = card.split("```python\n", 1)[1].split("```", 1)[0]
+    compile(snippet, "card", "exec")  # the loading example is valid Python
     export(run_dir, tmp_path / "hf2", "-f", "hf", "--no-analysis", "--license", "mit")
     assert read_front_matter((tmp_path / "hf2" / "README.md").read_text(encoding="utf-8"))["license"] == "mit"
 
@@ -371,4 +373,5 @@ def test_an_imported_tree_card_claims_no_generator(upstream_tree: Path, tmp_path
     card = (tmp_path / "hf" / "README.md").read_text(encoding="utf-8")
     assert f"| Generator model | {NOT_RECORDED} |" in card and "SmolLM2" not in card
     assert "This run imported its tree" in card
+    assert str(upstream_tree.parent) not in card  # no path of this machine on a card meant for the public
     assert read_front_matter(card)["explore_instruct"]["records"] == 4431

@@ -17,21 +17,10 @@ from explore_instruct.analysis.render import RawHtml, Section, Table, Text, to_m
 from explore_instruct.config import load_config
 from explore_instruct.datafile import atomic_write_text
 from explore_instruct.errors import UserError
-from explore_instruct.publish.frontmatter import CITATION, card_text, fenced, size_category
+from explore_instruct.publish.frontmatter import CITATION, card_text, fenced, portable, size_category
 
 CARD_FILE = "README.md"
 RESULTS_FILES = ("results.json", "results.csv", "results.md", "report.html", "spec.resolved.yaml")
-
-
-def _portable(value: Any) -> Any:
-    """The spec with absolute paths cut to their file names: the card travels, this machine's folders do not."""
-    if isinstance(value, dict):
-        return {k: _portable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_portable(v) for v in value]
-    if isinstance(value, str) and value.startswith("/"):
-        return Path(value).name
-    return value
 
 
 def _generator(spec: dict[str, Any]) -> tuple[str, list[str]]:
@@ -74,7 +63,7 @@ def study_card(out_dir: Path, *, license_id: str | None = None, repo_id: str | N
     compared = Table(
         ["Dataset", "Kind", "Settings"],
         [
-            [name, str(d.get("kind")), ", ".join(f"{k}={v}" for k, v in _portable(d).items() if k != "kind" and v)]
+            [name, str(d.get("kind")), ", ".join(f"{k}={v}" for k, v in portable(d).items() if k != "kind" and v)]
             for name, d in datasets.items()
         ],
     )
@@ -101,7 +90,7 @@ def study_card(out_dir: Path, *, license_id: str | None = None, repo_id: str | N
         Section("Models", [models]),
         Section("Datasets compared", [compared]),
         Section("Results", [RawHtml("", body.strip() or "No results yet.")]),
-        Section("The spec", [RawHtml("", fenced("yaml", yaml.safe_dump(_portable(spec), sort_keys=False)))]),
+        Section("The spec", [RawHtml("", fenced("yaml", yaml.safe_dump(portable(spec), sort_keys=False)))]),
         Section(
             "How to load it",
             [

@@ -14,11 +14,13 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import yaml
+
 from explore_instruct.analysis.render import Figure, RawHtml, Section, Table, Text, to_markdown
 from explore_instruct.config import RunConfig, load_config
 from explore_instruct.cost import price
 from explore_instruct.llm.base import Usage
-from explore_instruct.publish.frontmatter import CITATION, card_text, fenced, size_category
+from explore_instruct.publish.frontmatter import CITATION, card_text, fenced, portable, size_category
 from explore_instruct.publish.options import CardOptions
 from explore_instruct.store import CONFIG_FILE, RunStore
 from explore_instruct.summary import run_summary
@@ -59,7 +61,7 @@ def _models(store: RunStore) -> str | None:
 def _made(store: RunStore, config: RunConfig, summary: dict[str, Any]) -> Section:
     ex, ge, span = config.explore, config.generate, store.calls.time_span()
     depths = max(summary["tasks_per_depth"], default=0) + 1
-    root = config.root.name if config.root else f"the seed tree {config.seed_tree}"
+    root = config.root.name if config.root else store.tree_view().root.name
     breadth = _per_depth(ex.breadth, ex.max_depth) if ex.max_depth else "none (K = 0: no exploration)"
     rows = [
         ["Generator model", _models(store) or NOT_RECORDED],
@@ -252,8 +254,9 @@ def _columns_text(records: Sequence[dict[str, Any]]) -> Text:
 
 
 def _loading(repo_id: str | None) -> RawHtml:
-    where = repr(repo_id) if repo_id else '"path/to/this/folder"  # or the Hub repository id once pushed'
-    code = f"from datasets import load_dataset\n\nds = load_dataset({where})\nprint(ds['train'][0])"
+    where = repr(repo_id) if repo_id else '"path/to/this/folder"'
+    note = "" if repo_id else "# this folder, or its Hub repository id once pushed\n"
+    code = f"from datasets import load_dataset\n\n{note}ds = load_dataset({where})\nprint(ds['train'][0])"
     return RawHtml("", fenced("python", code))
 
 
@@ -303,7 +306,7 @@ def run_card(
             _columns_text(records),
         ],
     )
-    config_yaml = (store.run_dir / CONFIG_FILE).read_text(encoding="utf-8")
+    config_yaml = yaml.safe_dump(portable(config.model_dump(mode="json")), sort_keys=False, allow_unicode=True)
     sections = [
         about,
         _made(store, config, summary),
@@ -314,7 +317,10 @@ def run_card(
         Section(
             "The run config",
             [
-                Text("As the run resolved it (keys are read from environment variables, never stored)."),
+                Text(
+                    "As the run resolved it (keys are read from environment variables, never stored; "
+                    "paths on the machine that ran it are cut to their last part)."
+                ),
                 RawHtml("", fenced("yaml", config_yaml)),
             ],
         ),

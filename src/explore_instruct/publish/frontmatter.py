@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -23,6 +24,25 @@ CITATION = """@inproceedings{wan2023explore,
   pages     = {9435--9454},
   year      = {2023}
 }"""
+
+
+# Fields of a run config or study spec that hold a path on the machine that ran it.
+PATH_KEYS = frozenset(
+    {"seed_tree", "model_path", "run", "superni", "path", "questions", "math_questions", "seeds", "model"}
+    | {"deepspeed", "gguf_file"}
+)
+
+
+def portable(value: Any, key: str = "") -> Any:
+    """A config or spec with its absolute paths cut to their last part: a card travels, this machine's
+    folders do not (and are nobody's business)."""
+    if isinstance(value, dict):
+        return {k: portable(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [portable(v, key) for v in value]
+    if key in PATH_KEYS and isinstance(value, str) and value.startswith("/"):
+        return Path(value).name
+    return value
 
 
 def size_category(n: int) -> str:

@@ -99,7 +99,7 @@ def test_card_yaml_parses_and_its_counts_equal_stats_json(
     e = stats["examples"]
     assert f"{e['written']} examples written" in card and f"{e['kept']} kept → {e['sampled']} sampled" in card
     assert "| Setting | Value |" in card and "@inproceedings{wan2023explore" in card and "```yaml" in card
-    assert "## Limitations" in card and "Machine-written data" in card
+    assert "## Limitations" in card and "Machine-written data" in card and "No licence was chosen" not in card
     snippet = card.split("```python\n", 1)[1].split("```", 1)[0]
     compile(snippet, "card", "exec")  # the loading example is valid Python
     export(run_dir, tmp_path / "hf2", "-f", "hf", "--no-analysis", "--license", "mit")
@@ -375,3 +375,4 @@ def test_an_imported_tree_card_claims_no_generator(upstream_tree: Path, tmp_path
     assert "This run imported its tree" in card
     assert str(upstream_tree.parent) not in card  # no path of this machine on a card meant for the public
     assert read_front_matter(card)["explore_instruct"]["records"] == 4431
+    assert read_front_matter(card)["license"] == "unknown" and "No licence was chosen" in card

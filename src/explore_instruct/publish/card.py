@@ -260,7 +260,13 @@ def _loading(repo_id: str | None) -> RawHtml:
     return RawHtml("", fenced("python", code))
 
 
-def _limitations(config: RunConfig, models: str) -> Text:
+def _limitations(models: str, license_id: str | None) -> Text:
+    unlicensed = (
+        ""
+        if license_id
+        else " No licence was chosen for this data (the card says `unknown`): set one with --license or "
+        "publish.license before sharing it."
+    )
     return Text(
         "Machine-written data: every task name and example was written by a language model "
         f"({models}) and checked only by heuristics (quality rules, a lexical ROUGE-L diversity filter), not by "
@@ -268,7 +274,7 @@ def _limitations(config: RunConfig, models: str) -> Text:
         "can ask for things the answers only pretend to do. The generator's licence and terms of use apply to "
         "its outputs, and may restrict using this data (for instance to train competing models): check them "
         "before you use it. The tree covers what the model could think of for the root task, not the whole "
-        "domain."
+        "domain." + unlicensed
     )
 
 
@@ -279,13 +285,14 @@ def run_card(
     config = load_config(store.run_dir / CONFIG_FILE)
     summary = run_summary(store)
     models = _models(store) or "a model the import does not name"
+    license_id = options.license or config.publish.license
     seeds = [ex.instruction for ex in store.examples(origins=["seed"])]
     root = config.root.name if config.root else store.tree_view().root.name
     # The counts as `stats --json` prints them (JSON keys are strings).
     counted = ("tasks_per_depth", "pruned_tasks", "dropped_task_names", "examples")
     counts = json.loads(json.dumps({k: summary[k] for k in counted}))
     meta: dict[str, Any] = {
-        "license": options.license or config.publish.license or "unknown",
+        "license": license_id or "unknown",
         "language": list(config.publish.language),
         "task_categories": ["text-generation"],
         "size_categories": [size_category(len(records))],
@@ -332,7 +339,7 @@ def run_card(
                 RawHtml("", fenced("bibtex", CITATION)),
             ],
         ),
-        Section("Limitations", [_limitations(config, models)]),
+        Section("Limitations", [_limitations(models, license_id)]),
     ]
     body = to_markdown(f"{root}: an Explore-Instruct dataset", sections)
     return card_text(meta, body), pngs

@@ -15,6 +15,7 @@ _SIZES = (
     (1_000_000, "100K<n<1M"),
     (10_000_000, "1M<n<10M"),
     (100_000_000, "10M<n<100M"),
+    (1_000_000_000, "100M<n<1B"),
 )
 
 CITATION = """@inproceedings{wan2023explore,
@@ -46,7 +47,7 @@ def portable(value: Any, key: str = "") -> Any:
 
 
 def size_category(n: int) -> str:
-    return next((name for bound, name in _SIZES if n < bound), "n>100M")
+    return next((name for bound, name in _SIZES if n < bound), "1B<n<10B")  # no run writes more
 
 
 def card_text(meta: dict[str, Any], body: str) -> str:

@@ -277,6 +277,28 @@ def test_push_errors_are_one_line_exit_2_and_no_commit(
     assert "hf_wrong" not in err and TOKEN not in err
 
 
+def test_a_token_given_as_the_variable_name_is_refused_without_echoing_it(
+    run_dir: Path, hub: FakeHub, capfd: pytest.CaptureFixture[str]
+) -> None:
+    capfd.readouterr()
+    assert push(str(run_dir), "alice/editing", "--token-env", TOKEN) == 2
+    err = capfd.readouterr().err
+    assert "takes the NAME of an environment variable" in err and TOKEN not in err
+    assert hub.requests == []
+
+
+def test_card_metadata_the_hub_rejects_is_one_line(
+    run_dir: Path, hub: FakeHub, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("explore_instruct.publish.frontmatter.card_text", lambda meta, body: "---\n[broken\n---\n")
+    monkeypatch.setattr("explore_instruct.publish.card.card_text", lambda meta, body: "---\n[broken\n---\n")
+    capfd.readouterr()
+    assert push(str(run_dir), "alice/editing", "--no-analysis") == 2
+    err = capfd.readouterr().err.strip()
+    assert "the Hub rejected the card's YAML metadata" in err and len(err.splitlines()) == 1
+    assert hub.commits == []
+
+
 def test_a_namespace_the_token_left_is_refused_before_anything_is_sent(run_dir: Path, hub: FakeHub) -> None:
     hub.add_repo("lab/shared")
     hub.orgs["alice"] = []  # alice left the organisation

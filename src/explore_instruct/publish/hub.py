@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -43,7 +44,12 @@ def endpoint() -> str:
 
 
 def read_token(env_name: str) -> str:
-    """The token in `env_name`; its absence is one line naming the variable (never a value)."""
+    """The token in `env_name`; its absence is one line naming the variable (never a value).
+
+    A name that is not a variable name (a token pasted there by mistake) is refused without echoing it.
+    """
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", env_name) or env_name.startswith("hf_"):  # tokens: hf_...
+        raise UserError("--token-env takes the NAME of an environment variable (e.g. HF_TOKEN), not a token")
     token = os.environ.get(env_name, "").strip()
     if not token:
         hint = "" if env_name != DEFAULT_TOKEN_ENV else " (or name another variable with --token-env)"
@@ -86,6 +92,9 @@ def hub_error(exc: BaseException, repo_id: str, url: str) -> UserError | None:
         return UserError(f"the token may not write to {repo_id} (403): the repository belongs to someone else")
     if status is not None:
         return UserError(f"the Hub at {url} answered {status} for {repo_id}; nothing was pushed")
+    if isinstance(exc, ValueError) and "metadata" in str(exc):  # huggingface_hub's check of the card's YAML
+        why = " ".join(str(exc).split())
+        return UserError(f"the Hub rejected the card's YAML metadata ({why}); nothing was pushed")
     return None
 
 

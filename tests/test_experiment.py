@@ -103,6 +103,12 @@ def test_study_writes_every_table_and_figure(study: dict[str, Any]) -> None:
     assert cells["explore"]["comparisons"]["self_instruct"]["win"] + cells["explore"]["comparisons"]["self_instruct"][
         "lose"
     ] + cells["explore"]["comparisons"]["self_instruct"]["tie"] == len(QUESTIONS)
+    # The study's card: the results tables under its own heading, the YAML the Hub reads.
+    from explore_instruct.publish.frontmatter import read_front_matter
+
+    card = (out / "README.md").read_text(encoding="utf-8")
+    assert read_front_matter(card)["configs"][0]["data_files"][0]["path"] == "results.csv"
+    assert "### K ablation" in card and "](beat_rate_vs_k.png)" in card
 
 
 def _last_loss(path: Path) -> float:

@@ -263,6 +263,26 @@ class LLMConfig(Strict):
         return min(sum(e.max_concurrency for e in self.endpoints), self.max_concurrency)
 
 
+# A licence or language identifier as the Hub's card metadata spells it: lower case, digits, '.', '-'.
+_HUB_ID_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789.-")
+
+
+def check_hub_id(value: str) -> str:
+    if not value or not set(value) <= _HUB_ID_CHARS:
+        raise ValueError(f"{value!r} is not an identifier the Hub reads (lower case, e.g. apache-2.0, cc-by-4.0, en)")
+    return value
+
+
+HubId = Annotated[str, AfterValidator(check_hub_id)]
+
+
+class PublishConfig(Strict):
+    """What the dataset card says about rights and language (`export --format hf`, `push`)."""
+
+    license: HubId | None = Field(None, description="the data's licence (a Hub licence id); unknown when not given")
+    language: list[HubId] = Field(default_factory=lambda: ["en"], min_length=1)
+
+
 class RunConfig(Strict):
     domain: Literal["rewriting", "brainstorming", "math", "generic"] = "generic"
     seed: int = 0
@@ -274,6 +294,7 @@ class RunConfig(Strict):
     filter: FilterConfig = Field(default_factory=FilterConfig)
     sample: SampleConfig = Field(default_factory=SampleConfig)
     llm: LLMConfig = Field(default_factory=LLMConfig)
+    publish: PublishConfig = Field(default_factory=PublishConfig)
 
     @model_validator(mode="after")
     def _one_start(self) -> RunConfig:

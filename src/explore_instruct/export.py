@@ -1,4 +1,5 @@
-"""Exports of a run: the release's tree directory, Alpaca JSON, JSONL with provenance, chat messages.
+"""Exports of a run: the release's tree directory, Alpaca JSON, JSONL with provenance, chat messages
+(OpenAI `messages` or ShareGPT `conversations`), and a Hugging Face dataset folder (Parquet + card).
 
 `write_run_exports` writes the standard set after a run (`tree.json`, `data/kept.jsonl`,
 `data/dropped.jsonl`, `data/sample.json`); `export` writes one format anywhere.
@@ -13,23 +14,28 @@ from typing import Any, Literal
 
 from explore_instruct.datafile import atomic_write_text, write_records
 from explore_instruct.errors import UserError
+from explore_instruct.publish.options import CardOptions
 from explore_instruct.runlock import LOCK_FILE
 from explore_instruct.store import CONFIG_FILE, DB_FILE, NodeRow, RunStore, Which, task_node
 from explore_instruct.tree import DomainTree, Example, save_upstream
 
-ExportFormat = Literal["upstream", "alpaca", "jsonl", "messages"]
-FORMATS: tuple[str, ...] = ("upstream", "alpaca", "jsonl", "messages")
+ExportFormat = Literal["upstream", "alpaca", "jsonl", "messages", "sharegpt", "hf"]
+FORMATS: tuple[str, ...] = ("upstream", "alpaca", "jsonl", "messages", "sharegpt", "hf")
+# Formats written as a folder rather than one file.
+FOLDER_FORMATS = frozenset({"upstream", "hf"})
 # Default names: `<which>.<format>`, with the file type's extension where the format's name is not one.
 _DEFAULT_NAMES = {
     "upstream": "{}.upstream",
     "alpaca": "{}.alpaca.json",
     "jsonl": "{}.jsonl",
     "messages": "{}.messages.jsonl",
+    "sharegpt": "{}.sharegpt.jsonl",
+    "hf": "{}.hf",
 }
 
 
 def default_export_name(fmt: str, which: str) -> str:
-    """The file (or folder, for upstream) name an export gets when no path is given."""
+    """The file (or folder, for upstream and hf) name an export gets when no path is given."""
     return _DEFAULT_NAMES.get(fmt, "{}." + fmt).format(which)
 
 
@@ -37,13 +43,27 @@ def alpaca_record(rec: dict[str, Any]) -> dict[str, str]:
     return {"instruction": rec["instruction"], "input": rec["input"], "output": rec["output"]}
 
 
+def user_turn(rec: dict[str, Any]) -> str:
+    """The user's message of a chat record: the input, when there is one, follows the instruction."""
+    return rec["instruction"] if not rec["input"] else f"{rec['instruction']}\n\n{rec['input']}"
+
+
 def messages_record(rec: dict[str, Any]) -> dict[str, Any]:
-    """Chat format for SFT trainers: the input, when there is one, follows the instruction."""
-    user = rec["instruction"] if not rec["input"] else f"{rec['instruction']}\n\n{rec['input']}"
+    """Chat format for SFT trainers (OpenAI style roles)."""
     return {
         "messages": [
-            {"role": "user", "content": user},
+            {"role": "user", "content": user_turn(rec)},
             {"role": "assistant", "content": rec["output"]},
+        ]
+    }
+
+
+def sharegpt_record(rec: dict[str, Any]) -> dict[str, Any]:
+    """ShareGPT's chat format (`from`: human | gpt), which LLaMA-Factory and Axolotl read."""
+    return {
+        "conversations": [
+            {"from": "human", "value": user_turn(rec)},
+            {"from": "gpt", "value": rec["output"]},
         ]
     }
 
@@ -96,14 +116,19 @@ _RUN_STATE_FILES = frozenset(
 def _refuse_run_state(store: RunStore, fmt: str, out: Path) -> None:
     """An export never replaces the run's database, lock or config, nor spills a tree into the run folder."""
     target, run_dir = out.resolve(), store.run_dir.resolve()
-    if fmt == "upstream" and target == run_dir:
-        raise UserError(f"{out}: is the run directory itself; give the upstream export a folder of its own")
+    if fmt in FOLDER_FORMATS and target == run_dir:
+        raise UserError(f"{out}: is the run directory itself; give the {fmt} export a folder of its own")
     if target.parent == run_dir and target.name in _RUN_STATE_FILES:
         raise UserError(f"{out}: is the run's own {target.name}; choose another --out")
 
 
-def export(store: RunStore, fmt: str, out: str | Path, *, which: Which = "sample") -> int:
-    """Write one export; returns the number of records (or tasks, for `upstream`)."""
+def export(
+    store: RunStore, fmt: str, out: str | Path, *, which: Which = "sample", card: CardOptions | None = None
+) -> int:
+    """Write one export; returns the number of records (or tasks, for `upstream`).
+
+    `card` sets the dataset card of the `hf` format (licence, analysis figures, repository id).
+    """
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     _refuse_run_state(store, fmt, Path(out))
@@ -111,11 +136,17 @@ def export(store: RunStore, fmt: str, out: str | Path, *, which: Which = "sample
         tree = upstream_tree(store, which)
         save_upstream(tree, out)
         return sum(1 for _ in tree.level_order())
+    if fmt == "hf":
+        from explore_instruct.publish.folder import write_hf_folder
+
+        return write_hf_folder(store, Path(out), which, card or CardOptions())
     records = store.dataset(which)
     if fmt == "alpaca":
         write_records(out, [alpaca_record(r) for r in records], "json")
     elif fmt == "messages":
         write_records(out, [messages_record(r) for r in records], "jsonl")
+    elif fmt == "sharegpt":
+        write_records(out, [sharegpt_record(r) for r in records], "jsonl")
     else:
         write_records(out, records, "jsonl")
     return len(records)

@@ -23,6 +23,35 @@ console = Console(stderr=True)
 out = Console()
 
 RunDir = Annotated[Path, typer.Option("--run-dir", "-r", help="The run directory.")]
+WHICH = ("sample", "kept", "reviewed", "dropped", "all")
+Which = Annotated[str, typer.Option(help="sample | kept | reviewed | dropped | all")]
+License = Annotated[
+    str | None,
+    typer.Option("--license", help="The data's licence on the card (a Hub id, e.g. cc-by-4.0); default: the config's."),
+]
+Analysis = Annotated[
+    bool | None,
+    typer.Option(
+        "--analysis/--no-analysis",
+        help="Put the verb–noun chart, seed overlap and diversity measures on the card (default: when installed).",
+    ),
+]
+
+
+def check_which(which: str) -> None:
+    if which not in WHICH:
+        raise UserError(f"--which {which!r}: choose sample, kept, reviewed, dropped or all")
+
+
+def check_license(value: str | None) -> str | None:
+    from explore_instruct.config import check_hub_id
+
+    try:
+        return None if value is None else check_hub_id(value)
+    except ValueError as exc:
+        raise UserError(f"--license: {exc}") from None
+
+
 Sets = Annotated[
     list[str] | None,
     typer.Option("--set", "-s", help="Override a config value: section.field=value (repeatable)."),
@@ -255,26 +284,31 @@ def register(app: typer.Typer) -> None:
     @app.command(cls=AliasedCommand)
     def export(
         run_dir: RunDir,
-        fmt: Annotated[str, typer.Option("--format", "-f", help="upstream | alpaca | jsonl | messages")] = "alpaca",
+        fmt: Annotated[
+            str, typer.Option("--format", "-f", help="upstream | alpaca | jsonl | messages | sharegpt | hf")
+        ] = "alpaca",
         out_path: Annotated[
             Path | None,
             typer.Option(
                 "--out",
                 "-o",
-                help="File (or folder for upstream). Default: <run-dir>/exports/<which>.<format>[.json/l].",
+                help="File (or folder for upstream and hf). Default: <run-dir>/exports/<which>.<format>[.json/l].",
             ),
         ] = None,
-        which: Annotated[str, typer.Option(help="sample | kept | reviewed | dropped | all")] = "sample",
+        which: Which = "sample",
+        license_id: License = None,
+        analysis: Analysis = None,
     ) -> None:
-        """Write the run's data in one format."""
+        """Write the run's data in one format (hf: a Hugging Face dataset folder with its card)."""
         from explore_instruct.export import default_export_name
         from explore_instruct.export import export as do_export
+        from explore_instruct.publish.options import CardOptions
 
-        if which not in ("sample", "kept", "reviewed", "dropped", "all"):
-            raise UserError(f"--which {which!r}: choose sample, kept, reviewed, dropped or all")
+        check_which(which)
         store = RunStore.open(run_dir)
         target = out_path or run_dir / "exports" / default_export_name(fmt, which)
-        n = do_export(store, fmt, target, which=which)  # type: ignore[arg-type]
+        card = CardOptions(license=check_license(license_id), analysis=analysis)
+        n = do_export(store, fmt, target, which=which, card=card)  # type: ignore[arg-type]
         console.print(f"wrote {n} {'tasks' if fmt == 'upstream' else 'records'} to {target}")
 
     @app.command("import-tree", cls=AliasedCommand)

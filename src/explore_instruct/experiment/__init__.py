@@ -42,6 +42,7 @@ def run_experiment(
     progress: ProgressHook | None = None,
 ) -> tuple[Plan, dict[str, StepState], dict[str, Any]]:
     """Run (or resume) the study; returns the plan, each step's final state and the results."""
+    from explore_instruct.experiment.card import write_study_card
     from explore_instruct.experiment.results import write_results
 
     plan = load_plan(spec_path)
@@ -50,7 +51,9 @@ def run_experiment(
         raise UserError(f"{out}: already holds an experiment; pass --resume to continue it")
     states = Runner(plan, out, backends=backends, only=only, progress=progress).run()
     # The results cover every cell the folder holds, not only those this invocation ran.
-    return plan, states, write_results(plan, recorded_states(plan, out), out)
+    result = write_results(plan, recorded_states(plan, out), out)
+    write_study_card(out, license_id=plan.config.publish.license)
+    return plan, states, result
 
 
 __all__ = ["Backends", "Plan", "load_plan", "run_experiment"]

@@ -111,9 +111,9 @@ def generation_config(spec: ExperimentSpec, config: RunConfig, dataset: str) -> 
 
 
 def _generation_params(cfg: RunConfig) -> dict[str, Any]:
-    """What decides the generated pool: everything before the filter, minus transport settings."""
+    """What decides the generated pool: everything before the filter, minus transport and card settings."""
     data = cfg.model_dump(mode="json")
-    for section in ("filter", "sample"):
+    for section in ("filter", "sample", "publish"):
         data.pop(section)
     for key in _NOT_IN_REQUEST:
         data["llm"].pop(key, None)

@@ -196,6 +196,11 @@ class CallLog:
         """The models whose replies this log holds (what a resumed run would be mixing with)."""
         return [r[0] for r in self.conn.execute("SELECT DISTINCT model FROM llm_calls WHERE status = 'ok' ORDER BY 1")]
 
+    def time_span(self) -> tuple[float, float] | None:
+        """When the first and the last call of this log were made (Unix times); None without calls."""
+        row = self.conn.execute("SELECT MIN(created_at), MAX(created_at) FROM llm_calls").fetchone()
+        return None if row[0] is None else (float(row[0]), float(row[1]))
+
     def usage_by_stage(self) -> dict[str, dict[str, Any]]:
         """Per stage: ok and failed calls, attempts sent, tokens, and failed attempts by reason."""
         out: dict[str, dict[str, Any]] = {}

@@ -82,6 +82,7 @@ def read_records(path: str | Path, *, model_text: bool = False) -> tuple[list[di
             data = [_valid_text(rec, f"{p}: record {i}", model_text) for i, rec in enumerate(data)]
         return data, "json"
     records: list[dict[str, Any]] = []
+    suspect = may_hold_surrogates(text)  # one scan of the file; lines are checked only when it finds one
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -93,7 +94,7 @@ def read_records(path: str | Path, *, model_text: bool = False) -> tuple[list[di
             raise UserError(f"{p}: line {lineno}: {TOO_DEEP}") from None
         if not isinstance(rec, dict):
             raise UserError(f"{p}: line {lineno} is a {type(rec).__name__}, expected an object")
-        if may_hold_surrogates(line):
+        if suspect and may_hold_surrogates(line):
             rec = _valid_text(rec, f"{p}: line {lineno}", model_text)
         records.append(rec)
     return records, "jsonl"

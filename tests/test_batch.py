@@ -379,3 +379,26 @@ def test_a_run_from_before_the_modes_table_still_opens_and_resumes(tmp_path: Pat
         assert store.conn.execute("SELECT COUNT(*) FROM structured_modes").fetchone()[0] == 0
     finally:
         store.close()
+
+
+def test_a_batch_reply_with_a_lone_surrogate_imports(tmp_path: Path, fake: FakeOpenAI) -> None:
+    """A reply is repaired (U+FFFD) on arrival, so the import stores it and the example is dropped (issue 16)."""
+    run_dir = tmp_path / "r"
+    no_top_ups = {"max_extra_calls": 0}
+    with pytest.raises(RunStopped):
+        run(run_dir, fake, llm=llm(fake, provider="files"), generate=no_top_ups)
+    out = tmp_path / "out.jsonl"
+    vllm_run_batch(run_dir / "batches" / "1.input.jsonl", out)
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    for n, row in enumerate(rows):
+        message = row["response"]["body"]["choices"][0]["message"]
+        inserted = "\udcff" if n % 2 else "\\udcff"  # raw in the body, or an escape inside the model's JSON
+        message["content"] = message["content"].replace('"output": "', f'"output": "{inserted}', 1)
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["batch", "import", str(run_dir), str(out)]) == 0
+    run(run_dir, fake, resume=True, llm=llm(fake, provider="files"), generate=no_top_ups)
+    store = RunStore.open(run_dir)
+    try:
+        assert [e for e in store.examples(status="dropped") if e.drop_reason == "invalid text"]
+    finally:
+        store.close()

@@ -16,6 +16,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from explore_instruct.datafile import read_text_file
 from explore_instruct.errors import UserError
+from explore_instruct.text import refuse_invalid
 
 PROFILES = ("rewriting", "brainstorming", "math", "generic")
 
@@ -340,6 +341,8 @@ def build_config(data: dict[str, Any], source: str, overrides: dict[str, Any] | 
     """Validate `data` with `overrides` applied; an override's None (`--set x=null` or `~`) sets the field to null."""
     data = copy.deepcopy(data)  # overrides write into nested sections: never into the caller's dicts
     for key, value in (overrides or {}).items():
+        # Bytes on the command line that are not UTF-8 arrive as lone surrogates (surrogateescape).
+        refuse_invalid(value, f"{key} (given on the command line)")
         _set_dotted(data, key, value)
     try:
         return RunConfig.model_validate(data)
@@ -379,6 +382,7 @@ def read_yaml_mapping(p: Path, what: str = "a YAML config file", top: str = "con
         raise UserError(f"{p}: not valid YAML{where}{detail}") from None
     if not isinstance(data, dict):
         raise UserError(f"{p}: expected a mapping of {top} at the top level")
+    refuse_invalid(data, str(p))  # YAML's "\\udcff" escape decodes to a lone surrogate
     return data
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from explore_instruct.errors import UserError
+from explore_instruct.text import may_hold_surrogates, refuse_invalid, repair_json
 
 RecordFormat = Literal["json", "jsonl"]
 # What Python's JSON parser raises RecursionError on: nesting no record file needs.
@@ -40,10 +41,27 @@ def read_text_file(path: str | Path, expected: str = "a file") -> str:
         raise UserError(f"{p}: cannot read ({exc.strerror})") from None
 
 
-def read_records(path: str | Path) -> tuple[list[dict[str, Any]], RecordFormat]:
+def read_json(path: str | Path, expected: str = "a JSON file") -> Any:
+    """The JSON value in `path`; bad JSON, nesting too deep or a lone surrogate is a UserError naming it."""
+    p = Path(path)
+    text = read_text_file(p, expected)
+    try:
+        data = json.loads(text)
+    except RecursionError:
+        raise UserError(f"{p}: {TOO_DEEP}") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{p}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    if may_hold_surrogates(text):
+        refuse_invalid(data, str(p))
+    return data
+
+
+def read_records(path: str | Path, *, model_text: bool = False) -> tuple[list[dict[str, Any]], RecordFormat]:
     """Records of a JSON list or a JSONL file, and which of the two it was.
 
-    Raises UserError naming the file (and line, for JSONL) when the content is neither.
+    Raises UserError naming the file (and line, for JSONL) when the content is neither, or when a
+    string holds a lone surrogate (an escape such as `\\udcff`), which is not valid Unicode. A file of
+    model replies (`model_text`, a batch's results) is repaired instead, as every reply is (text.py).
     """
     p = Path(path)
     text = read_text_file(p, "a JSON or JSONL file")
@@ -60,8 +78,11 @@ def read_records(path: str | Path) -> tuple[list[dict[str, Any]], RecordFormat]:
         for i, rec in enumerate(data):
             if not isinstance(rec, dict):
                 raise UserError(f"{p}: record {i} is a {type(rec).__name__}, expected an object")
+        if may_hold_surrogates(text):
+            data = [_valid_text(rec, f"{p}: record {i}", model_text) for i, rec in enumerate(data)]
         return data, "json"
     records: list[dict[str, Any]] = []
+    suspect = may_hold_surrogates(text)  # one scan of the file; lines are checked only when it finds one
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -73,8 +94,17 @@ def read_records(path: str | Path) -> tuple[list[dict[str, Any]], RecordFormat]:
             raise UserError(f"{p}: line {lineno}: {TOO_DEEP}") from None
         if not isinstance(rec, dict):
             raise UserError(f"{p}: line {lineno} is a {type(rec).__name__}, expected an object")
+        if suspect and may_hold_surrogates(line):
+            rec = _valid_text(rec, f"{p}: line {lineno}", model_text)
         records.append(rec)
     return records, "jsonl"
+
+
+def _valid_text(record: dict[str, Any], where: str, repair: bool) -> dict[str, Any]:
+    if repair:
+        return repair_json(record)  # type: ignore[no-any-return]
+    refuse_invalid(record, where)
+    return record
 
 
 def text_field(record: Mapping[str, Any], name: str, where: str, *, required: bool = True) -> str:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from explore_instruct.llm.base import ParseError
+from explore_instruct.text import repair_json
 from explore_instruct.tree import Example
 
 # Inputs that mean "no input" in the wild.
@@ -103,15 +104,18 @@ def _balanced_spans(text: str) -> list[str]:
 
 
 def extract_json(text: str) -> Any:
-    """The JSON value in a reply, tolerating code fences and surrounding prose; None if there is none."""
+    """The JSON value in a reply, tolerating code fences and surrounding prose; None if there is none.
+
+    An escape such as `\\udcff` in the model's JSON decodes to a lone surrogate: it comes back as U+FFFD.
+    """
     cleaned = re.sub(r"```(?:json)?", "", text).strip()
     try:
-        return json.loads(cleaned)
+        return repair_json(json.loads(cleaned))
     except json.JSONDecodeError:
         pass
     for span in sorted(_balanced_spans(cleaned), key=len, reverse=True):
         try:
-            return json.loads(span)
+            return repair_json(json.loads(span))
         except json.JSONDecodeError:
             continue
     return None

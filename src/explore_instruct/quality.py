@@ -16,6 +16,7 @@ from functools import cache
 
 from explore_instruct.llm.base import CompletionRequest
 from explore_instruct.profiles import Profile
+from explore_instruct.text import invalid_char
 from explore_instruct.tree import Example
 from explore_instruct.tree import normalise_task_name as normalise
 
@@ -27,6 +28,8 @@ _NUMBERING = re.compile(
     re.IGNORECASE,
 )
 _SENTENCE_END = re.compile(r"(?:[.!?:;,…]|\.\.\.)\s*$")
+# U+FFFD (a lone surrogate repaired on arrival, or bytes a server could not decode) or a control character.
+INVALID_TEXT = "invalid text"
 
 
 @cache
@@ -111,6 +114,8 @@ def drop_reason(example: Example, profile: Profile, prompt: PromptText | None = 
     `prompt`, when given, is the prompt the example was written in reply to.
     """
     rules = profile.quality
+    if any(invalid_char(f) for f in (example.instruction, example.input, example.output)):
+        return INVALID_TEXT
     instruction = example.instruction.strip()
     words = len(instruction.split())
     if words < rules.min_words:
@@ -164,6 +169,8 @@ def task_name_drop_reason(
     hold (a name that is one of them is not a task name).
     """
     rules = profile.task_names
+    if invalid_char(name):
+        return INVALID_TEXT
     norm = normalise(name)
     if not any(c.isalpha() for c in name):
         return "name has no letters"

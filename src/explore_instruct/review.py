@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from explore_instruct.db import transaction
 from explore_instruct.errors import UserError
+from explore_instruct.text import invalid_char
 
 Decision = Literal["accept", "reject", "edit"]
 DECISIONS: tuple[str, ...] = ("accept", "reject", "edit")
@@ -92,6 +93,14 @@ def decide(
         raise UserError("an edit needs a non-empty instruction")
     if not reviewer.strip():
         raise UserError("a decision needs a reviewer name")
+    # An edit goes into the training data: it is held to the rule model text is held to (text.py).
+    checked = {"reviewer": reviewer}
+    if decision == "edit" and edited is not None:
+        checked.update(zip(("instruction", "input", "output"), edited, strict=True))
+    for name, value in checked.items():
+        if (bad := invalid_char(value)) is not None:
+            why = "a control character, or bytes that were not UTF-8"
+            raise UserError(f"the {name} holds U+{ord(bad):04X}, which is not valid text ({why})")
     ensure_schema(conn)
     text: tuple[str | None, str | None, str | None] = edited if decision == "edit" else (None, None, None)  # type: ignore[assignment]
     now = datetime.now(UTC).isoformat(timespec="seconds")

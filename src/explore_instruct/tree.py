@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from explore_instruct.datafile import atomic_write_text, read_text_file, text_field
+from explore_instruct.datafile import atomic_write_text, read_json, text_field
 from explore_instruct.errors import UserError
 
 META_FILE = "tree_meta_info.json"
@@ -99,16 +99,6 @@ def safe_slug(slug: str) -> str:
     return slug[:_MAX_FILE_SLUG]
 
 
-def _read_json(path: Path) -> Any:
-    text = read_text_file(path, "a JSON file")
-    try:
-        return json.loads(text)
-    except RecursionError:
-        raise UserError(f"{path}: JSON nested too deeply to read") from None
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
-
-
 def _confined(folder: Path, name: str, where: str) -> Path:
     """`folder / name` after resolving links, refused unless it is a file inside `folder`."""
     if not name or Path(name).is_absolute() or "\x00" in name:
@@ -156,7 +146,7 @@ def load_upstream(directory: str | Path) -> DomainTree:
         raise UserError(f"{d}: not a directory")
     folder = d.resolve()
     meta_path = d / META_FILE
-    meta = _read_json(_confined(folder, META_FILE, str(d)))
+    meta = read_json(_confined(folder, META_FILE, str(d)))
     if not isinstance(meta, dict):
         raise UserError(f"{meta_path}: expected a JSON object")
 
@@ -176,7 +166,7 @@ def load_upstream(directory: str | Path) -> DomainTree:
         return TaskNode(
             name=raw,
             reason=text_field(entry, "reason", at, required=False),
-            examples=_examples(_read_json(node_path), d / config),
+            examples=_examples(read_json(node_path), d / config),
             slug=slug,
             children=[build(c, f"{where}.children[{i}]", depth + 1) for i, c in enumerate(children)],
         )

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from explore_instruct.datafile import read_json
 from explore_instruct.errors import UserError
 
 DEFAULT_CATEGORIES: dict[str, tuple[str, ...]] = {
@@ -87,15 +88,6 @@ def tasks_dir(superni: str | Path) -> Path:
         if candidate.is_dir() and any(candidate.glob("*.json")):
             return candidate
     raise UserError(f"{root}: no task files found (expected tasks/*.json of a Super-NaturalInstructions checkout)")
-
-
-def _load_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not UTF-8 text") from None
 
 
 def _head_categories(path: Path) -> list[str] | None:
@@ -170,7 +162,7 @@ def sample_superni(
             if progress:
                 progress(i + 1, len(files))
             continue
-        task = _load_json(path)
+        task = read_json(path)
         if not isinstance(task, dict):
             raise UserError(f"{path}: expected a JSON object (a SuperNI task)")
         cats = task.get("Categories") or []

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from explore_instruct.errors import RunStopped, UserError
+from explore_instruct.text import refuse_invalid
 
 try:  # typer 0.2x bundles its own copy of click, whose exceptions are not click's
     from typer._click.exceptions import ClickException, NoArgsIsHelpError
@@ -87,6 +88,9 @@ def _usage_error(exc: ClickException) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; bad input exits 2 with one line, a stopped run exits 1, Ctrl-C exits 130."""
     try:
+        # Bytes that are not UTF-8 arrive as lone surrogates (surrogateescape): no run, log or file could hold them.
+        for word in sys.argv[1:] if argv is None else argv:
+            refuse_invalid(word, f"the argument {word!r}")
         code = app(args=argv, standalone_mode=False)
     except UserError as exc:
         _one_line("error", str(exc))

@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
+from explore_instruct.text import repair
+
 
 @dataclass(frozen=True)
 class Message:
@@ -105,6 +107,11 @@ class Completion:
     usage: Usage = field(default_factory=Usage)
     finish_reason: str | None = None
     endpoint: str | None = None  # which server of a pool answered (redacted URL); None for one server
+
+    def __post_init__(self) -> None:
+        # Model text is repaired where it arrives (text.py): a lone surrogate a server let through
+        # becomes U+FFFD, so every reply can be logged, cached and written.
+        self.text = repair(self.text)
 
 
 class RetryReason(StrEnum):

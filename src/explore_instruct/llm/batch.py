@@ -244,7 +244,7 @@ def import_results(store: RunStore, path: Path, parses: dict[str, Parse]) -> Imp
     lines without a result count as failed, to be sent again.
     """
     batches = BatchStore(store.conn)
-    records, _ = read_records(path)
+    records, _ = read_records(path, model_text=True)
     results: dict[str, dict[str, Any]] = {}
     first_seen: dict[str, int] = {}
     touched: set[int] = set()
@@ -507,7 +507,7 @@ class BatchRunner:
                 path = self.run_dir / BATCH_DIR / f"{row.id}.{kind}.jsonl"
                 atomic_write(path, await self.openai.download(file_id))
                 if path.stat().st_size:
-                    records += read_records(path)[0]
+                    records += read_records(path, model_text=True)[0]
         results = {r["custom_id"]: r for r in records if isinstance(r.get("custom_id"), str)}
         reason = RetryReason.TIMEOUT if batch.status in ("expired", "cancelled") else RetryReason.SERVER_ERROR
         missing = LineOutcome(None, reason, f"no reply in batch {row.batch_id} ({batch.status})")

@@ -24,6 +24,7 @@ from typing import Any
 
 from explore_instruct.db import connect
 from explore_instruct.llm.base import Completion, CompletionRequest, Usage
+from explore_instruct.text import repair
 
 CALLS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS llm_calls (
@@ -140,7 +141,7 @@ class CallLog:
                 completion.usage.completion_tokens if completion else 0,
                 attempts,
                 status,
-                error,
+                None if error is None else repair(error),  # may quote a server's body
                 seconds,
                 time.time(),
                 json.dumps(dict(sorted(retry_reasons.items()))) if retry_reasons else None,

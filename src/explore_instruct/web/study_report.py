@@ -10,7 +10,6 @@ Krippendorff's alpha (nominal) from the `krippendorff` package.
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -20,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from explore_instruct.datafile import read_text_file
+from explore_instruct.datafile import read_json
 from explore_instruct.errors import UserError
 from explore_instruct.evaluate.judge_report import OVERALL, beat_rate, bootstrap_ci
 from explore_instruct.web.study import Study
@@ -135,10 +134,7 @@ def krippendorff_alpha(votes: Sequence[Vote]) -> dict[str, Any]:
 def read_judge(path: str | Path) -> dict[str, str]:
     """Question id -> the judge's outcome for the candidate (win / tie / lose) from a `judge` result file."""
     p = Path(path)
-    try:
-        data = json.loads(read_text_file(p, "a judge result file"))
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{p}: not a JSON file ({exc})") from None
+    data = read_json(p, "a judge result file")
     pairs = data.get("pairs") if isinstance(data, dict) else None
     if not isinstance(pairs, list):
         raise UserError(f"{p}: not a result of 'explore-instruct judge' (no 'pairs' list)")

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from explore_instruct.cli import main
@@ -341,6 +341,7 @@ def run_cli(argv: list[str]) -> tuple[int, str]:
 
 
 @PROPERTY
+@example(text="\ud800\udc00", field="question", command="judge", as_list=False)  # a pair JSON joins: valid
 @given(
     text=odd_text,
     field=st.sampled_from(["question", "answer", "class", "instruction"]),
@@ -377,7 +378,8 @@ def test_property_random_unicode_in_input_files(
     if code == 2:
         line = one_line(err)
         assert str(path) in line or str(other) in line
-    if any("\ud800" <= c <= "\udfff" for c in text):
+    # JSON joins an escaped high + low surrogate into one valid character: only lone ones are invalid.
+    if any("\ud800" <= c <= "\udfff" for c in json.loads(json.dumps(text))):
         assert code == 2 and ("line 2" in err or "record 1" in err)
 
 

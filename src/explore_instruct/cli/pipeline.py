@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from explore_instruct.cli.progress import LOCAL_FIRST_REPLY_HINT, REMOTE_FIRST_REPLY_HINT, StageProgress
-from explore_instruct.cli.vocabulary import AliasedCommand
+from explore_instruct.cli.vocabulary import AliasedCommand, api_key_env_option
 from explore_instruct.config import RunConfig, load_config, parse_override
 from explore_instruct.errors import UserError
 from explore_instruct.pipeline import ALL_STAGES, import_tree, run_stages, stored_config
@@ -181,6 +181,10 @@ def register(app: typer.Typer) -> None:
         backend: Annotated[str | None, typer.Option(help="LLM backend: local | openai.")] = None,
         base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint.")] = None,
         model: Annotated[str | None, typer.Option(help="Model name at the endpoint.")] = None,
+        api_key_env: Annotated[
+            str | None, api_key_env_option("Environment variable holding the endpoint's key (its NAME).")
+        ] = None,
+        max_tokens: Annotated[int | None, typer.Option(help="Most tokens per reply.")] = None,
         max_depth: Annotated[int | None, typer.Option(help="Max depth K.")] = None,
         sample_size: Annotated[int | None, typer.Option(help="Examples to sample.")] = None,
         max_concurrency: Annotated[int | None, typer.Option(help="LLM calls in flight.")] = None,
@@ -197,6 +201,8 @@ def register(app: typer.Typer) -> None:
                 "llm.backend": backend,
                 "llm.base_url": base_url,
                 "llm.model": model,
+                "llm.api_key_env": api_key_env,
+                "llm.max_tokens": max_tokens,
                 "explore.max_depth": max_depth,
                 "sample.size": sample_size,
                 "llm.max_concurrency": max_concurrency,

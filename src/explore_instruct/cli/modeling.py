@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from explore_instruct.cli.progress import quiet_libraries
 from explore_instruct.cli.vocabulary import AliasedCommand, api_key_env_option
 from explore_instruct.errors import UserError
 
@@ -97,7 +98,8 @@ def _train(
         deepspeed=deepspeed,
         overwrite=overwrite,
     )
-    result = train(cfg)
+    with quiet_libraries(on_terminal=False):
+        result = train(cfg)
     if not result.main_process:
         return  # one summary per run, from the main process
     console.print(train_summary(result.settings), highlight=False)
@@ -187,9 +189,10 @@ def _answer(
             endpoint=EndpointSettings(max_concurrency, retries, cache),
         )
     else:
-        summary = answer_file(
-            questions, out, settings, model=model, gguf_file=gguf_file, model_id=model_id, batch_size=batch_size
-        )
+        with quiet_libraries(on_terminal=False):  # model loading and generation bars: not for a log file
+            summary = answer_file(
+                questions, out, settings, model=model, gguf_file=gguf_file, model_id=model_id, batch_size=batch_size
+            )
     console.print(
         f"{summary.answered} answers from {summary.model_id} ({summary.truncated} cut at "
         f"--max-tokens) -> {summary.out}",

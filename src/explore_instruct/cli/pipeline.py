@@ -270,6 +270,7 @@ def register(app: typer.Typer) -> None:
         """Write the run's data in one format."""
         from explore_instruct.export import default_export_name
         from explore_instruct.export import export as do_export
+        from explore_instruct.review import decisions
 
         if which not in ("sample", "kept", "reviewed", "dropped", "all"):
             raise UserError(f"--which {which!r}: choose sample, kept, reviewed, dropped or all")
@@ -277,6 +278,12 @@ def register(app: typer.Typer) -> None:
         target = out_path or run_dir / "exports" / default_export_name(fmt, which)
         n = do_export(store, fmt, target, which=which)  # type: ignore[arg-type]
         console.print(f"wrote {n} {'tasks' if fmt == 'upstream' else 'records'} to {target}")
+        if which == "reviewed" and not decisions(store.conn):  # an empty file is right, but say why
+            console.print(
+                f"[yellow]warning:[/] nobody has reviewed an example of {run_dir} yet, so the export is empty; "
+                f"review them with `explore-instruct review -r {run_dir}`",
+                highlight=False,
+            )
 
     @app.command("import-tree", cls=AliasedCommand)
     def import_tree_cmd(

@@ -3,7 +3,8 @@
 The canonical option names follow the run config's field names where one exists (`--base-url` is
 `llm.base_url`, `--max-concurrency` is `llm.max_concurrency`), so a flag and a `--set` mean the same.
 Older spellings still work on every command that has the canonical option, but never show in `--help`:
-`AliasedCommand` rewrites them before parsing.
+`AliasedCommand` rewrites them before parsing. Options shared by several commands are defined here once:
+`--api-key-env` (a pasted key is refused without being repeated) and `--run-dir`/`-r`.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from explore_instruct.analysis.treeview import tree_fragment, tree_page
 from explore_instruct.analysis.verbnoun import VerbNoun
 from explore_instruct.cli import main
 from explore_instruct.tree import DomainTree, Example, TaskNode, save_upstream
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, NO_FIXTURES
 
 pytest.importorskip("spacy")
 pytest.importorskip("matplotlib")
@@ -60,7 +60,7 @@ def chat_records() -> list[dict]:
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
     if not TREE.is_dir():
-        pytest.skip(f"fixture tree not found at {TREE}")
+        pytest.skip(NO_FIXTURES)
     base = tmp_path_factory.mktemp("analysis")
     chat = base / "chat.jsonl"
     chat.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in chat_records()), encoding="utf-8")

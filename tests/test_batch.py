@@ -219,7 +219,7 @@ def test_files_provider_stops_with_the_file_then_import_and_resume_match_online(
     assert sorted(p.name for p in (run_dir / "batches").iterdir()) == ["1.input.jsonl"]
 
     vllm_run_batch(given, tmp_path / "out.jsonl")
-    assert main(["batch", "import", str(run_dir), str(tmp_path / "out.jsonl")]) == 0
+    assert main(["batch", "import", "-r", str(run_dir), str(tmp_path / "out.jsonl")]) == 0
     assert "20 replies kept, 0 lines to send again" in " ".join(capsys.readouterr().err.split())
     run(run_dir, fake, resume=True, llm=llm(fake, provider="files"))
     assert fake.chat_calls == 5
@@ -286,11 +286,13 @@ def test_import_refuses_results_already_imported(
     tmp_path: Path, fake: FakeOpenAI, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run_dir, out = _files_run(tmp_path, fake, "a")
-    assert main(["batch", "import", str(run_dir), str(out)]) == 0
+    assert main(["batch", "import", "-r", str(run_dir), str(out)]) == 0
     capsys.readouterr()
-    assert main(["batch", "import", str(run_dir), str(out)]) == 2
+    assert main(["batch", "import", str(run_dir), str(out)]) == 2  # the old form, RUN_DIR first, still works
     assert "was already imported (batch 1); nothing imported" in capsys.readouterr().err
-    assert main(["batch", "status", str(run_dir)]) == 0
+    assert main(["batch", "status", "-r", str(run_dir)]) == 0
+    assert "imported" in capsys.readouterr().err
+    assert main(["batch", "status", str(run_dir)]) == 0  # the old form
     assert "imported" in capsys.readouterr().err
 
 

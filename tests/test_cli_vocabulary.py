@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import typer.main
+import yaml
 from typer.testing import CliRunner
 
 from explore_instruct import __version__
@@ -126,3 +127,53 @@ def test_rewrite_leaves_values_and_the_rest_alone():
     # An old spelling whose new name the command lacks is left for the parser to refuse.
     assert rewrite_old_spellings(["--num", "3"], PARAMS) == ["--num", "3"]
     assert set(OLD_SPELLINGS.values()) <= {n for names, _ in CONCEPTS.values() for n in names}
+
+
+def test_run_has_every_llm_flag_the_vocabulary_lists():
+    # The README's vocabulary names these; `run` once lacked --api-key-env and --max-tokens.
+    run_opts = {o for p in options(typer.main.get_command(app).commands["run"]) for o in p.opts}
+    for flag in ("--base-url", "--model", "--api-key-env", "--max-tokens", "--max-concurrency", "--sample-size"):
+        assert flag in run_opts, flag
+
+
+@pytest.mark.parametrize(("path", "cmd"), ALL, ids=IDS)
+def test_the_run_directory_is_always_the_r_option(path, cmd):
+    # `batch status RUN_DIR` once took it as an argument; the old form is still accepted, unlisted.
+    shown = [p for p in cmd.params if p.param_type_name == "argument" and not getattr(p, "hidden", False)]
+    assert not [p for p in shown if "RUN" in (p.metavar or "")], " ".join(path)
+    for param in options(cmd):
+        if "--run-dir" in param.opts:
+            assert set(param.opts) == {"--run-dir", "-r"}, " ".join(path)
+
+
+GROUPS = [(), *sorted({path[:-1] for path, _ in ALL if len(path) > 1})]
+
+
+@pytest.mark.parametrize("path", [path for path, _ in ALL] + GROUPS, ids=IDS + [" ".join(g) or "app" for g in GROUPS])
+def test_help_shows_no_type_beside_a_flag(path):
+    rendered = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "250"})
+    assert rendered.exit_code == 0
+    assert "<bool>" not in rendered.output, rendered.output
+
+
+def test_run_flags_set_the_config_and_a_pasted_key_is_never_echoed(tmp_path, capsys, monkeypatch):
+    config = tmp_path / "c.yaml"
+    config.write_text("root: {name: Rewriting, description: Rewrite text.}\nllm: {backend: openai, model: m}\n")
+    monkeypatch.setenv("MY_KEY", "x")
+    # Nothing listens on port 9: the run stops at its first call, its config already written.
+    argv = ["run", str(config), "-r", str(tmp_path / "r"), "--base-url", "http://127.0.0.1:9/v1"]
+    assert main([*argv, "--max-tokens", "64", "--api-key-env", "MY_KEY"]) == 1
+    stored = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())["llm"]
+    assert (stored["max_tokens"], stored["api_key_env"]) == (64, "MY_KEY")
+    capsys.readouterr()
+    key = "sk-proj-" + "Ab3" * 12
+    for argv in (
+        ["run", str(config), "--dry-run", "--api-key-env", key],
+        ["run", str(config), "--dry-run", "--set", f"llm.api_key_env={key}"],
+        ["answer", "--questions", "q", "-o", "a", "--base-url", "http://x/v1", "--model", "m", "--api-key-env", key],
+        ["judge", "--questions", "q", "--baseline", "b", "--candidate", "c", "-o", "o", f"--api-key-env={key}"],
+    ):
+        assert main(argv) == 2, argv
+        captured = capsys.readouterr()
+        assert "NAME of an environment variable" in captured.err, captured.err
+        assert key not in captured.out + captured.err and "sk-proj" not in captured.out + captured.err

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from explore_instruct.cli import main
-from explore_instruct.config import RunConfig, load_config, per_depth
+from explore_instruct.config import RunConfig, load_config, looks_like_key, per_depth
 from explore_instruct.errors import UserError
 
 
@@ -57,6 +57,27 @@ def test_api_key_in_config_is_refused(tmp_path):
     p = write(tmp_path, "root: {name: X}\nllm: {backend: openai, model: m, api_key_env: sk-abcdefghijklmnop}\n")
     with pytest.raises(UserError, match=r"llm\.api_key_env"):
         load_config(p)
+
+
+@pytest.mark.parametrize("name", ["OPENAI_API_KEY", "HF_TOKEN", "my_key_2", "_KEY", "AZURE_OPENAI_API_KEY_FOR_PROD_2"])
+def test_variable_names_are_taken(name):
+    assert not looks_like_key(name)
+
+
+@pytest.mark.parametrize(
+    "value", ["sk-proj-abc", "sk_live_abc", "hf_AbCdEf", "ghp_abc", "AIzaSyAbc", "a b", "x=y", "Ab1" * 11, "1KEY"]
+)
+def test_keys_are_told_from_names(value):
+    assert looks_like_key(value)
+
+
+def test_an_endpoint_backend_never_repeats_a_pasted_key():
+    from explore_instruct.llm.openai_compat import OpenAICompatLLM
+
+    key = "sk-proj-" + "x" * 20
+    with pytest.raises(UserError) as err:
+        OpenAICompatLLM("http://127.0.0.1:9/v1", "m", api_key_env=key)
+    assert "NAME of an environment variable" in str(err.value) and "sk-proj" not in str(err.value)
 
 
 def test_overrides_apply_before_validation(tmp_path):

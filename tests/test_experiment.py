@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 import sqlite3
 from pathlib import Path
@@ -542,4 +543,7 @@ def test_cli_resume_of_a_finished_study(
     captured = capsys.readouterr()
     assert "## Main comparison" in captured.out and "| explore |" in captured.out
     assert "0 steps ran" in captured.err and "0 failed" in captured.err
+    # Off a terminal: results.md exactly as written (no line folded at 80 columns), a line per step.
+    assert (out / "results.md").read_text(encoding="utf-8").strip() in captured.out
+    assert re.search(r"^experiment 1/\d+: \S+ \(\S+\) cached$", captured.err, re.MULTILINE), captured.err
     assert main(["experiment", str(spec), "--out", str(out)]) == 2  # an existing folder needs --resume

@@ -89,3 +89,25 @@ def test_pruned_tasks_are_flagged_not_dropped(run_dir, tmp_path):
 def test_default_names_are_which_dot_format(run_dir, args, name):
     assert main(["export", "-r", str(run_dir), *args]) == 0
     assert (run_dir / "exports" / name).is_file()
+
+
+def test_reviewed_export_of_an_unreviewed_run_says_why_it_is_empty(run_dir, tmp_path, capsys):
+    out = tmp_path / "reviewed.json"
+    assert main(["export", "-r", str(run_dir), "--which", "reviewed", "-o", str(out)]) == 0
+    assert json.loads(out.read_text()) == []
+    err = " ".join(capsys.readouterr().err.split())
+    assert "warning: nobody has reviewed an example" in err and "explore-instruct review -r" in err
+    assert main(["export", "-r", str(run_dir), "--which", "kept", "-o", str(tmp_path / "k.json")]) == 0
+    assert "warning" not in capsys.readouterr().err  # only the reviewed export has this to say
+
+
+def test_a_run_dir_that_is_a_file_is_one_line(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("root: {name: Rewriting, description: Rewrite text.}\n")
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("x")
+    for argv in (["run", str(config), "-r", str(a_file)], ["stats", "-r", str(a_file)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err == f"error: run dir {a_file} is a file, not a folder\n", err
+    assert a_file.read_text() == "x"

@@ -221,7 +221,7 @@ def test_a_damaged_or_foreign_run_db_is_one_line(
     else:
         (run_dir / "run.db").write_bytes(content)
     (run_dir / "config.yaml").write_text("domain: generic\n")
-    for argv in (["stats", "-r", str(run_dir)], ["export", "-r", str(run_dir)], ["review", str(run_dir)]):
+    for argv in (["stats", "-r", str(run_dir)], ["export", "-r", str(run_dir)], ["review", "-r", str(run_dir)]):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert err.startswith("error: ") and err.count("\n") == 1 and "run.db" in err, err

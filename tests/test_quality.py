@@ -180,6 +180,15 @@ PATH = ["Assistance for text editing", "Style transfer"]
         ("Paraphrase", None),
         ("Coherence and cohesion improvement", None),
         ("Q&A rewriting for C++ docs", None),
+        ("description_list.json", "file or code name"),  # issue 20 item 10: names a weak model copied
+        ("make", "command, not a task"),
+        ("notes.txt cleanup", "file or code name"),
+        ("style_transfer", "file or code name"),
+        ("Make", "command, not a task"),
+        ("Make it formal", None),
+        ("Explain Node.js code", None),
+        ("Pros/cons lists", None),
+        ("_private notes_", None),
     ],
 )
 def test_task_name_rules(name, reason):

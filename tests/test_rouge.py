@@ -19,7 +19,7 @@ from explore_instruct.rouge import (
     rouge_l_f1,
     tokenize,
 )
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, needs_fixtures
 
 FIXTURE = FIXTURES / "upstream_rewriting_tree"
 
@@ -340,7 +340,7 @@ def test_max_overlap_matches_reference(texts, references):
             assert idx is None
 
 
-@pytest.mark.skipif(not FIXTURE.is_dir(), reason="shared fixture not present")
+@needs_fixtures
 def test_fixture_instructions_match_reference():
     meta = json.loads((FIXTURE / "tree_meta_info.json").read_text())
     queue, texts, groups = [meta], [], []

@@ -334,3 +334,15 @@ def test_embedded_smollm2_gguf_answers(tmp_path: Path) -> None:
     )
     row = json.loads(out.read_text())
     assert row["model_id"].endswith(".gguf") and row["answer"].strip()
+
+
+def test_off_a_terminal_training_prints_step_lines_not_log_dicts(
+    tiny_model: Path, data_file: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # stdout and stderr are files here: transformers would print {'loss': ...} dicts on stdout.
+    argv = ["train", "--data", str(data_file), "--model", str(tiny_model), "--out", str(tmp_path / "m")]
+    assert main([*argv, "--max-steps", "2", "--global-batch-size", "4", "--per-device-batch-size", "4"]) == 0
+    captured = capfd.readouterr()
+    assert "'loss'" not in captured.out and "'loss'" not in captured.err
+    assert captured.out.strip() == str(tmp_path / "m")  # stdout: the model folder, nothing else
+    assert "train: step 1/2 loss " in captured.err and "train: step 2/2 loss " in captured.err

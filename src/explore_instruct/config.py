@@ -7,6 +7,7 @@ Paper settings: max depth K = 2, breadth B = [8, 6], task-pruning and diversity-
 from __future__ import annotations
 
 import copy
+import re
 import urllib.parse
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -148,10 +149,29 @@ class BatchConfig(Strict):
     max_bytes: int = Field(BATCH_MAX_BYTES, ge=1024, le=BATCH_MAX_BYTES)
 
 
+# What every place that takes the name of a key's environment variable says when given something else.
+ENV_NAME_RULE = "must be the NAME of an environment variable (e.g. OPENAI_API_KEY), not a key"
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# How providers' keys begin; no variable name a user picks does (names are upper case by convention).
+_KEY_PREFIXES = ("sk-", "sk_live_", "sk_test_", "hf_", "ghp_", "github_pat_", "gsk_", "AIza")
+
+
+def looks_like_key(value: str) -> bool:
+    """True when `value` cannot be a variable's name and is probably a key pasted by mistake.
+
+    A key may never be repeated in a message, so whoever checks this says `ENV_NAME_RULE`, not the value.
+    """
+    if not _ENV_NAME.fullmatch(value) or value.startswith(_KEY_PREFIXES):
+        return True
+    # A long run of mixed case and digits is a token, not a name like OPENAI_API_KEY.
+    mixed = any(c.islower() for c in value) and any(c.isupper() for c in value) and any(c.isdigit() for c in value)
+    return len(value) >= 32 and mixed
+
+
 def _check_env_name(v: str | None) -> str | None:
     # A key pasted here by mistake would end up in config.yaml: refuse anything not env-name-like.
-    if v is not None and (not v.replace("_", "").isalnum() or v.startswith("sk-")):
-        raise ValueError("must be the NAME of an environment variable (e.g. OPENAI_API_KEY), not a key")
+    if v is not None and looks_like_key(v):
+        raise ValueError(ENV_NAME_RULE)
     return v
 
 

@@ -51,6 +51,11 @@ class TaskNameRules(BaseModel):
     forbidden_chars: str = "<>{}[]|`*\\"
     # A name made only of these words (and numbers or single letters) is a placeholder: "Task 1".
     placeholder_words: list[str] = Field(default_factory=list)
+    # A word joined by one of these, or ending in `.<extension>`, is a code or file name: "description_list.json".
+    identifier_chars: str = ""
+    file_extensions: list[str] = Field(default_factory=list)
+    # A name made only of these words is a command someone could type, not a task: "make".
+    command_words: list[str] = Field(default_factory=list)
 
 
 class Profile(BaseModel):

@@ -178,6 +178,8 @@ def task_name_drop_reason(
         return "chat template text"
     if any(c in rules.forbidden_chars for c in name):
         return "markup in name"
+    if _is_code_or_file_name(name, rules.identifier_chars, tuple(rules.file_extensions)):
+        return "file or code name"
     if _NUMBERING.match(name):
         return "numbering in name"
     words = norm.split()
@@ -187,6 +189,8 @@ def task_name_drop_reason(
         return f"name longer than {rules.max_words} words"
     if _SENTENCE_END.search(name):
         return "name ends with punctuation"
+    if all(w.lower() in rules.command_words for w in words):
+        return "command, not a task"
     placeholders = {w.lower() for w in rules.placeholder_words}
     # Letters and numbers apart, so that "TASK1" reads as "task 1"; "1st" and "2nd" are numbers too.
     tokens = re.findall(r"\d+(?:st|nd|rd|th)?|[a-z]+", norm)
@@ -201,6 +205,16 @@ def task_name_drop_reason(
     if norm in {normalise(i) for i in instructions}:
         return "copy of an instruction"
     return None
+
+
+def _is_code_or_file_name(name: str, identifier_chars: str, extensions: tuple[str, ...]) -> bool:
+    for word in name.split():
+        if any(c in identifier_chars for c in word.strip(identifier_chars)):  # inside a word: snake_case
+            return True
+        stem, dot, extension = word.rpartition(".")
+        if dot and stem and extension.lower() in extensions:
+            return True
+    return False
 
 
 def exact_key(example: Example) -> tuple[str, str]:

@@ -168,6 +168,12 @@ def _run_db(conn: sqlite3.Connection, run_dir: Path, *, write: bool) -> sqlite3.
     return conn
 
 
+def _not_a_file(run_dir: Path) -> Path:
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"run dir {run_dir} is a file, not a folder")
+    return run_dir
+
+
 class RunStore:
     """A run directory: `config.yaml`, `run.db` and the exports written from it.
 
@@ -190,7 +196,7 @@ class RunStore:
     @classmethod
     def create(cls, run_dir: str | Path, config_yaml: str) -> RunStore:
         """Start a new run directory (it must not hold a run already)."""
-        d = Path(run_dir)
+        d = _not_a_file(Path(run_dir))
         if (d / DB_FILE).exists():
             raise UserError(f"{d}: already holds a run; pass --resume to continue it or pick another --run-dir")
         try:
@@ -209,7 +215,7 @@ class RunStore:
     @classmethod
     def open(cls, run_dir: str | Path, *, write: bool = False) -> RunStore:
         """An existing run: read-only by default; `write=True` takes the directory's lock first."""
-        d = Path(run_dir)
+        d = _not_a_file(Path(run_dir))
         if not (d / DB_FILE).is_file():
             raise UserError(f"{d}: not a run directory (no {DB_FILE}); start one with 'explore-instruct run'")
         if not write:

@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from explore_instruct.cli.vocabulary import Group
 from explore_instruct.errors import RunStopped, UserError
 from explore_instruct.text import refuse_invalid
 
@@ -23,6 +24,7 @@ except ImportError:  # older typer: plain click
     from click.exceptions import ClickException, NoArgsIsHelpError  # type: ignore[assignment, no-redef]
 
 app = typer.Typer(
+    cls=Group,
     name="explore-instruct",
     help="Explore a domain as a tree of tasks and build instruction-tuning data from it.",
     no_args_is_help=True,

@@ -13,12 +13,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from explore_instruct.cli.vocabulary import AliasedCommand
+from explore_instruct.cli.vocabulary import AliasedCommand, Group
 
 err = Console(stderr=True)
 out = Console()
 
 baseline_app = typer.Typer(
+    cls=Group,
     name="baseline",
     help="Build the paper's baseline datasets.",
     no_args_is_help=True,

@@ -1,4 +1,4 @@
-"""`batch`: read batch results back into a run (`import`) and list a run's batches (`status`).
+"""`batch`: read batch results back into a run (`import`) and show a run's batches (`status`).
 
 Thin wrappers over `llm/batch.py`: the matching, checking and retry rules live there.
 """
@@ -12,14 +12,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from explore_instruct.cli.vocabulary import AliasedCommand
+from explore_instruct.cli.vocabulary import AliasedCommand, Group, OldRunDir, RunDirOption, run_dir_given
 from explore_instruct.store import RunStore
 
 console = Console(stderr=True)
 
 batch_app = typer.Typer(
+    cls=Group,
     name="batch",
-    help="Batch mode for enrichment: import results written by `vllm run-batch`, list a run's batches.",
+    help="Batch mode for enrichment: import the results of a batch (`import`), show a run's batches (`status`).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
@@ -27,13 +28,17 @@ batch_app = typer.Typer(
 
 @batch_app.command("import", cls=AliasedCommand)
 def import_cmd(
-    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="The run that wrote the batch input.")],
     results: Annotated[Path, typer.Argument(metavar="OUTPUT", help="The results file (JSONL, one line per request).")],
+    old_second: Annotated[Path | None, typer.Argument(metavar="OUTPUT", hidden=True, show_default=False)] = None,
+    run_dir: Annotated[Path | None, typer.Option("--run-dir", "-r", help="The run that wrote the batch input.")] = None,
 ) -> None:
     """Import a batch's results; then `run CONFIG --resume` continues the run."""
     from explore_instruct.llm.batch import import_results
     from explore_instruct.stages import generate
 
+    if old_second is not None:  # the old form, `batch import RUN_DIR OUTPUT`
+        run_dir, results = run_dir_given(run_dir, results), old_second
+    run_dir = run_dir_given(run_dir, None)
     store = RunStore.open(run_dir, write=True)
     try:
         summary = import_results(store, results, {generate.STAGE: generate.parse_reply})
@@ -48,10 +53,9 @@ def import_cmd(
 
 
 @batch_app.command("status", cls=AliasedCommand)
-def status_cmd(
-    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="The run directory.")],
-) -> None:
+def status_cmd(run_dir: RunDirOption = None, old_run_dir: OldRunDir = None) -> None:
     """List the run's batches: provider, ids, state and request counts."""
+    run_dir = run_dir_given(run_dir, old_run_dir)
     store = RunStore.open(run_dir)
     try:
         have = store.conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'batches'").fetchone()

@@ -2,52 +2,18 @@
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.live import Live
 from rich.table import Table
 
+from explore_instruct.cli.progress import StepTable, quiet_libraries
 from explore_instruct.cli.vocabulary import AliasedCommand
 
 console = Console(stderr=True)
 out_console = Console()
-
-STYLE = {
-    "pending": "dim",
-    "queued": "yellow",
-    "running": "bold yellow",
-    "done": "green",
-    "cached": "cyan",
-    "failed": "bold red",
-    "blocked": "red",
-}
-
-
-class StepTable:
-    """A live table on stderr: one row per cell step, with its status (done, cached, running, failed)."""
-
-    def __init__(self, steps: list[tuple[str, str]]) -> None:
-        self.rows = {step_id: (cell, "pending", "") for cell, step_id in steps}
-        self._lock = threading.Lock()
-        self.live = Live(self.render(), console=console, refresh_per_second=4, transient=False)
-
-    def render(self) -> Table:
-        table = Table(title="experiment", title_justify="left")
-        for col in ("cell", "step", "status", "note"):
-            table.add_column(col)
-        for step_id, (cell, status, note) in self.rows.items():
-            table.add_row(cell, step_id.split(":", 1)[0], f"[{STYLE[status]}]{status}[/]", note)
-        return table
-
-    def __call__(self, state) -> None:  # type: ignore[no-untyped-def]
-        with self._lock:
-            cell = self.rows[state.step.id][0]
-            self.rows[state.step.id] = (cell, state.status, (state.reason or "")[:90])
-            self.live.update(self.render())
 
 
 def _experiment(
@@ -74,14 +40,16 @@ def _experiment(
         _print_preview(plan, out_dir, only)
         return
     steps = steps_for(plan, select_cells(plan, only))
-    table = StepTable([(s.cells[0], s.id) for s in steps])
-    with table.live:
+    with quiet_libraries(), StepTable([(s.cells[0], s.id) for s in steps]) as table:
         _plan, states, _result = run_experiment(spec, out_dir, resume=resume, only=only, progress=table)
     ran = sum(s.status == "done" for s in states.values())
     reused = sum(s.status == "cached" for s in states.values())
     failed = [s for s in states.values() if s.status == "failed"]
     console.print(f"{ran} steps ran, {reused} reused, {len(failed)} failed; results in {out_dir}", highlight=False)
-    out_console.print((out_dir / "results.md").read_text(encoding="utf-8"), markup=False, highlight=False)
+    # soft_wrap: the file's lines as they are, never folded at the width rich assumes off a terminal
+    out_console.print(
+        (out_dir / "results.md").read_text(encoding="utf-8"), markup=False, highlight=False, soft_wrap=True
+    )
     if failed:
         raise RunStopped(
             f"{len(failed)} step(s) failed (first: {failed[0].step.id}: {failed[0].reason}); "

@@ -12,7 +12,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from explore_instruct.cli.vocabulary import AliasedCommand
+from explore_instruct.cli.progress import quiet_libraries
+from explore_instruct.cli.vocabulary import AliasedCommand, api_key_env_option
 from explore_instruct.errors import UserError
 
 console = Console(stderr=True)
@@ -97,7 +98,8 @@ def _train(
         deepspeed=deepspeed,
         overwrite=overwrite,
     )
-    result = train(cfg)
+    with quiet_libraries(on_terminal=False):
+        result = train(cfg)
     if not result.main_process:
         return  # one summary per run, from the main process
     console.print(train_summary(result.settings), highlight=False)
@@ -145,7 +147,7 @@ def _answer(
     ] = None,
     base_url: Annotated[str | None, Opt(help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1.")] = None,
     gguf_file: Annotated[str | None, Opt(help="GGUF file name inside the --model folder.")] = None,
-    api_key_env: Annotated[str | None, Opt(help="Environment variable holding the endpoint's key.")] = None,
+    api_key_env: Annotated[str | None, api_key_env_option("Environment variable holding the endpoint's key.")] = None,
     prompt_format: Annotated[
         str | None,
         Opt(
@@ -187,9 +189,10 @@ def _answer(
             endpoint=EndpointSettings(max_concurrency, retries, cache),
         )
     else:
-        summary = answer_file(
-            questions, out, settings, model=model, gguf_file=gguf_file, model_id=model_id, batch_size=batch_size
-        )
+        with quiet_libraries(on_terminal=False):  # model loading and generation bars: not for a log file
+            summary = answer_file(
+                questions, out, settings, model=model, gguf_file=gguf_file, model_id=model_id, batch_size=batch_size
+            )
     console.print(
         f"{summary.answered} answers from {summary.model_id} ({summary.truncated} cut at "
         f"--max-tokens) -> {summary.out}",
@@ -228,7 +231,7 @@ def _judge(
     table: Annotated[Path | None, Opt(help="Markdown table; default: --out with .md.")] = None,
     base_url: Annotated[str | None, Opt(help="Judge endpoint (OpenAI-compatible base URL).")] = None,
     model: Annotated[str | None, Opt(help="Judge model name.")] = None,
-    api_key_env: Annotated[str | None, Opt(help="Environment variable holding the judge's key.")] = None,
+    api_key_env: Annotated[str | None, api_key_env_option("Environment variable holding the judge's key.")] = None,
     config: Annotated[Path | None, Opt(help="A run config whose llm section names the judge.")] = None,
     temperature: Annotated[float, Opt(help="Judge sampling temperature.")] = 0.0,
     max_tokens: Annotated[int, Opt(help="Most tokens per review.")] = 1024,

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from explore_instruct.cli.progress import LOCAL_FIRST_REPLY_HINT, REMOTE_FIRST_REPLY_HINT, StageProgress
-from explore_instruct.cli.vocabulary import AliasedCommand
+from explore_instruct.cli.vocabulary import AliasedCommand, api_key_env_option
 from explore_instruct.config import RunConfig, load_config, parse_override
 from explore_instruct.errors import UserError
 from explore_instruct.pipeline import ALL_STAGES, import_tree, run_stages, stored_config
@@ -215,6 +215,10 @@ def register(app: typer.Typer) -> None:
         backend: Annotated[str | None, typer.Option(help="LLM backend: local | openai.")] = None,
         base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint.")] = None,
         model: Annotated[str | None, typer.Option(help="Model name at the endpoint.")] = None,
+        api_key_env: Annotated[
+            str | None, api_key_env_option("Environment variable holding the endpoint's key (its NAME).")
+        ] = None,
+        max_tokens: Annotated[int | None, typer.Option(help="Most tokens per reply.")] = None,
         max_depth: Annotated[int | None, typer.Option(help="Max depth K.")] = None,
         sample_size: Annotated[int | None, typer.Option(help="Examples to sample.")] = None,
         max_concurrency: Annotated[int | None, typer.Option(help="LLM calls in flight.")] = None,
@@ -231,6 +235,8 @@ def register(app: typer.Typer) -> None:
                 "llm.backend": backend,
                 "llm.base_url": base_url,
                 "llm.model": model,
+                "llm.api_key_env": api_key_env,
+                "llm.max_tokens": max_tokens,
                 "explore.max_depth": max_depth,
                 "sample.size": sample_size,
                 "llm.max_concurrency": max_concurrency,
@@ -303,6 +309,7 @@ def register(app: typer.Typer) -> None:
         from explore_instruct.export import default_export_name
         from explore_instruct.export import export as do_export
         from explore_instruct.publish.options import CardOptions
+        from explore_instruct.review import decisions
 
         check_which(which)
         store = RunStore.open(run_dir)
@@ -310,6 +317,12 @@ def register(app: typer.Typer) -> None:
         card = CardOptions(license=check_license(license_id), analysis=analysis)
         n = do_export(store, fmt, target, which=which, card=card)  # type: ignore[arg-type]
         console.print(f"wrote {n} {'tasks' if fmt == 'upstream' else 'records'} to {target}")
+        if which == "reviewed" and not decisions(store.conn):  # an empty file is right, but say why
+            console.print(
+                f"[yellow]warning:[/] nobody has reviewed an example of {run_dir} yet, so the export is empty; "
+                f"review them with `explore-instruct review -r {run_dir}`",
+                highlight=False,
+            )
 
     @app.command("import-tree", cls=AliasedCommand)
     def import_tree_cmd(

@@ -3,14 +3,17 @@
 The canonical option names follow the run config's field names where one exists (`--base-url` is
 `llm.base_url`, `--max-concurrency` is `llm.max_concurrency`), so a flag and a `--set` mean the same.
 Older spellings still work on every command that has the canonical option, but never show in `--help`:
-`AliasedCommand` rewrites them before parsing.
+`AliasedCommand` rewrites them before parsing. Options shared by several commands are defined here once:
+`--api-key-env` (a pasted key is refused without being repeated) and `--run-dir`/`-r`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
 
-from typer.core import TyperCommand
+import typer
+from typer.core import TyperCommand, TyperGroup
 
 # old spelling -> canonical spelling
 OLD_SPELLINGS: dict[str, str] = {
@@ -53,8 +56,57 @@ def rewrite_old_spellings(args: list[str], params: list[Any]) -> list[str]:
     return out
 
 
+def _untyped_flags(params: list[Any]) -> list[Any]:
+    # Typer's help prints a type beside every option, `<bool>` beside a flag too, though a flag takes
+    # no value: an empty metavar leaves that column blank for flags.
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
 class AliasedCommand(TyperCommand):
     """A typer command that also accepts the old option spellings in `OLD_SPELLINGS`."""
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         return super().parse_args(ctx, rewrite_old_spellings(args, self.params))
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _untyped_flags(super().get_params(ctx))
+
+
+class Group(TyperGroup):
+    """A command group whose help shows flags the way `AliasedCommand` does."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _untyped_flags(super().get_params(ctx))
+
+
+def _env_name(value: str | None) -> str | None:
+    from explore_instruct.config import ENV_NAME_RULE, looks_like_key
+
+    if value is not None and looks_like_key(value):
+        raise typer.BadParameter(ENV_NAME_RULE)  # click names the option, never the value
+    return value
+
+
+def api_key_env_option(help: str) -> Any:
+    """`--api-key-env NAME`, the same on every command: a value that looks like a key is refused unechoed."""
+    return typer.Option("--api-key-env", help=help, callback=_env_name)
+
+
+# Every command takes its run directory as `-r RUN_DIR`. The few that once took it as their first
+# argument still do, unlisted (`OldRunDir`); `run_dir_given` picks whichever was used.
+RunDirOption = Annotated[Path | None, typer.Option("--run-dir", "-r", help="The run directory.")]
+OldRunDir = Annotated[Path | None, typer.Argument(metavar="RUN_DIR", hidden=True, show_default=False)]
+
+
+def run_dir_given(option: Path | None, old_argument: Path | None) -> Path:
+    from explore_instruct.errors import UserError
+
+    if option is not None and old_argument is not None:
+        raise UserError("give the run directory once, as -r RUN_DIR")
+    run_dir = option or old_argument
+    if run_dir is None:
+        raise UserError("missing the run directory: -r RUN_DIR")
+    return run_dir

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from explore_instruct.cli.vocabulary import AliasedCommand
+from explore_instruct.cli.vocabulary import AliasedCommand, Group, OldRunDir, RunDirOption, run_dir_given
 from explore_instruct.errors import UserError
 
 console = Console(stderr=True)
@@ -24,6 +24,7 @@ Host = Annotated[str, Opt(help="Address to listen on; anything but loopback lets
 Port = Annotated[int, Opt(help="Port to listen on.")]
 
 human_eval_app = typer.Typer(
+    cls=Group,
     name="human-eval",
     help="Blind pairwise human evaluation: make a study, serve it to raters, report the results.",
     no_args_is_help=True,
@@ -141,7 +142,8 @@ def report(
 
 
 def review(
-    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="The run directory.")],
+    run_dir: RunDirOption = None,
+    old_run_dir: OldRunDir = None,
     host: Host = "127.0.0.1",
     port: Port = 8000,
     reviewer: Annotated[str | None, Opt(help="Name stored with each decision (default: your user name).")] = None,
@@ -152,6 +154,7 @@ def review(
     from explore_instruct.web.review_app import create_app
     from explore_instruct.web.review_data import RunReview
 
+    run_dir = run_dir_given(run_dir, old_run_dir)
     name = reviewer or getpass.getuser()
     opened = RunReview(run_dir, name)
     token = new_token()

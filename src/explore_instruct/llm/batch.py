@@ -291,7 +291,7 @@ def pending_message(run_dir: Path, rows: list[BatchRow], model: str) -> str:
     return (
         f"batch input waiting for results: {written} ({count} requests, no key inside). Run{each} where the "
         f"model is served, e.g. `vllm run-batch -i {first} -o {out} --model {model}`, then "
-        f"`explore-instruct batch import {run_dir} {out}`{' for each output' if each else ''}, "
+        f"`explore-instruct batch import -r {run_dir} {out}`{' for each output' if each else ''}, "
         "and rerun with --resume"
     )
 

@@ -26,6 +26,7 @@ import openai
 from openai import AsyncOpenAI
 
 from explore_instruct import __version__
+from explore_instruct.config import ENV_NAME_RULE, looks_like_key
 from explore_instruct.errors import UserError
 from explore_instruct.llm.base import (
     Completion,
@@ -169,6 +170,8 @@ class OpenAICompatLLM:
             )
         if not model:
             raise UserError("llm.model is required for the openai backend")
+        if api_key_env and looks_like_key(api_key_env):  # a pasted key: never repeated in the message
+            raise UserError(f"the key's variable (--api-key-env, llm.api_key_env) {ENV_NAME_RULE}")
         if api_key_env:
             api_key = os.environ.get(api_key_env)
             if not api_key:

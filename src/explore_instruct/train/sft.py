@@ -139,7 +139,9 @@ def load_pairs(cfg: TrainConfig) -> list[dict[str, str]]:
     return build_pairs(records, str(cfg.data))
 
 
-def _step_logger(path: Path, losses: list[float]):
+def _step_logger(path: Path, losses: list[float], *, lines: bool):
+    """Logs every step to `path`; with `lines` (no progress bar: not a terminal), also a plain line on
+    stderr each tenth of the steps, in place of the log dicts transformers would print on stdout."""
     from transformers import TrainerCallback
 
     class StepLog(TrainerCallback):
@@ -150,6 +152,10 @@ def _step_logger(path: Path, losses: list[float]):
                 return
             if "loss" in logs:
                 losses.append(float(logs["loss"]))
+                every = max(1, state.max_steps // 10)
+                if lines and (state.global_step % every == 0 or state.global_step == state.max_steps):
+                    line = f"train: step {state.global_step}/{state.max_steps} loss {float(logs['loss']):.4f}"
+                    print(line, file=sys.stderr, flush=True)
             with path.open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps({"step": state.global_step, "epoch": state.epoch, **logs}) + "\n")
 
@@ -382,8 +388,12 @@ def prepare(cfg: TrainConfig) -> Prepared:
         train_dataset=Dataset.from_list(tokenized.examples),
         processing_class=tokenizer,
         peft_config=_lora_config(cfg) if cfg.lora else None,
-        callbacks=[_step_logger(work / LOG_FILE, losses), _step_timer(meter, marks)],
+        callbacks=[_step_logger(work / LOG_FILE, losses, lines=args.disable_tqdm), _step_timer(meter, marks)],
     )
+    if args.disable_tqdm:  # its log dicts on stdout would mix with the command's output; StepLog says it
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
     trainer.row_plan, trainer.meter = plan, meter
     if plan is None:
         trainer.data_collator = CountingCollator(trainer.data_collator, meter)

@@ -18,7 +18,7 @@ out = Console()
 
 def _push(
     folder: Annotated[
-        Path, typer.Argument(metavar="RUN_DIR", help="A run directory, or an experiment's output folder.")
+        Path, typer.Argument(metavar="FOLDER", help="A run directory, or an experiment's output folder (a study).")
     ],
     repo_id: Annotated[str, typer.Argument(metavar="REPO_ID", help="The dataset repository: owner/name.")],
     which: Which = "sample",

@@ -200,12 +200,9 @@ def _examples_text(r: dict[str, Any]) -> str:
 
 
 def _status_note(r: dict[str, Any]) -> str:
-    """What a cell's name carries in the tables: nothing when ok, else its status."""
-    if r["status"] == "ok":
-        return ""
-    if r["status"] == "short":
-        return f" (short: {r['examples']} of {r['requested']})"
-    return f" ({r['status']})"
+    """What a cell's name carries in the tables: nothing when ok, else its status (a short cell's
+    Examples column beside it says how short: `5 of 20`)."""
+    return "" if r["status"] == "ok" else f" ({r['status']})"
 
 
 def _comparison_cells(r: dict[str, Any], labels: list[str]) -> list[Cell]:
@@ -304,7 +301,7 @@ def _line_figure(rows: list[dict[str, Any]], axis: str, labels: list[str]) -> by
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
     if not series:  # the table still has its cells; say why the plot has no points
-        ax.text(0.5, 0.5, no_points_reason(rows, labels), ha="center", va="center", transform=ax.transAxes)
+        ax.text(0.5, 0.65, no_points_reason(rows, labels), ha="center", va="center", transform=ax.transAxes)
     for label, points in series:
         ax.plot([p[0] for p in points], [100 * p[1] for p in points], marker="o", label=f"vs {label}")
     ax.set_xlabel("max depth K" if axis == "depth" else "examples")

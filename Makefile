@@ -1,4 +1,4 @@
-# Two entry points for a fresh machine: `make demo` and `make test`.
+# Entry points for a fresh machine: `make demo`, `make study-deps` (the extras `experiment` needs) and `make test`.
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -10,7 +10,11 @@ PIP := $(PY) -m pip
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
 	-DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
 
-.PHONY: demo test lint bench clean venv
+.PHONY: demo test lint bench clean venv study-deps
+
+# The CPU build of torch (it lies in the local wheel cache), installed before anything that pulls torch
+# so pip does not fetch a multi-GB CUDA build.
+TORCH_CPU := torch==2.13.0
 
 $(VENV)/.created:
 	$(PYTHON) -m venv $(VENV)
@@ -22,14 +26,21 @@ $(VENV)/.installed: $(VENV)/.created pyproject.toml
 	$(PIP) install -q -e .
 	touch $@
 
-# Dev install: every extra. torch is pinned to the CPU build that lies in the local wheel cache,
-# installed first so nothing later pulls a multi-GB CUDA build.
+# Dev install: every extra, with the CPU torch first.
 $(VENV)/.dev-installed: $(VENV)/.created pyproject.toml requirements/dev-constraints.txt
-	$(PIP) install -q "torch==2.13.0"
+	$(PIP) install -q "$(TORCH_CPU)"
 	$(PIP) install -q -c requirements/dev-constraints.txt -e ".[dev]"
 	touch $@
 
+# What `experiment` needs beyond the core install (analysis, training, math grading), on CPU.
+$(VENV)/.study-installed: $(VENV)/.installed requirements/dev-constraints.txt
+	$(PIP) install -q "$(TORCH_CPU)"
+	$(PIP) install -q -c requirements/dev-constraints.txt -e ".[analysis,train,eval]"
+	touch $@
+
 venv: $(VENV)/.installed
+
+study-deps: $(VENV)/.study-installed
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/explore-instruct run configs/demo.yaml --run-dir runs/demo --resume

@@ -57,6 +57,17 @@ def _copy(study: dict[str, Any], tmp_path: Path) -> tuple[Path, Path]:
     return spec_dir / "study.yaml", tmp_path / "out"
 
 
+def _copy_with_axis(
+    study: dict[str, Any], tmp_path: Path, index: int, name: str, values: list[Any]
+) -> tuple[Path, Path]:
+    """A copy of the study whose axis `index` now lists `values`."""
+    spec, out = _copy(study, tmp_path)
+    data = yaml.safe_load(spec.read_text())
+    data["axes"][index][name] = values
+    spec.write_text(yaml.safe_dump(data, sort_keys=False))
+    return spec, out
+
+
 def _events(out: Path, event: str) -> list[dict[str, Any]]:
     db = ExperimentDB(out / DB_FILE)
     try:
@@ -101,6 +112,8 @@ def test_study_writes_every_table_and_figure(study: dict[str, Any]) -> None:
     assert f'href="{judge_file}"' in html and "data:image/png;base64," in html
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert [r["cell"] for r in rows] == list(cells)
+    assert "link" not in md.split("## Setup")[0]  # results.md claims no links it lacks
+    assert "report.html links to them" in md and "Each number links to the file" in html
     assert cells["explore"]["comparisons"]["self_instruct"]["win"] + cells["explore"]["comparisons"]["self_instruct"][
         "lose"
     ] + cells["explore"]["comparisons"]["self_instruct"]["tie"] == len(QUESTIONS)
@@ -110,6 +123,52 @@ def test_study_writes_every_table_and_figure(study: dict[str, Any]) -> None:
     card = (out / "README.md").read_text(encoding="utf-8")
     assert read_front_matter(card)["configs"][0]["data_files"][0]["path"] == "results.csv"
     assert "### K ablation" in card and "](beat_rate_vs_k.png)" in card
+
+
+def test_reports_say_what_was_measured(study: dict[str, Any]) -> None:
+    """The setup comes first in results.md and report.html: models, questions, training; every table
+    shows the examples each cell trained on; no table compares final training losses."""
+    out = study["out"]
+    md, html = (out / "results.md").read_text(), (out / "report.html").read_text()
+    assert md.index("## Setup") < md.index("## Main comparison")
+    for line in (
+        "| Generator | scripted |",
+        "| Base model | model |",
+        "| Training (every cell) | 2 optimizer steps, global batch 4, learning rate 0.001,",
+        "| Questions | questions.jsonl: 3 questions (judged); math.jsonl: 2 problems (graded) |",
+        "| Judge | scripted-judge, text verdicts,",
+    ):
+        assert line in md, line
+    assert "<td>scripted-judge, text verdicts" in html and html.index("Setup") < html.index("Main comparison")
+    assert study["result"]["setup"]["Generator"] == "scripted"
+    tables = [block for block in md.split("## ")[2:] if block.lstrip().count("|") and not block.startswith("Data")]
+    assert len(tables) == 4 and all("| Examples |" in t for t in tables), tables
+    assert "train loss" not in md.lower() and "train loss" not in html.lower()
+
+
+def test_a_short_cell_is_flagged_not_ok(study: dict[str, Any], tmp_path: Path) -> None:
+    """K = 0 of the explored tree is the root alone: fewer examples than asked, marked short everywhere."""
+    spec, out = _copy_with_axis(study, tmp_path, 0, "depth", [1, 2, 0])
+    _plan, _states, result = run_experiment(spec, out, resume=True, backends=backends(), only=["explore-depth0"])
+    row = next(r for r in result["cells"] if r["cell"] == "explore-depth0")
+    assert row["examples"] < row["requested"] and row["status"] == "short", row
+    note = f"| explore (short) | 0 | {row['examples']} of {row['requested']} |"
+    assert note in (out / "results.md").read_text()
+    assert (
+        next(r for r in csv.DictReader((out / "results.csv").open()) if r["cell"] == "explore-depth0")["status"]
+        == "short"
+    )
+
+
+def test_an_empty_beat_rate_plot_says_why() -> None:
+    from explore_instruct.experiment.results import no_points_reason
+
+    tied = {"win": 0, "tie": 4, "lose": 0, "unparsed": 0, "failed": 0}
+    rows = [{"comparisons": {"base": tied}}, {"comparisons": {"base": tied}}, {"comparisons": {}}]
+    assert no_points_reason(rows, ["base"]) == "no decisive judgement: all 8 pairs tied"
+    rows[0]["comparisons"]["base"] = {**tied, "tie": 3, "unparsed": 1}
+    assert no_points_reason(rows, ["base"]) == "no decisive judgement: 7 of 8 pairs tied, 1 without a verdict"
+    assert no_points_reason([{"comparisons": {}}], ["base"]) == "no comparison judged yet"
 
 
 def _last_loss(path: Path) -> float:
@@ -193,10 +252,7 @@ def test_editing_one_axis_recomputes_only_its_cells(study: dict[str, Any], tmp_p
 
 
 def test_a_size_larger_than_the_pool_is_reported_not_shrunk(study: dict[str, Any], tmp_path: Path) -> None:
-    spec, out = _copy(study, tmp_path)
-    data = yaml.safe_load(spec.read_text())
-    data["axes"][1]["size"] = [4, 8, 100000]
-    spec.write_text(yaml.safe_dump(data, sort_keys=False))
+    spec, out = _copy_with_axis(study, tmp_path, 1, "size", [4, 8, 100000])
     _plan, states, result = run_experiment(spec, out, resume=True, backends=backends(), only=["explore-size100000"])
     assert states["data:explore-size100000"].status == "failed"
     assert "larger than the pool" in (states["data:explore-size100000"].reason or "")
@@ -410,7 +466,10 @@ def test_existing_folder_needs_resume(study: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("preset", sorted((REPO / "configs" / "experiments").glob("*.yaml")), ids=lambda p: p.stem)
-def test_presets_validate_with_dry_run(preset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_presets_validate_with_dry_run(
+    preset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-preset-check")  # the paper presets name it; its absence is refused
     assert main(["experiment", str(preset), "--out", str(tmp_path / "out"), "--dry-run"]) == 0
     assert "estimate" in capsys.readouterr().out
     assert len(load_plan(preset, strict=False).cells) >= 2

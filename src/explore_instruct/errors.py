@@ -18,10 +18,16 @@ class RunStopped(Exception):
 
 
 class MissingExtra(UserError):
-    """An optional dependency group is not installed."""
+    """Optional dependency groups are not installed: names each with a module it lacks, and the install line."""
 
-    def __init__(self, extra: str, module: str) -> None:
+    def __init__(self, extra: str | list[str], module: str | list[str], needed_by: str = "this command") -> None:
+        from explore_instruct.installation import install_command
+
+        extras = [extra] if isinstance(extra, str) else extra
+        modules = [module] if isinstance(module, str) else module
+        quoted = ", ".join(f"'{e}'" for e in extras)
+        what = f"the {quoted} extra{'s' if len(extras) > 1 else ''}"
+        verb = "is" if len(modules) == 1 else "are"
         super().__init__(
-            f"this command needs the '{extra}' extra ({module} is not installed): "
-            f"pip install 'explore-instruct[{extra}]'"
+            f"{needed_by} needs {what} ({', '.join(modules)} {verb} not installed): {install_command(extras)}"
         )

@@ -31,9 +31,12 @@ def _experiment(
     from explore_instruct.errors import RunStopped
     from explore_instruct.experiment import default_out, load_plan, run_experiment
     from explore_instruct.experiment.plan import select_cells, steps_for
+    from explore_instruct.experiment.preflight import preflight
 
     plan = load_plan(spec, strict=not dry_run)
     out_dir = out or default_out(spec)
+    # The same checks as the run's own, here before the live table (a refusal stays one line).
+    preflight(plan, spec, out_dir, only=only, resume=resume, dry_run=dry_run)
     for warning in plan.warnings:
         console.print(f"[yellow]warning:[/] {warning} (needed where the study runs)", highlight=False)
     if dry_run:

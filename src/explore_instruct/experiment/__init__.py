@@ -10,7 +10,7 @@ from typing import Any
 
 from explore_instruct.errors import UserError
 from explore_instruct.experiment.plan import Plan, build_plan
-from explore_instruct.experiment.runner import DB_FILE, ProgressHook, Runner, StepState, recorded_states
+from explore_instruct.experiment.runner import ProgressHook, Runner, StepState, recorded_states
 from explore_instruct.experiment.spec import load_spec
 from explore_instruct.experiment.steps import Backends
 
@@ -43,12 +43,12 @@ def run_experiment(
 ) -> tuple[Plan, dict[str, StepState], dict[str, Any]]:
     """Run (or resume) the study; returns the plan, each step's final state and the results."""
     from explore_instruct.experiment.card import write_study_card
+    from explore_instruct.experiment.preflight import preflight
     from explore_instruct.experiment.results import write_results
 
     plan = load_plan(spec_path)
     out = Path(out_dir) if out_dir is not None else default_out(spec_path)
-    if (out / DB_FILE).exists() and not resume:
-        raise UserError(f"{out}: already holds an experiment; pass --resume to continue it")
+    preflight(plan, spec_path, out, only=only, backends=backends, resume=resume)  # before the first step
     states = Runner(plan, out, backends=backends, only=only, progress=progress).run()
     # The results cover every cell the folder holds, not only those this invocation ran.
     result = write_results(plan, recorded_states(plan, out), out)

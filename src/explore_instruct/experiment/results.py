@@ -12,15 +12,19 @@ import csv
 import io
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from html import escape
 from pathlib import Path
 from typing import Any
 
-from explore_instruct.analysis.render import Figure, RawHtml, Section, Text, to_html, to_markdown
+from explore_instruct.analysis.render import Figure, RawHtml, Section, Table, Text, to_html, to_markdown
+from explore_instruct.config import LLMConfig
 from explore_instruct.datafile import atomic_write_text, read_records
+from explore_instruct.errors import UserError
 from explore_instruct.experiment.plan import Plan, judge_id
 from explore_instruct.experiment.runner import StepState
 from explore_instruct.experiment.steps import ANSWERS_FILE, DATA_FILE, MODEL_DIR
+from explore_instruct.train.models import EMBEDDED
 
 RESULTS_VERSION = 1
 JUDGE_FIELDS = ("win", "tie", "lose", "unparsed", "failed", "beat_rate", "ci_low", "ci_high", "disagreement_rate")
@@ -81,6 +85,8 @@ def cell_row(plan: Plan, states: dict[str, StepState], out_dir: Path, cell: str)
         records, _ = read_records(s.path / DATA_FILE)
         row["examples"], row["requested"] = len(records), s.info.get("requested")
         src["examples"] = _rel(out_dir, s.path / DATA_FILE)
+        if row["status"] == "ok" and row["requested"] and row["examples"] < row["requested"]:
+            row["status"] = "short"  # trained on fewer examples than the cell asked for
     if (s := done(f"analysis:{cell}")) is not None:
         assert s.path is not None
         summary = json.loads((s.path / "summary.json").read_text(encoding="utf-8"))["datasets"]["data"]
@@ -187,8 +193,16 @@ def _linked_table(headers: list[str], rows: list[list[Cell]], caption: str = "")
     return RawHtml(html, "\n".join(md))
 
 
-def _cell_label(r: dict[str, Any]) -> str:
-    return r["cell"] if r["status"] == "ok" else f"{r['cell']} ({r['status']})"
+def _examples_text(r: dict[str, Any]) -> str:
+    """`5`, or `5 of 20` when the cell got fewer examples than it asked for."""
+    short = r["requested"] and r["examples"] is not None and r["examples"] < r["requested"]
+    return _num(r["examples"]) + (f" of {r['requested']}" if short else "")
+
+
+def _status_note(r: dict[str, Any]) -> str:
+    """What a cell's name carries in the tables: nothing when ok, else its status (a short cell's
+    Examples column beside it says how short: `5 of 20`)."""
+    return "" if r["status"] == "ok" else f" ({r['status']})"
 
 
 def _comparison_cells(r: dict[str, Any], labels: list[str]) -> list[Cell]:
@@ -203,23 +217,19 @@ def _comparison_headers(labels: list[str]) -> list[str]:
     return [h for label in labels for h in (f"W:T:L vs {label}", f"Beat rate vs {label} (%) [95 % CI]")]
 
 
+# The final training loss is not a column: it is each cell's loss on its own 1 to 10,000 rows, so it
+# compares nothing across cells (results.json keeps it per cell as a training record).
 def _main_table(rows: list[dict[str, Any]], labels: list[str], with_math: bool) -> RawHtml:
-    headers = ["Cell", "Examples", "Unique verb–noun pairs", "ROUGE-L to seeds", "Final train loss"]
+    headers = ["Cell", "Examples", "Unique verb–noun pairs", "ROUGE-L to seeds"]
     headers += _comparison_headers(labels) + (["MATH accuracy (%)"] if with_math else [])
     table = []
     for r in rows:
         s = r["sources"]
-        examples = _num(r["examples"]) + (
-            f" of {r['requested']}"
-            if r["requested"] and r["examples"] is not None and r["examples"] < r["requested"]
-            else ""
-        )
         line = [
-            Cell(_cell_label(r)),
-            Cell(examples, s.get("examples")),
+            Cell(r["cell"] + _status_note(r)),
+            Cell(_examples_text(r), s.get("examples")),
             Cell(_num(r["unique_verb_noun_pairs"]), s.get("unique_verb_noun_pairs")),
             Cell(_num(r["rouge_l_to_seeds"]), s.get("rouge_l_to_seeds")),
-            Cell(_num(r["final_train_loss"]), s.get("final_train_loss")),
             *_comparison_cells(r, labels),
         ]
         if with_math:
@@ -229,18 +239,18 @@ def _main_table(rows: list[dict[str, Any]], labels: list[str], with_math: bool) 
 
 
 def _ablation_table(rows: list[dict[str, Any]], axis: str, labels: list[str], with_math: bool) -> RawHtml:
-    title = {"depth": "Max depth K", "size": "Examples", "filter": "Diversity filter"}[axis]
-    headers = ["Dataset", title, "Unique verb–noun pairs", "Final train loss"]
+    title = {"depth": "Max depth K", "size": "Size asked", "filter": "Diversity filter"}[axis]
+    headers = ["Dataset", title, "Examples", "Unique verb–noun pairs"]
     headers += _comparison_headers(labels) + (["MATH accuracy (%)"] if with_math else [])
     table = []
     for r in rows:
         value = ("on" if r["value"] else "off") if axis == "filter" else str(r["value"])
         s = r["sources"]
         line = [
-            Cell(r["dataset"] + ("" if r["status"] == "ok" else f" ({r['status']})")),
+            Cell(r["dataset"] + _status_note(r)),
             Cell(value),
+            Cell(_examples_text(r), s.get("examples")),
             Cell(_num(r["unique_verb_noun_pairs"]), s.get("unique_verb_noun_pairs")),
-            Cell(_num(r["final_train_loss"]), s.get("final_train_loss")),
             *_comparison_cells(r, labels),
         ]
         if with_math:
@@ -291,7 +301,7 @@ def _line_figure(rows: list[dict[str, Any]], axis: str, labels: list[str]) -> by
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
     if not series:  # the table still has its cells; say why the plot has no points
-        ax.text(0.5, 0.5, "no decisive judgements yet", ha="center", va="center", transform=ax.transAxes)
+        ax.text(0.5, 0.65, no_points_reason(rows, labels), ha="center", va="center", transform=ax.transAxes)
     for label, points in series:
         ax.plot([p[0] for p in points], [100 * p[1] for p in points], marker="o", label=f"vs {label}")
     ax.set_xlabel("max depth K" if axis == "depth" else "examples")
@@ -303,6 +313,18 @@ def _line_figure(rows: list[dict[str, Any]], axis: str, labels: list[str]) -> by
     if series:
         ax.legend()
     return _png(fig)
+
+
+def no_points_reason(rows: list[dict[str, Any]], labels: list[str]) -> str:
+    """Why a beat-rate plot is empty: nothing judged yet, or every judged pair a tie or without a verdict."""
+    judged = [r["comparisons"][label] for r in rows for label in labels if label in r["comparisons"]]
+    if not judged:
+        return "no comparison judged yet"
+    pairs = sum(c["win"] + c["tie"] + c["lose"] + c["unparsed"] + c["failed"] for c in judged)
+    ties = sum(c["tie"] for c in judged)
+    if ties == pairs:
+        return f"no decisive judgement: all {pairs} pairs tied"
+    return f"no decisive judgement: {ties} of {pairs} pairs tied, {pairs - ties} without a verdict"
 
 
 def _pairs_figure(rows: list[dict[str, Any]]) -> bytes | None:
@@ -321,6 +343,106 @@ def _pairs_figure(rows: list[dict[str, Any]]) -> bytes | None:
     return _png(fig)
 
 
+# --- setup --------------------------------------------------------------------------------------
+
+
+def _configured(llm: LLMConfig) -> str:
+    """An llm section in words, for before any of its calls was recorded."""
+    name = llm.model if llm.backend == "openai" else (Path(llm.model_path).name if llm.model_path else "embedded")
+    return f"{llm.backend}:{name} (configured)"
+
+
+def _generators(plan: Plan, states: dict[str, StepState]) -> str:
+    """The models whose replies the generated pools hold (as the run stores record them)."""
+    from explore_instruct.store import RunStore
+
+    models: list[str] = []
+    for s in states.values():
+        if s.step.kind == "generate" and s.status in ("done", "cached") and s.path is not None:
+            store = RunStore.open(s.path)
+            try:
+                models += store.calls.models()
+            finally:
+                store.close()
+    return ", ".join(dict.fromkeys(models)) or _configured(plan.config.llm)
+
+
+def _judge(plan: Plan, states: dict[str, StepState]) -> str:
+    judge = plan.spec.evaluate.judge
+    if judge is None or not plan.comparisons:
+        return "none (no comparisons)"
+    recorded = [
+        json.loads((s.path / "judge.json").read_text(encoding="utf-8"))
+        for s in states.values()
+        if s.step.kind == "judge" and s.status in ("done", "cached") and s.path is not None
+    ]
+    named = ", ".join(dict.fromkeys(r["judge_model"] for r in recorded if r.get("judge_model")))
+    # The verdict format `auto` resolved to, as the judge files record it.
+    formats = ", ".join(dict.fromkeys(r.get("settings", {}).get("format") or judge.format for r in recorded))
+    return (
+        f"{named or _configured(judge.llm)}, {formats or judge.format} verdicts, temperature {judge.temperature:g}, "
+        "each pair judged in both orders"
+    )
+
+
+def _embedded_name() -> str:
+    from explore_instruct.llm.local import find_bundled_gguf
+
+    try:
+        return f"embedded ({find_bundled_gguf().name})"
+    except UserError:  # the model package is gone since: the spec still said embedded
+        return EMBEDDED
+
+
+def _training(plan: Plan) -> str:
+    t = plan.spec.train
+    length = f"{t.max_steps} optimizer steps" if t.max_steps > 0 else f"{t.epochs:g} epochs"
+    lora = f", LoRA r = {t.lora_r}" if t.lora else ""
+    return (
+        f"{length}, global batch {t.global_batch_size}, learning rate {t.learning_rate:g}, "
+        f"max length {t.max_length}, precision {t.precision}{lora}, seed {t.seed}"
+    )
+
+
+def _questions(plan: Plan) -> str:
+    from explore_instruct.evaluate.questions import read_questions
+
+    ev = plan.spec.evaluate
+    files = [f"{Path(q).name}: {len(read_questions(q))} questions (judged)" for q in ev.questions]
+    if ev.math_questions:
+        files.append(f"{Path(ev.math_questions).name}: {len(read_questions(ev.math_questions))} problems (graded)")
+    return "; ".join(files) or "none"
+
+
+def setup_table(plan: Plan, states: dict[str, StepState]) -> Table:
+    """What was measured, at the top of every report: the models, the data, the training, the questions."""
+    cfg, t = plan.config, plan.spec.train
+    base = _embedded_name() if t.model == EMBEDDED else Path(t.model).name
+    rows = [
+        ["Generator", _generators(plan, states)],
+        [
+            "Data",
+            f"{Path(plan.spec.run).name}: domain {cfg.domain}, tree depth K = {cfg.explore.max_depth}, "
+            f"{cfg.sample.size} examples per dataset unless its spec sets a size",
+        ],
+        ["Base model", base + (f" ({t.gguf_file})" if t.gguf_file else "")],
+        ["Training (every cell)", _training(plan)],
+        ["Questions", _questions(plan)],
+        ["Judge", _judge(plan, states)],
+        ["Written", datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")],
+    ]
+    return Table(["Setting", "Value"], rows)
+
+
+def draws_figures(plan: Plan) -> bool:
+    """Whether the results need matplotlib: a verb–noun figure (analysis) or a beat-rate plot."""
+    return plan.spec.analysis.enabled or any(_plots_beat_rate(plan, a.name) for a in plan.spec.axes)
+
+
+def _plots_beat_rate(plan: Plan, axis: str) -> bool:
+    return axis in ("depth", "size") and bool(plan.comparisons)
+
+
 # --- writing ------------------------------------------------------------------------------------
 
 
@@ -333,15 +455,24 @@ def write_results(plan: Plan, states: dict[str, StepState], out_dir: str | Path)
     labels = list(dict.fromkeys(comparison_label(plan, b, qi) for _c, b, qi in plan.comparisons))
     with_math = plan.spec.evaluate.math_questions is not None
     base_rows = [r for r in rows if r["axis"] is None]
-    sections = [Section("Main comparison", [_main_table(base_rows, labels, with_math)])]
-    sections[0].blocks.append(
+    main = Section("Main comparison", [_main_table(base_rows, labels, with_math)])
+    main.blocks.append(
         Text(
-            "W:T:L: the cell's wins, ties and losses against the baseline, each question judged in both "
+            'Examples: the records the cell trained on ("5 of 20": it asked for 20; such a cell is marked '
+            "short). W:T:L: the cell's wins, ties and losses against the baseline, each question judged in both "
             "answer orders (a pair counts as a win or loss only when both orders agree). Beat rate = wins / "
             "(wins + losses), with a 95 % bootstrap interval. Pairs without a usable verdict in either order "
-            "are counted apart as not judged. Numbers link to the file they were read from."
+            "are counted apart as not judged."
         )
     )
+    main.blocks.append(
+        RawHtml(
+            "<p>Each number links to the file it was read from.</p>",
+            "results.json lists the file each number was read from (`sources`); report.html links to them.",
+        )
+    )
+    setup = setup_table(plan, states)
+    sections = [Section("Setup", [setup]), main]
     figures: dict[str, bytes] = {}
     for axis, title in (("depth", "K ablation"), ("size", "Size ablation"), ("filter", "Filter ablation")):
         ablation = [r for r in rows if r["axis"] == axis]
@@ -349,7 +480,7 @@ def write_results(plan: Plan, states: dict[str, StepState], out_dir: str | Path)
             continue
         ablation = _with_reference_rows(plan, axis, ablation, base_rows)
         sec = Section(title, [_ablation_table(ablation, axis, labels, with_math)])
-        if axis in ("depth", "size") and labels:
+        if _plots_beat_rate(plan, axis) and labels:
             png = _line_figure(ablation, axis, labels)
             name = f"beat_rate_vs_{'k' if axis == 'depth' else 'size'}.png"
             figures[name] = png
@@ -363,7 +494,13 @@ def write_results(plan: Plan, states: dict[str, StepState], out_dir: str | Path)
         sections.append(Section("Problems", [Text(p) for p in problems]))
     for name, png in figures.items():
         atomic_write(out / name, png)
-    result = {"version": RESULTS_VERSION, "experiment": plan.spec.name, "baselines": labels, "cells": rows}
+    result = {
+        "version": RESULTS_VERSION,
+        "experiment": plan.spec.name,
+        "setup": dict(setup.rows),
+        "baselines": labels,
+        "cells": rows,
+    }
     atomic_write_text(out / "results.json", json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     atomic_write_text(out / "results.csv", csv_text(rows, labels))
     title = f"Experiment {plan.spec.name}"

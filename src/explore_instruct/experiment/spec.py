@@ -19,7 +19,8 @@ CELL_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01234
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Every number must be finite: `epochs: .inf` is refused here, not by the trainer hours later.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class RunDataset(Strict):
@@ -93,13 +94,13 @@ class TrainSpec(Strict):
 
     model: str = "embedded"
     gguf_file: str | None = None
-    learning_rate: float = Field(2e-5, gt=0)
+    learning_rate: float = Field(2e-5, gt=0, le=1)
     global_batch_size: int = Field(128, ge=1)
     per_device_batch_size: int = Field(4, ge=1)
-    epochs: float = Field(3.0, gt=0)
-    max_steps: int = -1
+    epochs: float = Field(3.0, gt=0, le=1000)
+    max_steps: int = Field(-1, ge=-1, description="> 0 overrides epochs; -1: train by epochs")
     max_length: int = Field(512, ge=8)
-    weight_decay: float = Field(0.0, ge=0)
+    weight_decay: float = Field(0.0, ge=0, le=1)
     warmup_ratio: float = Field(0.03, ge=0, lt=1)
     lr_scheduler: str = "cosine"
     optim: str = "adamw_torch"
@@ -109,7 +110,7 @@ class TrainSpec(Strict):
     max_examples: int | None = Field(None, ge=1)
     lora: bool = False
     lora_r: int = Field(16, ge=1)
-    lora_alpha: int = 32
+    lora_alpha: int = Field(32, ge=1)
     lora_dropout: float = Field(0.05, ge=0, lt=1)
     lora_target_modules: str = "all-linear"
     merge_lora: bool = True
@@ -120,7 +121,7 @@ class TrainSpec(Strict):
 
 
 class AnswerSpec(Strict):
-    temperature: float = Field(0.0, ge=0)
+    temperature: float = Field(0.0, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
     max_new_tokens: int = Field(512, ge=1)
     seed: int = 0
@@ -132,9 +133,9 @@ class JudgeSpec(Strict):
     format: Literal["auto", "json", "text"] = Field(
         "auto", description="verdict: json (two 1-10 scores, schema-constrained), text (a verdict line), auto"
     )
-    temperature: float = Field(0.0, ge=0)
-    max_tokens: int = Field(1024, ge=16)
-    bootstrap: int = Field(2000, ge=100)
+    temperature: float = Field(0.0, ge=0, le=2)
+    max_tokens: int = Field(1024, ge=16, le=1_000_000)
+    bootstrap: int = Field(2000, ge=100, le=1_000_000)
     seed: int = 0
 
 

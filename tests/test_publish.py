@@ -11,6 +11,7 @@ import pytest
 
 from explore_instruct.cli import main
 from explore_instruct.experiment.card import study_card
+from explore_instruct.installation import install_command
 from explore_instruct.publish.frontmatter import read_front_matter
 from explore_instruct.review import decide
 from explore_instruct.store import RunStore
@@ -339,12 +340,13 @@ def test_without_the_hub_extra_export_and_push_say_how_to_install_it(
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)
     capfd.readouterr()
     assert main(["export", "-r", str(run_dir), "-f", "hf", "-o", str(tmp_path / "hf"), "--no-analysis"]) == 2
-    assert "pip install 'explore-instruct[hub]'" in capfd.readouterr().err
+    err = capfd.readouterr().err
+    assert "'hub' extra" in err and install_command(["hub"]) in err and "study-deps" not in err
     assert not (tmp_path / "hf").exists()
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     monkeypatch.setattr("explore_instruct.publish.sources.run_files", lambda *a: ({"README.md": b"x"}, tmp_path))
     assert push(str(run_dir), "alice/editing") == 2
-    assert "(huggingface_hub is not installed): pip install 'explore-instruct[hub]'" in capfd.readouterr().err
+    assert f"(huggingface_hub is not installed): {install_command(['hub'])}" in capfd.readouterr().err
 
 
 # --- the study -------------------------------------------------------------------------------------

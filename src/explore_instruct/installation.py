@@ -17,6 +17,7 @@ from urllib.parse import unquote, urlparse
 DISTRIBUTION = "explore-instruct"
 # The make target that installs the study's extras with the CPU build of torch (see the Makefile).
 STUDY_DEPS_TARGET = "study-deps"
+STUDY_EXTRAS = frozenset({"analysis", "train", "eval"})  # what that target installs
 
 
 def checkout_path() -> Path | None:
@@ -43,6 +44,7 @@ def install_command(extras: Sequence[str]) -> str:
         return f"pip install '{DISTRIBUTION}[{names}]'"
     line = f"pip install -e '{clone}[{names}]'"
     # The make target installs into the clone's own .venv: offered only when that is the one running.
-    if (clone / "Makefile").is_file() and Path(sys.prefix).resolve() == (clone / ".venv").resolve():
+    same_venv = Path(sys.prefix).resolve() == (clone / ".venv").resolve()
+    if set(extras) <= STUDY_EXTRAS and (clone / "Makefile").is_file() and same_venv:
         line += f" (or, with the CPU build of torch: make -C {clone} {STUDY_DEPS_TARGET})"
     return line

@@ -50,9 +50,9 @@ def _options(
 
 
 def _register_commands() -> None:
-    from explore_instruct.cli import analysis, batch, experiment, filterfile, modeling, pipeline, web
+    from explore_instruct.cli import analysis, batch, decontaminate, experiment, filterfile, modeling, pipeline, web
 
-    for module in (pipeline, filterfile, analysis, modeling, web, experiment, batch):
+    for module in (pipeline, filterfile, decontaminate, analysis, modeling, web, experiment, batch):
         module.register(app)
 
 

@@ -218,3 +218,29 @@ def test_rate_command_alone_rates_a_finished_run(tmp_path: Path) -> None:
     ctx, results = run_stages(config, tmp_path / "run", ("rate", "sample"), backend=ScriptedLLM(fake_model))
     assert results["rate"][0] > 0 and load_ratings(ctx.store.conn)
     ctx.store.close()
+
+
+def test_review_app_shows_the_rating_and_sorts_a_task_by_it(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from explore_instruct.ratings import Rating, save_rating
+    from explore_instruct.web.review_app import create_app
+    from explore_instruct.web.review_data import RunReview
+    from tests.web_support import make_run
+
+    store = make_run(tmp_path / "run")
+    with store.transaction():
+        for key, score in (("a0", 3), ("a1", 9), ("a2", 6)):
+            save_rating(store.conn, key, Rating(score, f"Reason for {key} <b>."), None)
+    task = next(n.id for n in store.nodes() if n.name == "Formal rewriting")
+    store.close()
+    review = RunReview(tmp_path / "run", "ada")
+    token = "cd" * 16
+    with TestClient(create_app(review, token)) as client:
+        plain = client.get(f"/{token}/task/{task}").text
+        ranked = client.get(f"/{token}/task/{task}?sort=score").text
+    review.close()
+    assert "rated 9/10" in plain and "Reason for a1 &lt;b&gt;." in plain and "?sort=score" in plain
+    order = [ranked.index(f"letter {i} formally") for i in (1, 2, 0, 3)]  # 9, 6, 3, then the unrated one
+    assert order == sorted(order)
+    assert plain.index("letter 0 formally") < plain.index("letter 1 formally")

@@ -156,3 +156,36 @@ def test_run_stage_drops_copies_with_the_question_id_and_a_rerun_decides_the_sam
     ctx, _, backend = run_fake(tmp_path / "run", config)
     assert ctx.store.dataset("all") == first and backend.requests == []
     ctx.store.close()
+
+
+def test_experiment_decontaminates_each_dataset_against_its_questions_and_reports_the_count(tmp_path: Path) -> None:
+    pytest.importorskip("trl")
+    from explore_instruct.experiment import run_experiment
+    from explore_instruct.train.tiny import build_tiny_llama
+    from tests.test_experiment_helpers import QUESTIONS, backends, write_study
+
+    tiny_model = build_tiny_llama(tmp_path / "model", [q["question"] for q in QUESTIONS] + ["Say one two three"])
+
+    records = [{"instruction": f"Say {w} twice.", "input": "", "output": f"{w} {w}"} for w in ("one", "two", "three")]
+    records.insert(
+        1, {"instruction": "REWRITE this in plain words - the meeting is postponed", "input": "", "output": "x"}
+    )
+    records.append({"instruction": "Solve it.", "input": "what is 2 + 3", "output": "5"})  # a math question
+    (tmp_path / "mine.json").write_text(json.dumps(records))
+    spec = write_study(
+        tmp_path / "spec",
+        tiny_model,
+        datasets={"mine": {"kind": "file", "path": "../mine.json"}},
+        axes=[],
+        evaluate={"baselines": []},
+        analysis={"enabled": False},
+    )
+    _plan, _states, result = run_experiment(spec, tmp_path / "out", backends=backends(), only=["mine"])
+    row = next(r for r in result["cells"] if r["cell"] == "mine")
+    assert (row["examples"], row["decontaminated"]) == (3, 2)
+    trained_on, _ = read_records(tmp_path / "out" / row["sources"]["examples"])
+    clean = [r for r in records if r["output"] not in ("x", "5")]
+    assert sorted(trained_on, key=str) == sorted(clean, key=str)  # a file dataset is drawn in a seeded order
+    csv_rows = (tmp_path / "out" / "results.csv").read_text().splitlines()
+    assert "decontaminated" in csv_rows[0].split(",")
+    assert "Removed as contaminated" in (tmp_path / "out" / "results.md").read_text()

@@ -110,13 +110,21 @@ def decontaminate_file(
     """
     index = build_index(against, ngram)
     records, input_format = read_records(records_path)
+    kept, removed = decontaminate_records(records, index, str(records_path))
+    write_records(out, kept, format_for_path(out, default=input_format))
+    return DecontaminateResult(len(records), len(kept), {str(s): removed[str(s)] for s in against})
+
+
+def decontaminate_records(
+    records: Sequence[dict[str, Any]], index: ContaminationIndex, where: str
+) -> tuple[list[dict[str, Any]], Counter[str]]:
+    """The records that match no question (in order), and how many were removed per question file."""
     kept: list[dict[str, Any]] = []
     removed: Counter[str] = Counter()
     for i, rec in enumerate(records):
-        hit = index.match(example_texts(rec, f"{records_path}: record {i}"))
+        hit = index.match(example_texts(rec, f"{where}: record {i}"))
         if hit is None:
             kept.append(rec)
         else:
             removed[hit.source] += 1
-    write_records(out, kept, format_for_path(out, default=input_format))
-    return DecontaminateResult(len(records), len(kept), {str(s): removed[str(s)] for s in against})
+    return kept, removed

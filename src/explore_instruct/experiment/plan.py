@@ -132,6 +132,11 @@ def _data_params(spec: ExperimentSpec, config: RunConfig, cell: Cell) -> dict[st
         params.update(ds.model_dump(mode="json"))
     elif isinstance(ds, FileDataset):
         params.update(ds.model_dump(mode="json"), content=file_digest(ds.path))
+    # Decontamination against the spec's own evaluation questions: their content is part of the key.
+    params["decontaminate"] = {
+        "questions": [file_digest(q) for q in evaluation_files(spec)],
+        "ngram": config.decontaminate.ngram,
+    }
     if cell.axis == "depth":
         params["sample"] = {**params["sample"], "max_depth": cell.value}
     elif cell.axis == "filter":
@@ -140,6 +145,12 @@ def _data_params(spec: ExperimentSpec, config: RunConfig, cell: Cell) -> dict[st
         params["size"] = cell.value
         params["nested"] = True  # a prefix of one seeded permutation of the whole pool
     return params
+
+
+def evaluation_files(spec: ExperimentSpec) -> list[str]:
+    """Every question file the spec evaluates on (open-ended, then math): what a dataset is decontaminated against."""
+    ev = spec.evaluate
+    return [*ev.questions, *([ev.math_questions] if ev.math_questions else [])]
 
 
 def seed_source(spec: ExperimentSpec, config: RunConfig) -> dict[str, Any]:

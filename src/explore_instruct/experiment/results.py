@@ -55,6 +55,7 @@ def cell_row(plan: Plan, states: dict[str, StepState], out_dir: Path, cell: str)
         "problems": [],
         "examples": None,
         "requested": None,
+        "decontaminated": None,
         "unique_verb_noun_pairs": None,
         "rouge_l_to_seeds": None,
         "final_train_loss": None,
@@ -80,6 +81,7 @@ def cell_row(plan: Plan, states: dict[str, StepState], out_dir: Path, cell: str)
         assert s.path is not None
         records, _ = read_records(s.path / DATA_FILE)
         row["examples"], row["requested"] = len(records), s.info.get("requested")
+        row["decontaminated"] = s.info.get("decontaminated")  # removed: shared an n-gram with a question
         src["examples"] = _rel(out_dir, s.path / DATA_FILE)
     if (s := done(f"analysis:{cell}")) is not None:
         assert s.path is not None
@@ -146,13 +148,14 @@ def _beat(c: dict[str, Any] | None) -> str:
 def csv_text(rows: list[dict[str, Any]], labels: list[str]) -> str:
     buf = io.StringIO()
     cols = ["cell", "dataset", "kind", "axis", "value", "status", "examples", "requested", "unique_verb_noun_pairs"]
-    cols += ["rouge_l_to_seeds", "final_train_loss", "math_accuracy"]
+    cols += ["rouge_l_to_seeds", "final_train_loss", "math_accuracy", "decontaminated"]
+    plain = len(cols)
     for label in labels:
         cols += [f"{f}_vs_{label}" for f in JUDGE_FIELDS]
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(cols)
     for r in rows:
-        line = [r[c] for c in cols[:12]]
+        line = [r.get(c) for c in cols[:plain]]
         for label in labels:
             comp = r["comparisons"].get(label) or {}
             line += [comp.get(f) for f in JUDGE_FIELDS]
@@ -204,7 +207,8 @@ def _comparison_headers(labels: list[str]) -> list[str]:
 
 
 def _main_table(rows: list[dict[str, Any]], labels: list[str], with_math: bool) -> RawHtml:
-    headers = ["Cell", "Examples", "Unique verb–noun pairs", "ROUGE-L to seeds", "Final train loss"]
+    headers = ["Cell", "Examples", "Removed as contaminated"]
+    headers += ["Unique verb–noun pairs", "ROUGE-L to seeds", "Final train loss"]
     headers += _comparison_headers(labels) + (["MATH accuracy (%)"] if with_math else [])
     table = []
     for r in rows:
@@ -217,6 +221,7 @@ def _main_table(rows: list[dict[str, Any]], labels: list[str], with_math: bool) 
         line = [
             Cell(_cell_label(r)),
             Cell(examples, s.get("examples")),
+            Cell(_num(r.get("decontaminated"))),
             Cell(_num(r["unique_verb_noun_pairs"]), s.get("unique_verb_noun_pairs")),
             Cell(_num(r["rouge_l_to_seeds"]), s.get("rouge_l_to_seeds")),
             Cell(_num(r["final_train_loss"]), s.get("final_train_loss")),

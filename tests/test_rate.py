@@ -43,7 +43,8 @@ def everything(run_dir: Path) -> tuple:
     store = RunStore.open(run_dir)
     ratings = sorted((k, r.score, r.reason) for k, r in load_ratings(store.conn).items())
     store.close()
-    files = [(run_dir / "data" / n).read_text() for n in ("kept.jsonl", "dropped.jsonl", "sample.json")]
+    names = ("kept.jsonl", "dropped.jsonl", "sample.json")
+    files = [(run_dir / "data" / n).read_text() if (run_dir / "data" / n).exists() else None for n in names]
     return snapshot(run_dir), ratings, files
 
 
@@ -244,3 +245,32 @@ def test_review_app_shows_the_rating_and_sorts_a_task_by_it(tmp_path: Path) -> N
     order = [ranked.index(f"letter {i} formally") for i in (1, 2, 0, 3)]  # 9, 6, 3, then the unrated one
     assert order == sorted(order)
     assert plain.index("letter 0 formally") < plain.index("letter 1 formally")
+
+
+@pytest.mark.integration
+def test_rate_and_decontaminate_on_the_embedded_model(tmp_path: Path) -> None:
+    import yaml
+
+    from tests.test_pipeline_integration import SMALL
+
+    questions = tmp_path / "eval.jsonl"
+    questions.write_text(json.dumps({"question": "Rewrite this sentence to sound more formal.", "question_id": "e1"}))
+    config = merge(BASE, {**SMALL, "llm": {**SMALL["llm"], "backend": "local"}})
+    config.update(rate=RATE, decontaminate={"against": [str(questions)]})
+    path = tmp_path / "small.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["run", str(path), "--run-dir", str(tmp_path / "run")]) == 0
+    store = RunStore.open(tmp_path / "run")
+    calls = store.calls.usage_by_stage()
+    ratings = load_ratings(store.conn)
+    rated = {r.key for r in store.examples() if r.status == "ok" or r.drop_stage == "rate"} - {
+        r.key for r in store.examples(origins=["seed"])
+    }
+    assert calls["rate"]["calls"] >= 1 and set(ratings) <= rated
+    store.close()
+    first = everything(tmp_path / "run")
+    assert main(["run", str(path), "--run-dir", str(tmp_path / "run"), "--resume"]) == 0
+    store = RunStore.open(tmp_path / "run")
+    assert store.calls.usage_by_stage() == calls  # the resume sent nothing
+    store.close()
+    assert everything(tmp_path / "run") == first

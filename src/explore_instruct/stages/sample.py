@@ -126,8 +126,11 @@ def shortfall(ctx: RunContext) -> str | None:
     kept = sum(len(v) for v in found.ids.values())
     elsewhere = kept - found.size()
     outside = f"; {elsewhere} more are kept in pruned tasks or below sample.max_depth" if elsewhere else ""
+    rated = ctx.config.rate.enabled
     return (
         f"warning: sampled {drawn} of the {asked} asked for (sample.size): after the quality checks, exact "
-        f"duplicates and the diversity filter the pool held {found.size()} examples{outside}. For more, raise "
-        "generate.examples_per_task or explore.breadth, raise filter.threshold, or lower sample.size."
+        f"duplicates, the diversity filter{', decontamination' if ctx.config.decontaminate.against else ''}"
+        f"{' and the rating' if rated else ''} the pool held {found.size()} examples{outside}. For more, raise "
+        f"generate.examples_per_task or explore.breadth, raise filter.threshold, "
+        f"{'lower rate.threshold, ' if rated else ''}or lower sample.size."
     )

@@ -274,3 +274,17 @@ def test_rate_and_decontaminate_on_the_embedded_model(tmp_path: Path) -> None:
     assert store.calls.usage_by_stage() == calls  # the resume sent nothing
     store.close()
     assert everything(tmp_path / "run") == first
+
+
+def test_a_rerun_of_the_filter_after_rating_makes_the_same_decisions(tmp_path: Path) -> None:
+    """The filter judges the examples the rating dropped too: one it dropped for colliding with a
+    since-rated-out example stays dropped, rather than coming back and needing a new rating."""
+    config = make_config(filter={"threshold": 0.3}, rate={"enabled": True, "threshold": 8})
+    ctx, _, _ = run_fake(tmp_path / "run", config)
+    drops = ctx.store.drop_counts()
+    ctx.store.close()
+    assert drops.get("filter") and drops.get("rate")
+    first = everything(tmp_path / "run")
+    ctx, _, backend = run_fake(tmp_path / "run", config)
+    ctx.store.close()
+    assert backend.requests == [] and everything(tmp_path / "run") == first

@@ -189,3 +189,12 @@ def test_experiment_decontaminates_each_dataset_against_its_questions_and_report
     csv_rows = (tmp_path / "out" / "results.csv").read_text().splitlines()
     assert "decontaminated" in csv_rows[0].split(",")
     assert "Removed as contaminated" in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_the_experiment_generation_key_ignores_the_controls_after_the_filter() -> None:
+    """An existing study's generated runs keep their keys (and are not generated again)."""
+    from explore_instruct.experiment.plan import _generation_params
+
+    plain = _generation_params(make_config())
+    assert "decontaminate" not in plain and "rate" not in plain
+    assert plain == _generation_params(make_config(rate={"enabled": True}, decontaminate={"ngram": 8}))

@@ -157,16 +157,23 @@ def test_a_judge_of_its_own_behind_an_openai_compatible_server(tmp_path: Path) -
             return chat_reply(rating_reply(request))
 
         judge.responder = reply
-        config = build_config(
-            merge(
-                BASE, {"rate": {**RATE, "llm": {"backend": "openai", "base_url": judge.url, "model": "judge-model"}}}
-            ),
-            "test",
-        )
+        # an evaluation question that a generated instruction copies (the fake model writes the same without rating)
+        plain = run_fake(tmp_path / "plain")[0].store
+        leaked = plain.dataset("kept")[2]["instruction"]
+        plain.close()
+        questions = tmp_path / "eval.jsonl"
+        questions.write_text(json.dumps({"question": leaked.upper() + "?", "question_id": "g1"}))
+        judge_llm = {"backend": "openai", "base_url": judge.url, "model": "judge-model"}
+        over = {"rate": {**RATE, "llm": judge_llm}, "decontaminate": {"against": [str(questions)]}}
+        config = build_config(merge(BASE, over), "test")
         ctx, results, backend = run_fake(tmp_path / "run", config)
+        contaminated = [r for r in ctx.store.examples() if r.drop_stage == "decontaminate"]
         ctx.store.close()
         sent = len(judge.requests)
         assert sent == results["rate"][0] > 0
+        assert contaminated and all("g1" in (r.drop_reason or "") for r in contaminated)
+        rated_texts = {m["content"] for body in judge.requests for m in body["messages"]}
+        assert not any(r.instruction in text for r in contaminated for text in rated_texts)  # no call spent on them
         assert not any(r.schema_name == "rating" for r in backend.requests)  # the run's model wrote, the judge rated
         assert judge.requests[0]["model"] == "judge-model"
         assert "json_schema" in json.dumps(judge.requests[0].get("response_format"))

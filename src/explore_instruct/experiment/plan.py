@@ -113,7 +113,8 @@ def generation_config(spec: ExperimentSpec, config: RunConfig, dataset: str) -> 
 def _generation_params(cfg: RunConfig) -> dict[str, Any]:
     """What decides the generated pool: everything before the filter, minus transport settings."""
     data = cfg.model_dump(mode="json")
-    for section in ("filter", "sample"):
+    # The generate step runs explore, prune and generate only: the later stages' settings change no reply.
+    for section in ("filter", "sample", "decontaminate", "rate"):
         data.pop(section)
     for key in _NOT_IN_REQUEST:
         data["llm"].pop(key, None)

@@ -198,3 +198,19 @@ def test_the_experiment_generation_key_ignores_the_controls_after_the_filter() -
     plain = _generation_params(make_config())
     assert "decontaminate" not in plain and "rate" not in plain
     assert plain == _generation_params(make_config(rate={"enabled": True}, decontaminate={"ngram": 8}))
+
+
+def test_a_run_refuses_a_missing_or_bad_question_file_before_it_starts(tmp_path: Path, capsys) -> None:
+    import yaml
+
+    from tests.helpers import BASE, merge
+
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(merge(BASE, {"decontaminate": {"against": ["eval.jsonl"]}})))
+    assert main(["run", str(config), "--run-dir", str(tmp_path / "run")]) == 2
+    assert "decontaminate.against[0]" in capsys.readouterr().err
+    (tmp_path / "eval.jsonl").write_text('{"question": "no id"}\n')  # relative to the config file
+    assert main(["run", str(config), "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "eval.jsonl" in err and "question_id" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "run").exists()

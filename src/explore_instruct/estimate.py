@@ -208,7 +208,9 @@ def _rate_estimate(
         return []
     examples = sum(count * per_depth(config.generate.examples_per_task, d) for d, count in enumerate(nodes))
     sample = seeds[0] if seeds else Example(PLACEHOLDER_NAME, "", PLACEHOLDER_REASON)
-    request = rate_stage.build_request(ctx, "estimate", sample, [config.root.name if config.root else "", "task"])
+    request = rate_stage.build_request(
+        ctx, "estimate", sample, [config.root.name if config.root else "", PLACEHOLDER_NAME]
+    )
     first.setdefault("rate", request)
     stage = StageEstimate("rate")
     stage.add(examples, prompt_tokens(request), estimate_tokens(PLACEHOLDER_RATING))

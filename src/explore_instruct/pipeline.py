@@ -167,6 +167,10 @@ def run_stages(
 
     `stage_backends` replaces the backend a stage with an endpoint of its own would build (tests)."""
     starting_tree(config)  # a malformed seed tree fails here, before anything is written
+    if "decontaminate" in stages and config.decontaminate.against:  # so does a bad question file
+        from explore_instruct.decontaminate import build_index
+
+        build_index(config.decontaminate.against, config.decontaminate.ngram)
     needs_llm = any(BY_NAME[s].uses_llm for s in stages if s in BY_NAME)
     if needs_llm and backend is None:
         backend = build_backend(config)  # a bad llm section fails here, before anything is written

@@ -116,8 +116,17 @@ def examples_reply(request: CompletionRequest) -> str:
     )
 
 
+def rating_reply(request: CompletionRequest) -> str:
+    """A score from 1 to 10 that depends only on the request, and a one-sentence reason."""
+    score = _rng(request).randint(1, 10)
+    return json.dumps({"score": score, "reason": f"Scored {score} for how well it follows the instruction."})
+
+
 def fake_model(request: CompletionRequest) -> str:
-    # A json_object body carries the schema without its name: its properties tell the two apart.
-    if request.schema_name == "subtasks" or "subtasks" in (request.json_schema or {}).get("properties", {}):
+    # A json_object body carries the schema without its name: its properties tell them apart.
+    properties = (request.json_schema or {}).get("properties", {})
+    if request.schema_name == "subtasks" or "subtasks" in properties:
         return subtasks_reply(request)
+    if request.schema_name == "rating" or "score" in properties:
+        return rating_reply(request)
     return examples_reply(request)

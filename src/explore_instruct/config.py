@@ -130,6 +130,8 @@ class SampleConfig(Strict):
     max_depth: int | None = Field(None, ge=0)
     skip_pruned: bool = True
     seed: int | None = None
+    # score: within each task take the highest-rated examples first (needs the rate stage; ties by tree position)
+    order: Literal["random", "score"] = "random"
 
 
 # The OpenAI Batch API's limits per batch: requests, and bytes of the input file (its "200 MB").
@@ -304,6 +306,28 @@ class PublishConfig(Strict):
     language: list[HubId] = Field(default_factory=lambda: ["en"], min_length=1)
 
 
+# --- quality control after the diversity filter (decontaminate, rate) ---------------------------------------
+
+
+class DecontaminateConfig(Strict):
+    """Drop examples that share a word n-gram with an evaluation question or its reference answer."""
+
+    against: list[Name] = Field(default_factory=list, description="question files; none: the stage does nothing")
+    ngram: int = Field(13, ge=1, le=100)
+
+
+class RateConfig(Strict):
+    """An LLM judge scores each kept example from 1 to 10; below `threshold` it is dropped."""
+
+    enabled: bool = False
+    threshold: int = Field(5, ge=1, le=10)
+    llm: LLMConfig | None = Field(None, description="the judge's endpoint and model; omitted: the run's llm")
+
+    def judge(self, run_llm: LLMConfig) -> LLMConfig:
+        """The `llm` settings the rating calls use."""
+        return self.llm if self.llm is not None else run_llm
+
+
 class RunConfig(Strict):
     domain: Literal["rewriting", "brainstorming", "math", "generic"] = "generic"
     seed: int = 0
@@ -316,6 +340,8 @@ class RunConfig(Strict):
     sample: SampleConfig = Field(default_factory=SampleConfig)
     llm: LLMConfig = Field(default_factory=LLMConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)
+    decontaminate: DecontaminateConfig = Field(default_factory=DecontaminateConfig)
+    rate: RateConfig = Field(default_factory=RateConfig)
 
     @model_validator(mode="after")
     def _one_start(self) -> RunConfig:
@@ -416,6 +442,12 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
         if not (seed_tree / "tree_meta_info.json").is_file():
             raise UserError(f"{p}: seed_tree: {seed_tree} has no tree_meta_info.json")
         config.seed_tree = str(seed_tree)
+    # Question files too are relative to the config file.
+    against = [(p.parent / f).resolve() for f in config.decontaminate.against]
+    for i, f in enumerate(against):
+        if not f.is_file():
+            raise UserError(f"{p}: decontaminate.against[{i}]: {f} is not a file")
+    config.decontaminate.against = [str(f) for f in against]
     return config
 
 

@@ -6,7 +6,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from explore_instruct.config import RunConfig
+from explore_instruct.config import LLMConfig, RunConfig
 from explore_instruct.llm.base import CompletionRequest
 from explore_instruct.llm.client import LLMClient
 from explore_instruct.profiles import Profile, load_profile, render_prompt
@@ -40,6 +40,8 @@ class RunContext:
     config: RunConfig
     client: LLMClient | None = None
     progress: Progress = field(default_factory=SilentProgress)
+    # A stage with an endpoint of its own (the rate stage's `rate.llm`) has its client here.
+    stage_clients: dict[str, LLMClient] = field(default_factory=dict)
 
     @property
     def profile(self) -> Profile:
@@ -55,19 +57,31 @@ class RunContext:
             raise RuntimeError("this stage needs an LLM client")
         return self.client
 
+    def client_for(self, stage: str) -> LLMClient:
+        """The client `stage` calls: its own when it has one, else the run's."""
+        return self.stage_clients.get(stage) or self.require_client()
+
     def prompt_request(
-        self, template: str, *, seed: int, json_schema: dict[str, Any], schema_name: str, **context: Any
+        self,
+        template: str,
+        *,
+        seed: int,
+        json_schema: dict[str, Any],
+        schema_name: str,
+        llm: LLMConfig | None = None,
+        **context: Any,
     ) -> CompletionRequest:
-        """Render a prompt template of the run's domain into a request with the run's sampling settings."""
+        """Render a prompt template of the run's domain into a request with the sampling settings of
+        `llm` (default: the run's `llm` section)."""
+        llm = llm or self.config.llm
         prompt = render_prompt(
             self.config.domain,
             template,
             domain_summary=self.profile.summary,
             input_rule=self.profile.input,
-            output_format=self.output_format,
+            output_format="text" if llm.structured_output == "text" else "json",
             **context,
         )
-        llm = self.config.llm
         return CompletionRequest.chat(
             prompt,
             temperature=llm.temperature,

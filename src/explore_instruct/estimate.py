@@ -7,6 +7,8 @@ for a representative node at each depth (placeholder sibling and child names, th
 as demonstrations), over a throw-away store in a temporary directory. Completion tokens come from the
 seed examples' length: per_call examples per enrichment call; per subtask, a name, a reason and
 `examples_per_subtask` examples. Tokens are counted by `cost.estimate_tokens` (one per four characters).
+With `rate` enabled, one rating call per example enrichment asks for (prompt rendered for a seed
+example; completion the length of a typical one-sentence rating).
 Not counted: top-up calls after quality drops, retries, and pruned tasks that skip enrichment.
 """
 
@@ -32,6 +34,10 @@ from explore_instruct.tree import Example
 # A typical subtask as the model writes it: a name of a few words and a one-sentence reason.
 PLACEHOLDER_NAME = "Typical subtask name here"
 PLACEHOLDER_REASON = "A one-sentence reason why this subtask is a useful part of its parent task."
+# A typical rating as the judge writes it.
+PLACEHOLDER_RATING = (
+    '{"score": 7, "reason": "The output follows the instruction and is correct, but it could be clearer."}'
+)
 # JSON keys and punctuation around one subtask ({"name": ..., "reason": ..., "examples": [...]}).
 SUBTASK_JSON_CHARS = 40
 
@@ -177,6 +183,7 @@ def estimate_run(config: RunConfig) -> RunEstimate:
                 request = generate_stage.build_request(ctx, work, 0, gen.per_call, pool)
                 first.setdefault("generate", request)
                 generate.add(calls, prompt_tokens(request), gen.per_call * example_tokens)
+            rated = _rate_estimate(ctx, nodes, seeds, first)
         finally:
             store.close()
 
@@ -186,7 +193,29 @@ def estimate_run(config: RunConfig) -> RunEstimate:
         usage = Usage(stage.prompt_tokens, stage.completion_tokens)
         stage.cost = price(usage, config.llm.pricing, batch=batch_generate and stage.stage == "generate")
     prompts = {stage: "\n\n".join(m.content for m in r.messages) for stage, r in first.items()}
-    return RunEstimate([explore, generate], prompts)
+    return RunEstimate([explore, generate, *rated], prompts)
+
+
+def _rate_estimate(
+    ctx: RunContext, nodes: list[int], seeds: list[Example], first: dict[str, CompletionRequest]
+) -> list[StageEstimate]:
+    """The rate stage, when enabled: one call per example enrichment asks for (an upper bound, as
+    quality drops, duplicates, the filter and decontamination leave fewer), priced with the judge's prices."""
+    from explore_instruct.stages import rate as rate_stage
+
+    config = ctx.config
+    if not config.rate.enabled:
+        return []
+    examples = sum(count * per_depth(config.generate.examples_per_task, d) for d, count in enumerate(nodes))
+    sample = seeds[0] if seeds else Example(PLACEHOLDER_NAME, "", PLACEHOLDER_REASON)
+    request = rate_stage.build_request(
+        ctx, "estimate", sample, [config.root.name if config.root else "", PLACEHOLDER_NAME]
+    )
+    first.setdefault("rate", request)
+    stage = StageEstimate("rate")
+    stage.add(examples, prompt_tokens(request), estimate_tokens(PLACEHOLDER_RATING))
+    stage.cost = price(Usage(stage.prompt_tokens, stage.completion_tokens), config.rate.judge(config.llm).pricing)
+    return [stage]
 
 
 def save_estimate(conn: sqlite3.Connection, estimate: RunEstimate) -> None:

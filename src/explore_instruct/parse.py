@@ -75,6 +75,40 @@ def subtasks_schema(count: int, examples_per: int) -> dict[str, Any]:
     }
 
 
+# Scores from 1 to 10: the judge's verdict scores and the rate stage's rating.
+SCORE_MIN, SCORE_MAX = 1, 10
+SCORE_SCHEMA: dict[str, Any] = {
+    "type": "integer",
+    "minimum": SCORE_MIN,
+    "maximum": SCORE_MAX,
+    # llama-cpp-python's grammar ignores minimum/maximum; an enum bounds the score there too.
+    "enum": list(range(SCORE_MIN, SCORE_MAX + 1)),
+}
+# Bounds the reason so a small model cannot ramble past max_tokens.
+RATING_REASON_MAX_CHARS = 300
+RATING_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "score": SCORE_SCHEMA,
+        "reason": {"type": "string", "minLength": 1, "maxLength": RATING_REASON_MAX_CHARS},
+    },
+    "required": ["score", "reason"],
+    "additionalProperties": False,
+}
+
+
+def read_score(obj: dict[str, Any], key: str) -> int:
+    """`obj[key]` as a whole number from 1 to 10 ("7" too: a server in text mode may quote it)."""
+    value = obj.get(key)
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+        raise ParseError(f"{key} is not a whole number")
+    if not SCORE_MIN <= value <= SCORE_MAX:
+        raise ParseError(f"{key} {value} is outside {SCORE_MIN}-{SCORE_MAX}")
+    return int(value)
+
+
 # --- JSON -----------------------------------------------------------------------------------------
 
 
@@ -249,3 +283,26 @@ def parse_subtasks(text: str) -> list[Subtask]:
     if not subtasks:
         raise ParseError("no subtasks found in the reply")
     return subtasks
+
+
+_LABELLED_SCORE = re.compile(r"^\W*score\W*\s*[:=]\s*(\d+)", re.IGNORECASE | re.MULTILINE)
+_LABELLED_REASON = re.compile(r"^\W*reason\W*\s*[:=]\s*(.+)$", re.IGNORECASE | re.MULTILINE)
+
+
+def parse_rating(text: str) -> tuple[int, str]:
+    """(score, reason) of a rating reply: JSON `{"score": S, "reason": "..."}`, or lines `Score:` / `Reason:`."""
+    value = extract_json(text)
+    if isinstance(value, dict):
+        lowered = {str(k).lower(): v for k, v in value.items()}
+        score = read_score(lowered, "score")
+        reason = " ".join(_clean(lowered.get("reason")).split())
+    else:
+        found = _LABELLED_SCORE.search(text)
+        if found is None:
+            raise ParseError("no score in the rating")
+        score = read_score({"score": found.group(1)}, "score")
+        labelled = _LABELLED_REASON.search(text)
+        reason = " ".join(labelled.group(1).split()) if labelled else ""
+    if not reason:
+        raise ParseError("the rating gives no reason")
+    return score, reason

@@ -8,18 +8,19 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from explore_instruct.config import RunConfig, build_config, load_config
+from explore_instruct.config import LLMConfig, RunConfig, build_config, load_config
 from explore_instruct.context import Progress, RunContext, SilentProgress
 from explore_instruct.datafile import atomic_write_text
 from explore_instruct.errors import RunStopped, UserError
 from explore_instruct.export import write_run_exports
-from explore_instruct.llm.base import LLM, FatalLLMError
+from explore_instruct.llm.base import LLM, FatalLLMError, Usage
 from explore_instruct.llm.client import LLMClient, RetryPolicy
 from explore_instruct.stages import ALL_STAGES, BY_NAME
+from explore_instruct.stages.rate import STAGE as RATE_STAGE
 from explore_instruct.start import insert_start, starting_tree
 from explore_instruct.store import CONFIG_FILE, RunStore
 
@@ -65,7 +66,8 @@ def open_run(
 
 
 def _refuse_model_change(store: RunStore, model_id: str) -> None:
-    used = [m for m in store.calls.models() if m != model_id]
+    # The rate stage's judge may be another model: its replies rate the data, they are not the data.
+    used = [m for m in store.calls.models(excluding=(RATE_STAGE,)) if m != model_id]
     if used:
         raise UserError(
             f"{store.run_dir}: its replies came from {', '.join(used)}, this run would use {model_id}; "
@@ -87,16 +89,39 @@ def build_backend(config: RunConfig) -> LLM:
 
 
 def make_client(config: RunConfig, store: RunStore, backend: LLM | None = None) -> LLMClient:
+    backend = backend if backend is not None else build_backend(config)
+    return _client(config.llm, store, backend, store.calls.spent())
+
+
+def _client(llm: LLMConfig, store: RunStore, backend: LLM, spent: Usage) -> LLMClient:
     from explore_instruct.cost import Budget
 
-    backend = backend if backend is not None else build_backend(config)
     return LLMClient(
         backend,
         store.calls,
-        max_concurrency=config.llm.total_concurrency(),
-        retry=RetryPolicy(retries=config.llm.retries),
-        budget=Budget.from_config(config.llm, store.calls.spent()),
+        max_concurrency=llm.total_concurrency(),
+        retry=RetryPolicy(retries=llm.retries),
+        budget=Budget.from_config(llm, spent),
     )
+
+
+def make_stage_clients(
+    config: RunConfig, store: RunStore, stages: Sequence[str], backends: Mapping[str, LLM] | None = None
+) -> dict[str, LLMClient]:
+    """Clients of the stages with an endpoint of their own: the rate stage when `rate.llm` is given.
+
+    Its budget (`rate.llm.budget`) counts the rating calls only.
+    """
+    from explore_instruct.llm.factory import backend_from_config
+    from explore_instruct.stages import rate
+
+    judge = config.rate.llm
+    if rate.STAGE not in stages or not config.rate.enabled or judge is None:
+        return {}
+    backend = (backends or {}).get(rate.STAGE) or backend_from_config(judge)
+    used = store.calls.usage_by_stage().get(rate.STAGE, {})
+    spent = Usage(used.get("prompt_tokens", 0), used.get("completion_tokens", 0))
+    return {rate.STAGE: _client(judge, store, backend, spent)}
 
 
 async def _check_backend(client: LLMClient) -> None:
@@ -114,6 +139,8 @@ async def run_stages_async(ctx: RunContext, stages: Sequence[str]) -> dict[str, 
     try:
         if any(BY_NAME[s].uses_llm for s in stages):
             await _check_backend(ctx.require_client())
+        for client in ctx.stage_clients.values():
+            await _check_backend(client)
         for name in stages:
             result = BY_NAME[name].run(ctx)
             results[name] = await result if inspect.isawaitable(result) else result
@@ -134,9 +161,16 @@ def run_stages(
     backend: LLM | None = None,
     progress: Progress | None = None,
     allow_model_change: bool = False,
+    stage_backends: Mapping[str, LLM] | None = None,
 ) -> tuple[RunContext, dict[str, Any]]:
-    """Open (or resume) the run at `run_dir` and run `stages`. Returns the context and results."""
+    """Open (or resume) the run at `run_dir` and run `stages`. Returns the context and results.
+
+    `stage_backends` replaces the backend a stage with an endpoint of its own would build (tests)."""
     starting_tree(config)  # a malformed seed tree fails here, before anything is written
+    if "decontaminate" in stages and config.decontaminate.against:  # so does a bad question file
+        from explore_instruct.decontaminate import build_index
+
+        build_index(config.decontaminate.against, config.decontaminate.ngram)
     needs_llm = any(BY_NAME[s].uses_llm for s in stages if s in BY_NAME)
     if needs_llm and backend is None:
         backend = build_backend(config)  # a bad llm section fails here, before anything is written
@@ -154,13 +188,15 @@ def run_stages(
             save_estimate(store.conn, estimate_run(config))
     client = make_client(config, store, backend) if needs_llm else None
     ctx = RunContext(store, config, client, progress or SilentProgress())
+    ctx.stage_clients = make_stage_clients(config, store, stages, stage_backends)
 
     async def go() -> dict[str, Any]:
         try:
             return await run_stages_async(ctx, stages)
         finally:
-            if client is not None:
-                await client.aclose()
+            for one in [client, *ctx.stage_clients.values()]:
+                if one is not None:
+                    await one.aclose()
 
     return ctx, asyncio.run(go())
 

@@ -66,6 +66,8 @@ class Profile(BaseModel):
     input: Literal["required", "optional", "none"] = "optional"
     quality: QualityRules = Field(default_factory=QualityRules)
     task_names: TaskNameRules = Field(default_factory=TaskNameRules)
+    # What the rate stage's judge checks, one criterion a line (prompts/<domain>/rate.txt lists them).
+    rubric: list[str] = Field(default_factory=list)
 
 
 def _read(name: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from typing import Any, Literal, TypeVar
 from explore_instruct.db import connect, connect_readonly, transaction
 from explore_instruct.errors import UserError
 from explore_instruct.llm.cache import CallLog
+from explore_instruct.ratings import RATINGS_SCHEMA, load_ratings
 from explore_instruct.runlock import lock_run_dir, unlock_run_dir
 from explore_instruct.tree import DomainTree, Example, TaskNode, slugify
 
@@ -48,7 +49,7 @@ CREATE TABLE IF NOT EXISTS examples (
     output TEXT NOT NULL DEFAULT '',
     call_id INTEGER,
     status TEXT NOT NULL DEFAULT 'ok' CHECK (status IN ('ok', 'dropped')),
-    drop_stage TEXT,               -- quality | duplicate | filter
+    drop_stage TEXT,               -- quality | duplicate | filter | decontaminate | rate
     drop_reason TEXT,
     dup_of INTEGER REFERENCES examples(id),
     score REAL
@@ -65,6 +66,11 @@ CREATE TABLE IF NOT EXISTS dropped_tasks (
 );
 CREATE TABLE IF NOT EXISTS sample (position INTEGER PRIMARY KEY, example_id INTEGER NOT NULL REFERENCES examples(id));
 """
+
+# The stages that drop examples, in the order a run takes them. A stage judges the examples that
+# reached it: kept ones, and those that it or a later stage dropped, so rerunning it (or a resume)
+# makes the decisions it made the first time.
+DROP_ORDER = ("quality", "duplicate", "filter", "decontaminate", "rate")
 
 Which = Literal["sample", "kept", "all", "dropped", "reviewed"]
 T = TypeVar("T")
@@ -188,7 +194,7 @@ class RunStore:
         self.conn = conn
         self._lock = lock
         if not readonly:
-            conn.executescript(SCHEMA)
+            conn.executescript(SCHEMA + RATINGS_SCHEMA)
         self.calls = CallLog(conn, readonly=readonly)
 
     # --- opening ---------------------------------------------------------------------------------
@@ -386,6 +392,12 @@ class RunStore:
             [(stage, reason, dup, score, eid) for eid, reason, dup, score in drops],
         )
 
+    def reached(self, stage: str) -> list[ExampleRow]:
+        """Generated examples (not seeds) that `stage` judges: kept, or dropped by it or a later stage."""
+        later = set(DROP_ORDER[DROP_ORDER.index(stage) :])
+        rows = self.examples(status="ok") + self.examples(status="dropped")
+        return [r for r in rows if r.origin != "seed" and (r.status == "ok" or r.drop_stage in later)]
+
     def set_sample(self, example_ids: list[int]) -> None:
         self.conn.execute("DELETE FROM sample")
         self.conn.executemany("INSERT INTO sample (position, example_id) VALUES (?, ?)", list(enumerate(example_ids)))
@@ -448,6 +460,7 @@ class RunStore:
         if which != "sample":  # tree order, then key: the same file however the replies arrived
             rank = {row.id: i for i, row in enumerate(view.rows)}
             rows.sort(key=lambda r: (rank[r.node_id], r.key))
+        ratings = load_ratings(self.conn)
         out = []
         for r in rows:
             node = view.by_id[r.node_id]
@@ -463,6 +476,8 @@ class RunStore:
             }
             if r.status == "dropped":
                 rec.update(drop_stage=r.drop_stage, drop_reason=r.drop_reason, dup_of=r.dup_of, score=r.score)
+            if (rating := ratings.get(r.key)) is not None:  # the rate stage's judgement
+                rec["rating"] = rating.as_record()
             out.append(rec)
         if which in ("sample", "kept", "reviewed"):  # a reviewer's rejections and edits (review.py)
             from explore_instruct.review import apply_review

@@ -11,6 +11,7 @@ from typing import Any
 
 from explore_instruct.estimate import estimate_vs_spent
 from explore_instruct.llm.client import ClientStats
+from explore_instruct.ratings import load_ratings
 from explore_instruct.store import ExampleRow, RunStore
 
 
@@ -29,11 +30,14 @@ def run_summary(store: RunStore, session: ClientStats | None = None) -> dict[str
             "dropped_quality": dropped.get("quality", 0),
             "dropped_duplicate": dropped.get("duplicate", 0),
             "dropped_filter": dropped.get("filter", 0),
+            "dropped_decontaminate": dropped.get("decontaminate", 0),
+            "dropped_rate": dropped.get("rate", 0),
             "kept": sum(e.status == "ok" for e in produced),
             "sampled": len(store.sample_ids()),
         },
         "drop_reasons": store.drop_counts(),
         "filter_collisions": filter_collisions(store, limit=3, distinct=True),
+        "ratings": rating_summary(store),
         "calls": store.calls.usage_by_stage(),
         "endpoints": store.calls.usage_by_endpoint(),
         "estimate_vs_spent": estimate_vs_spent(store),
@@ -80,3 +84,11 @@ def filter_collisions(store: RunStore, limit: int | None = None, *, distinct: bo
         {"dropped": r.instruction, "kept": text.get(r.dup_of, ""), "score": r.score, "id": r.id, "dup_of": r.dup_of}
         for r in shown
     ]
+
+
+def rating_summary(store: RunStore) -> dict[str, Any]:
+    """The rate stage's scores: how many examples were rated, the mean, and how many got each score."""
+    scores = [r.score for r in load_ratings(store.conn).values()]
+    if not scores:
+        return {"rated": 0, "mean": None, "scores": {}}
+    return {"rated": len(scores), "mean": sum(scores) / len(scores), "scores": dict(sorted(Counter(scores).items()))}

@@ -53,9 +53,19 @@ def _options(
 
 
 def _register_commands() -> None:
-    from explore_instruct.cli import analysis, batch, experiment, filterfile, modeling, pipeline, publish, web
+    from explore_instruct.cli import (
+        analysis,
+        batch,
+        decontaminate,
+        experiment,
+        filterfile,
+        modeling,
+        pipeline,
+        publish,
+        web,
+    )
 
-    for module in (pipeline, filterfile, analysis, modeling, web, experiment, batch, publish):
+    for module in (pipeline, filterfile, decontaminate, analysis, modeling, web, experiment, batch, publish):
         module.register(app)
 
 

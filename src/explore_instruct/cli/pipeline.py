@@ -68,6 +68,15 @@ def _clip(text: str, width: int = 48) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def _later_drops(e: dict[str, int]) -> str:
+    """The quality controls after the diversity filter, named only when they dropped something."""
+    parts = [
+        f", {e['dropped_decontaminate']} contaminated" if e["dropped_decontaminate"] else "",
+        f", {e['dropped_rate']} rated too low" if e["dropped_rate"] else "",
+    ]
+    return "".join(parts)
+
+
 def print_summary(store: RunStore, session: Any = None, to: Console = console) -> None:
     s = run_summary(store, session)
     table = Table(title=f"run {store.run_dir}", show_header=False, title_justify="left")
@@ -82,8 +91,12 @@ def print_summary(store: RunStore, session: Any = None, to: Console = console) -
     table.add_row(
         "examples",
         f"{e['written']} written → {e['dropped_quality']} failed quality, {e['dropped_duplicate']} exact "
-        f"duplicates, {e['dropped_filter']} too similar → {e['kept']} kept → {e['sampled']} sampled",
+        f"duplicates, {e['dropped_filter']} too similar{_later_drops(e)} → {e['kept']} kept → {e['sampled']} sampled",
     )
+    if s["ratings"]["rated"]:
+        r = s["ratings"]
+        spread = ", ".join(f"{score}: {n}" for score, n in r["scores"].items())
+        table.add_row("ratings", f"{r['rated']} rated, mean {r['mean']:.1f} (score: examples {spread})")
     for stage, reasons in s["drop_reasons"].items():
         top = ", ".join(f"{reason} ({n})" for reason, n in list(reasons.items())[:4])
         table.add_row(f"  dropped: {stage}", top)
@@ -187,7 +200,8 @@ def _run(
         )
     session = ctx.client.stats if ctx.client else None
     print_summary(ctx.store, session)
-    if "sample" in results or ("filter" in results and ctx.store.sample_ids()):  # filter redraws a sample
+    redrawn = any(s in results for s in ("filter", "decontaminate", "rate")) and ctx.store.sample_ids()
+    if "sample" in results or redrawn:  # a stage that drops examples redraws a sample
         from explore_instruct.stages.sample import shortfall
 
         if short := shortfall(ctx):
@@ -195,6 +209,12 @@ def _run(
     if "filter" in results:
         kept, total = results["filter"]
         console.print(f"diversity filter: kept {kept} / {total}")
+    if "decontaminate" in results and config.decontaminate.against:
+        removed, judged = results["decontaminate"]
+        console.print(f"decontamination: removed {removed} / {judged}")
+    if "rate" in results and config.rate.enabled:
+        rated, dropped = results["rate"]
+        console.print(f"rating: rated {rated}, dropped {dropped} below {config.rate.threshold}")
     exports = ", ".join(p for p in ("tree.json", "data/kept.jsonl", "data/sample.json") if (run_dir / p).exists())
     console.print(f"wrote {exports} in {run_dir}")
     ctx.store.close()
@@ -227,7 +247,7 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--dry-run", help="Print the first prompts and the estimated calls, tokens and cost.")
         ] = False,
     ) -> None:
-        """Run every stage: explore, prune, generate, filter, sample; then export."""
+        """Run every stage: explore, prune, generate, filter, decontaminate, rate, sample; then export."""
         directory = run_dir or Path("runs") / config.stem
         overrides = _overrides(
             sets,
@@ -260,6 +280,8 @@ def register(app: typer.Typer) -> None:
     stage_command("generate", "Write N examples for every task (enrichment).")
     stage_command("prune", "Mark tasks whose names are too close to an earlier task's.")
     stage_command("filter", "Drop instructions too similar (ROUGE-L) to a kept one.")
+    # The decontaminate stage runs within `run`; the `decontaminate` command (cli/decontaminate.py) is for files.
+    stage_command("rate", "Score each kept example 1-10 with an LLM judge; drop those below rate.threshold.")
     stage_command("sample", "Draw the target number of examples across tasks.")
 
     from explore_instruct.cli.analysis import baseline_app

@@ -31,6 +31,7 @@ from typing import Any, Literal
 from explore_instruct.evaluate.questions import Answer, Question
 from explore_instruct.llm.base import LLM, Completion, CompletionRequest, ParseError
 from explore_instruct.llm.client import LLMClient
+from explore_instruct.parse import SCORE_SCHEMA, read_score
 
 STAGE = "judge"
 
@@ -41,24 +42,16 @@ VerdictFormat = Literal["json", "text"]
 FormatChoice = Literal["auto", "json", "text"]
 FORMAT_CHOICES: tuple[str, ...] = ("auto", "json", "text")
 
-SCORE_MIN, SCORE_MAX = 1, 10
 SCORE_KEYS = ("assistant_1_score", "assistant_2_score")
 # Bounds the explanation so a small model cannot ramble past max_tokens before the scores.
 EXPLANATION_MAX_CHARS = 200
 
-_SCORE: dict[str, Any] = {
-    "type": "integer",
-    "minimum": SCORE_MIN,
-    "maximum": SCORE_MAX,
-    # llama-cpp-python's grammar ignores minimum/maximum; an enum bounds the score there too.
-    "enum": list(range(SCORE_MIN, SCORE_MAX + 1)),
-}
 VERDICT_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
         "explanation": {"type": "string", "minLength": 1, "maxLength": EXPLANATION_MAX_CHARS},
-        SCORE_KEYS[0]: _SCORE,
-        SCORE_KEYS[1]: _SCORE,
+        SCORE_KEYS[0]: SCORE_SCHEMA,
+        SCORE_KEYS[1]: SCORE_SCHEMA,
     },
     "required": ["explanation", *SCORE_KEYS],
     "additionalProperties": False,
@@ -132,17 +125,6 @@ def parse_verdict(review: str) -> Verdict:
     raise ParseError("no final line ordering Assistant 1 and Assistant 2")
 
 
-def _score(obj: dict[str, Any], key: str) -> int:
-    value = obj.get(key)
-    if isinstance(value, str) and value.strip().isdigit():  # "7": a server in text mode may quote it
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
-        raise ParseError(f"{key} is not a whole number")
-    if not SCORE_MIN <= value <= SCORE_MAX:
-        raise ParseError(f"{key} {value} is outside {SCORE_MIN}-{SCORE_MAX}")
-    return int(value)
-
-
 def parse_scores(review: str) -> Verdict:
     """The verdict of a JSON review: the first object in `review` holding both scores, from
     Assistant 1's side (+1 its score is higher, -1 lower, 0 equal).
@@ -161,7 +143,7 @@ def parse_scores(review: str) -> Verdict:
         if not isinstance(obj, dict) or not all(k in obj for k in SCORE_KEYS):
             continue
         try:
-            first, second = (_score(obj, k) for k in SCORE_KEYS)
+            first, second = (read_score(obj, k) for k in SCORE_KEYS)
         except ParseError as exc:
             problem = str(exc)
             continue

@@ -113,7 +113,8 @@ def generation_config(spec: ExperimentSpec, config: RunConfig, dataset: str) -> 
 def _generation_params(cfg: RunConfig) -> dict[str, Any]:
     """What decides the generated pool: everything before the filter, minus transport and card settings."""
     data = cfg.model_dump(mode="json")
-    for section in ("filter", "sample", "publish"):
+    # The generate step runs explore, prune and generate only: the later stages' settings change no reply.
+    for section in ("filter", "sample", "decontaminate", "rate", "publish"):
         data.pop(section)
     for key in _NOT_IN_REQUEST:
         data["llm"].pop(key, None)
@@ -132,6 +133,11 @@ def _data_params(spec: ExperimentSpec, config: RunConfig, cell: Cell) -> dict[st
         params.update(ds.model_dump(mode="json"))
     elif isinstance(ds, FileDataset):
         params.update(ds.model_dump(mode="json"), content=file_digest(ds.path))
+    # Decontamination against the spec's own evaluation questions: their content is part of the key.
+    params["decontaminate"] = {
+        "questions": [file_digest(q) for q in evaluation_files(spec)],
+        "ngram": config.decontaminate.ngram,
+    }
     if cell.axis == "depth":
         params["sample"] = {**params["sample"], "max_depth": cell.value}
     elif cell.axis == "filter":
@@ -140,6 +146,12 @@ def _data_params(spec: ExperimentSpec, config: RunConfig, cell: Cell) -> dict[st
         params["size"] = cell.value
         params["nested"] = True  # a prefix of one seeded permutation of the whole pool
     return params
+
+
+def evaluation_files(spec: ExperimentSpec) -> list[str]:
+    """Every question file the spec evaluates on (open-ended, then math): what a dataset is decontaminated against."""
+    ev = spec.evaluate
+    return [*ev.questions, *([ev.math_questions] if ev.math_questions else [])]
 
 
 def seed_source(spec: ExperimentSpec, config: RunConfig) -> dict[str, Any]:

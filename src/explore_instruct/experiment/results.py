@@ -59,6 +59,7 @@ def cell_row(plan: Plan, states: dict[str, StepState], out_dir: Path, cell: str)
         "problems": [],
         "examples": None,
         "requested": None,
+        "decontaminated": None,
         "unique_verb_noun_pairs": None,
         "rouge_l_to_seeds": None,
         "final_train_loss": None,
@@ -84,6 +85,7 @@ def cell_row(plan: Plan, states: dict[str, StepState], out_dir: Path, cell: str)
         assert s.path is not None
         records, _ = read_records(s.path / DATA_FILE)
         row["examples"], row["requested"] = len(records), s.info.get("requested")
+        row["decontaminated"] = s.info.get("decontaminated")  # removed: shared an n-gram with a question
         src["examples"] = _rel(out_dir, s.path / DATA_FILE)
         if row["status"] == "ok" and row["requested"] and row["examples"] < row["requested"]:
             row["status"] = "short"  # trained on fewer examples than the cell asked for
@@ -152,13 +154,14 @@ def _beat(c: dict[str, Any] | None) -> str:
 def csv_text(rows: list[dict[str, Any]], labels: list[str]) -> str:
     buf = io.StringIO()
     cols = ["cell", "dataset", "kind", "axis", "value", "status", "examples", "requested", "unique_verb_noun_pairs"]
-    cols += ["rouge_l_to_seeds", "final_train_loss", "math_accuracy"]
+    cols += ["rouge_l_to_seeds", "final_train_loss", "math_accuracy", "decontaminated"]
+    plain = len(cols)
     for label in labels:
         cols += [f"{f}_vs_{label}" for f in JUDGE_FIELDS]
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(cols)
     for r in rows:
-        line = [r[c] for c in cols[:12]]
+        line = [r.get(c) for c in cols[:plain]]
         for label in labels:
             comp = r["comparisons"].get(label) or {}
             line += [comp.get(f) for f in JUDGE_FIELDS]
@@ -220,7 +223,7 @@ def _comparison_headers(labels: list[str]) -> list[str]:
 # The final training loss is not a column: it is each cell's loss on its own 1 to 10,000 rows, so it
 # compares nothing across cells (results.json keeps it per cell as a training record).
 def _main_table(rows: list[dict[str, Any]], labels: list[str], with_math: bool) -> RawHtml:
-    headers = ["Cell", "Examples", "Unique verb–noun pairs", "ROUGE-L to seeds"]
+    headers = ["Cell", "Examples", "Removed as contaminated", "Unique verb–noun pairs", "ROUGE-L to seeds"]
     headers += _comparison_headers(labels) + (["MATH accuracy (%)"] if with_math else [])
     table = []
     for r in rows:
@@ -228,6 +231,7 @@ def _main_table(rows: list[dict[str, Any]], labels: list[str], with_math: bool) 
         line = [
             Cell(r["cell"] + _status_note(r)),
             Cell(_examples_text(r), s.get("examples")),
+            Cell(_num(r.get("decontaminated"))),
             Cell(_num(r["unique_verb_noun_pairs"]), s.get("unique_verb_noun_pairs")),
             Cell(_num(r["rouge_l_to_seeds"]), s.get("rouge_l_to_seeds")),
             *_comparison_cells(r, labels),

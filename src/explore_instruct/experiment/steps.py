@@ -146,6 +146,7 @@ def run_data(step: Step, ctx: StepContext) -> dict[str, Any]:
         records = _run_records(step, ctx, _pool_size(ctx) if nested else size)
     else:
         records = _source_records(step, ctx, None if nested else size)
+    records, removed = _decontaminate(records, ctx)
     pool = len(records)
     if nested:
         if size > pool:
@@ -156,7 +157,21 @@ def run_data(step: Step, ctx: StepContext) -> dict[str, Any]:
     write_records(ctx.work / DATA_FILE, records, "json")
     info: dict[str, Any] = {"examples": len(records), "requested": size, "pool": pool if nested else None}
     info["short"] = size is not None and len(records) < size
+    info["decontaminated"] = removed
     return info
+
+
+def _decontaminate(records: list[dict[str, str]], ctx: StepContext) -> tuple[list[dict[str, str]], int]:
+    """Drop the records that share an n-gram with the spec's own evaluation questions (before training)."""
+    from explore_instruct.decontaminate import build_index, decontaminate_records
+    from explore_instruct.experiment.plan import evaluation_files
+
+    files = evaluation_files(ctx.plan.spec)
+    if not files:
+        return records, 0
+    index = build_index(files, ctx.plan.config.decontaminate.ngram)
+    kept, removed = decontaminate_records(records, index, "the cell's data")
+    return kept, sum(removed.values())
 
 
 # --- analysis -----------------------------------------------------------------------------------

@@ -193,9 +193,15 @@ class CallLog:
         row = self.conn.execute("SELECT SUM(prompt_tokens), SUM(completion_tokens) FROM llm_calls").fetchone()
         return Usage(int(row[0] or 0), int(row[1] or 0))
 
-    def models(self) -> list[str]:
-        """The models whose replies this log holds (what a resumed run would be mixing with)."""
-        return [r[0] for r in self.conn.execute("SELECT DISTINCT model FROM llm_calls WHERE status = 'ok' ORDER BY 1")]
+    def models(self, *, excluding: tuple[str, ...] = ()) -> list[str]:
+        """The models whose replies this log holds (what a resumed run would be mixing with), leaving
+        out the calls of the stages in `excluding`."""
+        marks = ",".join("?" * len(excluding))
+        rows = self.conn.execute(
+            f"SELECT DISTINCT model FROM llm_calls WHERE status = 'ok' AND stage NOT IN ({marks}) ORDER BY 1",
+            excluding,
+        )
+        return [r[0] for r in rows]
 
     def time_span(self) -> tuple[float, float] | None:
         """When the first and the last call of this log were made (Unix times); None without calls."""

@@ -3,6 +3,7 @@
 Each stage is a module with `run(ctx)` that checks its own preconditions (a stage that needs a tree
 says so when there is none) and writes its results to the run store. `pipeline.py` walks this table.
 Pruning needs only task names, so it comes before enrichment and no call is spent on a pruned task.
+Decontamination comes before rating for the same reason: no rating call on a contaminated example.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from explore_instruct.stages import explore, filter, generate, prune, sample
+from explore_instruct.stages import decontaminate, explore, filter, generate, prune, rate, sample
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,8 @@ STAGES: tuple[Stage, ...] = (
     Stage(prune.STAGE, prune.run, uses_llm=False),
     Stage(generate.STAGE, generate.run, uses_llm=True),
     Stage(filter.STAGE, filter.run, uses_llm=False),
+    Stage(decontaminate.STAGE, decontaminate.run, uses_llm=False),
+    Stage(rate.STAGE, rate.run, uses_llm=True),
     Stage(sample.STAGE, sample.run, uses_llm=False),
 )
 BY_NAME = {stage.name: stage for stage in STAGES}

@@ -17,11 +17,7 @@ STAGE = "filter"
 def filter_candidates(ctx: RunContext) -> list[ExampleRow]:
     """Examples the diversity filter judges, in its greedy order: tasks in level order, then key."""
     order = {n.id: i for i, n in enumerate(ctx.store.nodes())}
-    rows = [
-        r
-        for r in ctx.store.examples(status="ok") + ctx.store.examples(status="dropped")
-        if r.origin != "seed" and (r.status == "ok" or r.drop_stage == "filter")
-    ]
+    rows = ctx.store.reached(STAGE)
     rows.sort(key=lambda r: (order[r.node_id], r.key))
     return rows
 
@@ -66,7 +62,5 @@ def run(ctx: RunContext) -> tuple[int, int]:
                 )
     with ctx.store.transaction():
         ctx.store.mark_dropped("filter", drops)
-        if ctx.store.sample_ids():
-            # The sample drawn before may hold examples dropped now: redraw it from what is kept.
-            ctx.store.set_sample(sample.draw(ctx))
+        sample.redraw(ctx)
     return len(rows) - len(drops), len(rows)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from explore_instruct.context import RunContext
+from explore_instruct.ratings import load_ratings
 
 STAGE = "sample"
 
@@ -33,6 +35,12 @@ def run(ctx: RunContext) -> int:
     with ctx.store.transaction():
         ctx.store.set_sample(chosen)
     return len(chosen)
+
+
+def redraw(ctx: RunContext) -> None:
+    """After a stage dropped examples: a sample drawn before may hold some of them, so draw it again."""
+    if ctx.store.sample_ids():
+        ctx.store.set_sample(draw(ctx))
 
 
 @dataclass
@@ -83,14 +91,30 @@ def draw(ctx: RunContext) -> list[int]:
     found = pool(ctx)
     ids, pool_tasks, root = found.ids, found.tasks, found.root
     quotas = _even_quotas({t: len(ids.get(t, [])) for t in sorted(pool_tasks)}, cfg.size)
+    pick = _best_rated(ctx) if cfg.order == "score" else rng.sample
     chosen: list[int] = []
     for task in sorted(pool_tasks):
-        chosen.extend(rng.sample(ids.get(task, []), quotas[task]))
+        chosen.extend(pick(ids.get(task, []), quotas[task]))
     if len(chosen) < cfg.size and root not in pool_tasks:
         spare = ids.get(root, [])
-        chosen.extend(rng.sample(spare, min(len(spare), cfg.size - len(chosen))))
+        chosen.extend(pick(spare, min(len(spare), cfg.size - len(chosen))))
     rng.shuffle(chosen)
     return chosen
+
+
+def _best_rated(ctx: RunContext) -> Callable[[list[int], int], list[int]]:
+    """`sample.order: score`: the k best-rated of a task's ids (given in key order, which breaks ties).
+
+    An example without a rating counts as scoring 0, so it comes after every rated one.
+    """
+    ratings = load_ratings(ctx.store.conn)
+    score = {r.id: ratings[r.key].score for r in ctx.store.examples(status="ok") if r.key in ratings}
+
+    def pick(ids: list[int], k: int) -> list[int]:
+        ranked = sorted(range(len(ids)), key=lambda i: (-score.get(ids[i], 0), i))
+        return [ids[i] for i in ranked[:k]]
+
+    return pick
 
 
 def shortfall(ctx: RunContext) -> str | None:
@@ -102,8 +126,11 @@ def shortfall(ctx: RunContext) -> str | None:
     kept = sum(len(v) for v in found.ids.values())
     elsewhere = kept - found.size()
     outside = f"; {elsewhere} more are kept in pruned tasks or below sample.max_depth" if elsewhere else ""
+    rated = ctx.config.rate.enabled
     return (
         f"warning: sampled {drawn} of the {asked} asked for (sample.size): after the quality checks, exact "
-        f"duplicates and the diversity filter the pool held {found.size()} examples{outside}. For more, raise "
-        "generate.examples_per_task or explore.breadth, raise filter.threshold, or lower sample.size."
+        f"duplicates, the diversity filter{', decontamination' if ctx.config.decontaminate.against else ''}"
+        f"{' and the rating' if rated else ''} the pool held {found.size()} examples{outside}. For more, raise "
+        f"generate.examples_per_task or explore.breadth, raise filter.threshold, "
+        f"{'lower rate.threshold, ' if rated else ''}or lower sample.size."
     )

@@ -50,13 +50,14 @@ def create_app(review: RunReview, token: str) -> FastAPI:
         return RedirectResponse(f"/{t}/", status_code=303)
 
     @app.get("/{t}/task/{node_id}")
-    def task(t: str, node_id: int, request: Request) -> Response:
+    def task(t: str, node_id: int, request: Request, sort: str = "") -> Response:
         check(t)
-        found = review.task(node_id)
+        by_score = sort == "score"  # anything else: row order
+        found = review.task(node_id, by_score=by_score)
         if found is None:
             raise not_found()
         view, node, examples = found
-        return page(request, "review_task.html", t=t, view=view, node=node, examples=examples)
+        return page(request, "review_task.html", t=t, view=view, node=node, examples=examples, by_score=by_score)
 
     @app.get("/{t}/search")
     def search(t: str, request: Request, q: str = "") -> Response:

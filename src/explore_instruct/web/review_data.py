@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from explore_instruct.ratings import Rating, load_ratings
 from explore_instruct.review import ReviewDecision, decide, decisions, ensure_schema
 from explore_instruct.store import ExampleRow, NodeRow, RunStore, TreeView
 
@@ -42,6 +43,7 @@ class ExampleView:
     decision: ReviewDecision | None
     sampled: bool
     collided_with: str | None  # the kept instruction a diversity-filter drop collided with
+    rating: Rating | None = None  # the rate stage's score and reason
 
     @property
     def shown(self) -> tuple[str, str, str]:
@@ -107,18 +109,25 @@ class RunReview:
             marks = ",".join("?" * len(dup_ids))
             for r in store.conn.execute(f"SELECT id, instruction FROM examples WHERE id IN ({marks})", dup_ids):
                 collided[r["id"]] = r["instruction"]
+        ratings = load_ratings(store.conn)
         return [
-            ExampleView(r, current.get(r.id), r.id in sampled, collided.get(r.dup_of) if r.dup_of else None)
+            ExampleView(
+                r, current.get(r.id), r.id in sampled, collided.get(r.dup_of) if r.dup_of else None, ratings.get(r.key)
+            )
             for r in rows
         ]
 
-    def task(self, node_id: int) -> tuple[TreeView, NodeRow, list[ExampleView]] | None:
+    def task(self, node_id: int, *, by_score: bool = False) -> tuple[TreeView, NodeRow, list[ExampleView]] | None:
+        """A task's examples in row order, or (`by_score`) highest rating first, unrated ones last."""
         with self._db() as store:
             view = store.tree_view()
             node = view.by_id.get(node_id)
             if node is None:
                 return None
-            return view, node, self._views(store, store.examples(node_id=node_id))
+            examples = self._views(store, store.examples(node_id=node_id))
+            if by_score:  # a stable sort: equal scores keep row order
+                examples.sort(key=lambda ex: -ex.rating.score if ex.rating else 0)
+            return view, node, examples
 
     def example(self, example_id: int) -> tuple[TreeView, ExampleView] | None:
         with self._db() as store:

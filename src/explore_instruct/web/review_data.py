@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from explore_instruct.review import ReviewDecision, decide, decisions, ensure_schema
+from explore_instruct.review import ReviewDecision, decide, decisions, ensure_schema, reviewable
 from explore_instruct.store import ExampleRow, NodeRow, RunStore, TreeView
 
 SEARCH_LIMIT = 200
@@ -42,6 +42,11 @@ class ExampleView:
     decision: ReviewDecision | None
     sampled: bool
     collided_with: str | None  # the kept instruction a diversity-filter drop collided with
+
+    @property
+    def reviewable(self) -> bool:
+        """Whether the page offers accept / reject / edit on this example."""
+        return reviewable(self.row.origin, self.row.status)
 
     @property
     def shown(self) -> tuple[str, str, str]:

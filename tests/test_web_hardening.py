@@ -13,10 +13,10 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 from explore_instruct.cli import main
+from explore_instruct.cli import web as web_cli
 from explore_instruct.review import decide
 from explore_instruct.store import RunStore
 from explore_instruct.web import review_app, study_app
@@ -369,13 +369,9 @@ def test_reviewers_read_outputs_as_markdown(review: RunReview, run_dir: Path) ->
 
 @pytest.fixture
 def no_serving(monkeypatch: pytest.MonkeyPatch) -> list:
-    """Stand in for uvicorn's loop: record the ports of the sockets it would serve, return at once."""
+    """Stand in for the server: record the port of the socket it would serve, return at once."""
     served: list[int] = []
-
-    def run(self, sockets=None) -> None:
-        served.extend(s.getsockname()[1] for s in sockets or [])
-
-    monkeypatch.setattr(uvicorn.Server, "run", run)
+    monkeypatch.setattr(web_cli, "_run", lambda app, sock: served.append(sock.getsockname()[1]))
     return served
 
 

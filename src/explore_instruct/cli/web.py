@@ -63,8 +63,6 @@ def _serve(app: object, host: str, port: int, what: str, links: list[tuple[str, 
 
     The links go to stdout on purpose, once; the server logs no requests, so no token reaches a log.
     """
-    import uvicorn
-
     sock = _listen(host, port)
     try:
         address = ipaddress.ip_address(host)
@@ -79,11 +77,17 @@ def _serve(app: object, host: str, port: int, what: str, links: list[tuple[str, 
     console.print(f"serving {what} on {base} (Ctrl+C stops)", highlight=False)
     for who, path in links:
         out_console.print(f"{who}\t{base}{path}" if who else f"{base}{path}", highlight=False, soft_wrap=True)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))  # type: ignore[arg-type]
     try:
-        server.run(sockets=[sock])
+        _run(app, sock)
     finally:
         sock.close()
+
+
+def _run(app: object, sock: socket.socket) -> None:
+    """uvicorn on the bound socket until Ctrl+C; warnings only, and no access log."""
+    import uvicorn
+
+    uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[sock])  # type: ignore[arg-type]
 
 
 @human_eval_app.command("create", cls=AliasedCommand)

@@ -56,6 +56,12 @@ class ReviewDecision:
     decided_at: str
 
 
+def reviewable(origin: str, status: str) -> bool:
+    """Only generated examples the filters kept take a decision: seeds are the user's own examples
+    and never exported, dropped ones never reach a training file."""
+    return origin != "seed" and status == "ok"
+
+
 def ensure_schema(conn: sqlite3.Connection) -> None:
     conn.executescript(SCHEMA)
 
@@ -86,6 +92,7 @@ def decide(
     """Record `decision` on an example (replacing an earlier one) and append it to the history.
 
     `undo` removes the current decision. An `edit` needs the new (instruction, input, output).
+    A seed or dropped example is refused (see `reviewable`).
     """
     if decision not in (*DECISIONS, "undo"):
         raise UserError(f"decision {decision!r}: choose accept, reject, edit or undo")
@@ -105,8 +112,12 @@ def decide(
     text: tuple[str | None, str | None, str | None] = edited if decision == "edit" else (None, None, None)  # type: ignore[assignment]
     now = datetime.now(UTC).isoformat(timespec="seconds")
     with transaction(conn):
-        if conn.execute("SELECT 1 FROM examples WHERE id = ?", (example_id,)).fetchone() is None:
+        row = conn.execute("SELECT origin, status FROM examples WHERE id = ?", (example_id,)).fetchone()
+        if row is None:
             raise UserError(f"example {example_id}: no such example in this run")
+        if not reviewable(row[0], row[1]):
+            what = "a seed example" if row[0] == "seed" else "a dropped example"
+            raise UserError(f"example {example_id}: {what} takes no review decision; only kept, generated ones do")
         if decision == "undo":
             conn.execute("DELETE FROM review WHERE example_id = ?", (example_id,))
         else:

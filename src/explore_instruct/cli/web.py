@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import getpass
 import ipaddress
+import socket
 from pathlib import Path
 from typing import Annotated
 
@@ -21,7 +22,7 @@ out_console = Console()
 
 Opt = typer.Option
 Host = Annotated[str, Opt(help="Address to listen on; anything but loopback lets other machines reach the app.")]
-Port = Annotated[int, Opt(help="Port to listen on.")]
+Port = Annotated[int, Opt(help="Port to listen on (0: any free port; the links printed name the real one).")]
 
 human_eval_app = typer.Typer(
     cls=Group,
@@ -35,25 +36,59 @@ human_eval_app = typer.Typer(
 def _require_web() -> None:
     from explore_instruct.train.deps import require
 
-    require("fastapi", "uvicorn", "python_multipart", extra="web")
+    require("fastapi", "uvicorn", "python_multipart", "markdown_it", extra="web")
 
 
-def _serve(app: object, host: str, port: int, what: str, links: list[str]) -> None:
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port before anything is printed, so a busy port is one error line
+    and the links printed name the port really listened on."""
+    if not 0 <= port < 65536:
+        raise UserError(f"--port {port}: choose a port between 1 and 65535 (or 0 for any free one)")
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise UserError(f"--host {host}: {exc.strerror}") from None
+    family, kind, proto, _, address = min(found, key=lambda info: info[0] != socket.AF_INET)  # IPv4 first
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise UserError(f"--host {host} --port {port}: cannot listen there ({exc.strerror})") from None
+    return sock
+
+
+def _serve(app: object, host: str, port: int, what: str, links: list[tuple[str, str]]) -> None:
+    """Listen, print each secret link (`who`, URL path) with the real address, serve until Ctrl+C.
+
+    The links go to stdout on purpose, once; the server logs no requests, so no token reaches a log.
+    """
+    sock = _listen(host, port)
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if not (address.is_loopback if address is not None else host == "localhost"):
+        console.print(f"warning: listening on {host}: anyone who can reach it and holds a link gets in")
+    if address is not None and address.is_unspecified:
+        console.print(f"the links below name {host}: give raters this machine's own address instead")
+    real_port = sock.getsockname()[1]
+    base = f"http://{host if ':' not in host else f'[{host}]'}:{real_port}"
+    console.print(f"serving {what} on {base} (Ctrl+C stops)", highlight=False)
+    for who, path in links:
+        out_console.print(f"{who}\t{base}{path}" if who else f"{base}{path}", highlight=False, soft_wrap=True)
+    try:
+        _run(app, sock)
+    finally:
+        sock.close()
+
+
+def _run(app: object, sock: socket.socket) -> None:
+    """uvicorn on the bound socket until Ctrl+C; warnings only, and no access log."""
     import uvicorn
 
-    if not 0 < port < 65536:
-        raise UserError(f"--port {port}: choose a port between 1 and 65535")
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = host == "localhost"
-    if not loopback:
-        console.print(f"warning: listening on {host}: anyone who can reach it and holds a link gets in")
-    base = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
-    console.print(f"serving {what} on {base} (Ctrl+C stops)", highlight=False)
-    for link in links:
-        out_console.print(f"{base}{link}", highlight=False, soft_wrap=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")  # type: ignore[arg-type]
+    uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[sock])  # type: ignore[arg-type]
 
 
 @human_eval_app.command("create", cls=AliasedCommand)
@@ -69,7 +104,7 @@ def create(
     ] = None,
     seed: Annotated[int, Opt(help="Seed of the assignment, the item order and the sides.")] = 0,
 ) -> None:
-    """Make a study folder; print each rater's secret link once (also in STUDY/links.txt, owner-only)."""
+    """Make a study folder; print each secret link (also in STUDY/links.txt, owner-only; `serve` prints them again)."""
     _require_web()
     from explore_instruct.web.study import LINKS_FILE, create_study
 
@@ -78,7 +113,8 @@ def create(
     )
     console.print(
         f"study {made.path}: {made.items} items, {raters} raters, every item gets at least {made.min_votes} vote(s). "
-        f"Secret links (after 'human-eval serve {made.path}'; kept in {made.path / LINKS_FILE}, mode 0600):",
+        f"Secret links for the default address (kept in {made.path / LINKS_FILE}, mode 0600; "
+        f"'human-eval serve {made.path}' prints them again with the address it listens on):",
         highlight=False,
     )
     for who, path in made.links:
@@ -91,15 +127,17 @@ def serve(
     host: Host = "127.0.0.1",
     port: Port = 8000,
 ) -> None:
-    """Serve the rater and owner pages of a study."""
+    """Serve the rater and owner pages of a study; print the owner's and each rater's link for this address."""
     _require_web()
-    from explore_instruct.web.study import LINKS_FILE, Study
+    from explore_instruct.web.study import LINKS_FILE, Study, read_links
     from explore_instruct.web.study_app import create_app
 
     opened = Study(study)
-    console.print(f"the links are in {study / LINKS_FILE}", highlight=False)
     try:
-        _serve(create_app(opened), host, port, f"study {study}", [])
+        links = read_links(study)
+        if not links:
+            console.print(f"{study / LINKS_FILE} is gone: the links cannot be printed again", highlight=False)
+        _serve(create_app(opened), host, port, f"study {study}", links)
     finally:
         opened.close()
 
@@ -159,7 +197,7 @@ def review(
     opened = RunReview(run_dir, name)
     token = new_token()
     try:
-        _serve(create_app(opened, token), host, port, f"the review of {run_dir} as {name!r}", [f"/{token}/"])
+        _serve(create_app(opened, token), host, port, f"the review of {run_dir} as {name!r}", [("", f"/{token}/")])
     finally:
         opened.close()
 

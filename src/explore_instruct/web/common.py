@@ -1,5 +1,6 @@
-"""What both web apps share: templates with autoescaping, the fixed set of static files, security
-headers, a plain 404 for anything unknown (a wrong token included), and the CSRF guard.
+"""What both web apps share: templates with autoescaping (and a sanitised `markdown` filter), the
+fixed set of static files, security headers, the body guard, a plain 404 for anything unknown (a
+wrong token or an id that is no id included), and the CSRF guard.
 
 No URL path ever reaches the file system: static files are a fixed table read from the package
 once, and every other route looks things up in SQLite by token or integer id.
@@ -9,15 +10,21 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
+from collections.abc import Callable
 from functools import cache
 from importlib import resources
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from explore_instruct.web.guard import BodyGuard
+from explore_instruct.web.markdown import render_markdown
 
 SESSION_COOKIE = "ei_session"
 CSRF_FIELD = "csrf"
@@ -40,6 +47,9 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 NOT_FOUND_PAGE = "<!doctype html><title>Not found</title><p>Not found.</p>\n"
+# A row id in a URL: digits that fit SQLite's 64-bit signed integer, nothing else.
+ROW_ID = re.compile(r"[0-9]{1,19}")
+SQLITE_MAX_INT = 2**63 - 1
 
 
 @cache
@@ -51,6 +61,7 @@ def templates() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    env.filters["markdown"] = render_markdown
     return env
 
 
@@ -67,9 +78,22 @@ def not_found() -> HTTPException:
     return HTTPException(status_code=404)
 
 
-def make_app(title: str) -> FastAPI:
-    """A FastAPI app without docs pages, with the static table, security headers and a plain 404."""
+def row_id(text: str) -> int:
+    """The integer id a URL segment names; anything else (a word, a sign, a number SQLite cannot
+    hold) is the plain 404 of an unknown page."""
+    if not ROW_ID.fullmatch(text) or int(text) > SQLITE_MAX_INT:
+        raise not_found()
+    return int(text)
+
+
+def make_app(title: str, may_post: Callable[[str], bool]) -> FastAPI:
+    """A FastAPI app without docs pages, with the static table, security headers and a plain 404.
+
+    Only a path for which `may_post` is true (a form under a valid secret link) may send a body;
+    every other request with one gets the plain 404 before a byte of it is read (see `guard`).
+    """
     app = FastAPI(title=title, docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(BodyGuard, may_post=may_post, not_found=NOT_FOUND_PAGE.encode("utf-8"))
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next: Any) -> Response:
@@ -84,6 +108,10 @@ def make_app(title: str) -> FastAPI:
             return HTMLResponse(NOT_FOUND_PAGE, status_code=404)
         text = exc.detail if isinstance(exc.detail, str) else "Request refused."
         return render("error.html", status_code=exc.status_code, message=text)
+
+    @app.exception_handler(RequestValidationError)
+    async def plain_form_errors(request: Request, exc: RequestValidationError) -> Response:
+        return render("error.html", status_code=422, message="The form is incomplete: reload the page and try again.")
 
     @app.get("/favicon.ico")
     def favicon() -> Response:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from explore_instruct.ratings import Rating, load_ratings
-from explore_instruct.review import ReviewDecision, decide, decisions, ensure_schema
+from explore_instruct.review import ReviewDecision, decide, decisions, ensure_schema, reviewable
 from explore_instruct.store import ExampleRow, NodeRow, RunStore, TreeView
 
 SEARCH_LIMIT = 200
@@ -44,6 +44,11 @@ class ExampleView:
     sampled: bool
     collided_with: str | None  # the kept instruction a diversity-filter drop collided with
     rating: Rating | None = None  # the rate stage's score and reason
+
+    @property
+    def reviewable(self) -> bool:
+        """Whether the page offers accept / reject / edit on this example."""
+        return reviewable(self.row.origin, self.row.status)
 
     @property
     def shown(self) -> tuple[str, str, str]:

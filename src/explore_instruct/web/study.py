@@ -198,6 +198,22 @@ def create_study(
     return CreatedStudy(out, n, links, votes)
 
 
+def read_links(study: str | Path) -> list[tuple[str, str]]:
+    """(who, URL path) from a study's owner-only links file, owner first; [] when the file was removed."""
+    path = Path(study) / LINKS_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    links = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        who, tab, url_path = line.partition("\t")
+        if not tab or not url_path.startswith("/"):
+            raise UserError(f"{path}: line {n}: expected WHO, a tab, and a link path such as /r/TOKEN")
+        links.append((who, url_path))
+    return links
+
+
 def _write_private(path: Path, text: str) -> None:
     """A file only its owner can read, created with that mode (never readable by others, even briefly)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

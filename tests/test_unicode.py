@@ -31,7 +31,7 @@ from explore_instruct.llm.base import Completion, CompletionRequest, Usage
 from explore_instruct.llm.cache import CallLog
 from explore_instruct.llm.scripted import ScriptedLLM
 from explore_instruct.pipeline import run_stages
-from explore_instruct.review import decide
+from explore_instruct.review import decide, reviewable
 from explore_instruct.store import RunStore
 from explore_instruct.text import invalid_char, repair
 from explore_instruct.web.review_app import create_app as review_app
@@ -273,11 +273,16 @@ def test_a_judge_file_with_a_lone_surrogate_is_refused_by_the_report(tmp_path: P
 # --------------------------------------------------------------------------- review edits
 
 
+def first_reviewable(review: RunReview) -> int:
+    """A kept generated example: the page offers no decision on seeds or dropped ones."""
+    return next(e.id for e in review.store.examples(status="ok") if reviewable(e.origin, e.status))
+
+
 def test_a_review_edit_with_invalid_text_is_refused(tmp_path: Path) -> None:
     make_run(tmp_path / "run").close()
     review = RunReview(tmp_path / "run", "ada")
     try:
-        example_id = review.store.examples(status="ok")[0].id
+        example_id = first_reviewable(review)
         with TestClient(review_app(review, "ab" * 16), follow_redirects=False) as client:
             token = form_token(client.get(f"/{'ab' * 16}/example/{example_id}").text)
             fields = {"action": "edit", "instruction": "Fix\x00 this", "output": "ok", "csrf": token}
@@ -408,7 +413,7 @@ def test_property_random_unicode_in_web_forms(
     headers = {"content-type": "application/x-www-form-urlencoded"}
     review = RunReview(web["run"], "ada")
     try:
-        example_id = review.store.examples(status="ok")[0].id
+        example_id = first_reviewable(review)
         with TestClient(review_app(review, "ab" * 16), follow_redirects=False) as client:
             token = form_token(client.get(f"/{'ab' * 16}/example/{example_id}").text)
             fields = {"action": "edit", "instruction": f"Do {instruction}", "output": output, "csrf": token}

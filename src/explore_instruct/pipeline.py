@@ -19,6 +19,7 @@ from explore_instruct.errors import RunStopped, UserError
 from explore_instruct.export import write_run_exports
 from explore_instruct.llm.base import LLM, FatalLLMError
 from explore_instruct.llm.client import LLMClient, RetryPolicy
+from explore_instruct.llm.embeddings import Embedder
 from explore_instruct.stages import ALL_STAGES, BY_NAME
 from explore_instruct.start import insert_start, starting_tree
 from explore_instruct.store import CONFIG_FILE, RunStore
@@ -134,8 +135,11 @@ def run_stages(
     backend: LLM | None = None,
     progress: Progress | None = None,
     allow_model_change: bool = False,
+    embedder: Embedder | None = None,
 ) -> tuple[RunContext, dict[str, Any]]:
-    """Open (or resume) the run at `run_dir` and run `stages`. Returns the context and results."""
+    """Open (or resume) the run at `run_dir` and run `stages`. Returns the context and results.
+
+    `embedder` answers the semantic filter's embeddings (default: built from `embeddings`)."""
     starting_tree(config)  # a malformed seed tree fails here, before anything is written
     needs_llm = any(BY_NAME[s].uses_llm for s in stages if s in BY_NAME)
     if needs_llm and backend is None:
@@ -153,12 +157,13 @@ def run_stages(
         if not load_estimate(store.conn):  # the first estimate stays, for `stats` to compare: a resume skips it
             save_estimate(store.conn, estimate_run(config))
     client = make_client(config, store, backend) if needs_llm else None
-    ctx = RunContext(store, config, client, progress or SilentProgress())
+    ctx = RunContext(store, config, client, progress or SilentProgress(), embedder=embedder)
 
     async def go() -> dict[str, Any]:
         try:
             return await run_stages_async(ctx, stages)
         finally:
+            await ctx.close_embedder()
             if client is not None:
                 await client.aclose()
 

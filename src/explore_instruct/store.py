@@ -17,6 +17,7 @@ from typing import Any, Literal, TypeVar
 from explore_instruct.db import connect, connect_readonly, transaction
 from explore_instruct.errors import UserError
 from explore_instruct.llm.cache import CallLog
+from explore_instruct.llm.embed_client import VectorCache
 from explore_instruct.runlock import lock_run_dir, unlock_run_dir
 from explore_instruct.tree import DomainTree, Example, TaskNode, slugify
 
@@ -184,6 +185,7 @@ class RunStore:
         if not readonly:
             conn.executescript(SCHEMA)
         self.calls = CallLog(conn, readonly=readonly)
+        self.vectors = VectorCache(conn, readonly=readonly)  # embeddings, keyed by model and text
 
     # --- opening ---------------------------------------------------------------------------------
 

@@ -50,16 +50,19 @@ def print_summary(store: RunStore, session: Any = None, to: Console = console) -
         names = ", ".join(f"{reason} ({n})" for reason, n in list(s["dropped_task_names"].items())[:4])
         table.add_row("  dropped: task names", names)
     e = s["examples"]
+    semantic = f", {e['dropped_semantic']} too close in meaning" if e["dropped_semantic"] else ""
     table.add_row(
         "examples",
         f"{e['written']} written → {e['dropped_quality']} failed quality, {e['dropped_duplicate']} exact "
-        f"duplicates, {e['dropped_filter']} too similar → {e['kept']} kept → {e['sampled']} sampled",
+        f"duplicates, {e['dropped_filter']} too similar{semantic} → {e['kept']} kept → {e['sampled']} sampled",
     )
     for stage, reasons in s["drop_reasons"].items():
         top = ", ".join(f"{reason} ({n})" for reason, n in list(reasons.items())[:4])
         table.add_row(f"  dropped: {stage}", top)
     for c in s["filter_collisions"]:
         table.add_row("  e.g.", f"{_clip(c['dropped'])!r} ~ kept {_clip(c['kept'])!r} (ROUGE-L {c['score']:.2f})")
+    for c in s["semantic_collisions"]:
+        table.add_row("  e.g.", f"{_clip(c['dropped'])!r} ~ kept {_clip(c['kept'])!r} (cosine {c['score']:.2f})")
     session_stats = s.get("this_session", {})
     for stage, c in s["calls"].items():
         here = session_stats.get(stage)
@@ -158,7 +161,7 @@ def _run(
         )
     session = ctx.client.stats if ctx.client else None
     print_summary(ctx.store, session)
-    if "sample" in results or ("filter" in results and ctx.store.sample_ids()):  # filter redraws a sample
+    if "sample" in results or (results.keys() & {"filter", "semantic"} and ctx.store.sample_ids()):  # filters redraw
         from explore_instruct.stages.sample import shortfall
 
         if short := shortfall(ctx):
@@ -166,6 +169,9 @@ def _run(
     if "filter" in results:
         kept, total = results["filter"]
         console.print(f"diversity filter: kept {kept} / {total}")
+    if "semantic" in results and ctx.config.filter.semantic.enabled:
+        kept, total = results["semantic"]
+        console.print(f"semantic filter: kept {kept} / {total}")
     exports = ", ".join(p for p in ("tree.json", "data/kept.jsonl", "data/sample.json") if (run_dir / p).exists())
     console.print(f"wrote {exports} in {run_dir}")
     ctx.store.close()
@@ -194,7 +200,7 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--dry-run", help="Print the first prompts and the estimated calls, tokens and cost.")
         ] = False,
     ) -> None:
-        """Run every stage: explore, prune, generate, filter, sample; then export."""
+        """Run every stage: explore, prune, generate, filter, semantic, sample; then export."""
         directory = run_dir or Path("runs") / config.stem
         overrides = _overrides(
             sets,
@@ -225,6 +231,7 @@ def register(app: typer.Typer) -> None:
     stage_command("generate", "Write N examples for every task (enrichment).")
     stage_command("prune", "Mark tasks whose names are too close to an earlier task's.")
     stage_command("filter", "Drop instructions too similar (ROUGE-L) to a kept one.")
+    stage_command("semantic", "Drop instructions too close in meaning (embedding cosine) to a kept one.")
     stage_command("sample", "Draw the target number of examples across tasks.")
 
     from explore_instruct.cli.analysis import baseline_app

@@ -8,8 +8,9 @@ Older spellings still work on every command that has the canonical option, but n
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
+import typer
 from typer.core import TyperCommand
 
 # old spelling -> canonical spelling
@@ -58,3 +59,23 @@ class AliasedCommand(TyperCommand):
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         return super().parse_args(ctx, rewrite_old_spellings(args, self.params))
+
+
+# The embedding model of the commands that embed outside a run (`filter-file --semantic`, `analyze`):
+# the `embeddings` section's fields, each prefixed with `embed-`.
+EmbedBackend = Annotated[
+    str,
+    typer.Option(
+        "--embed-backend", help="Embedding backend: local (the bundled GGUF, offline) | openai (/v1/embeddings)."
+    ),
+]
+EmbedBaseUrl = Annotated[
+    str | None, typer.Option("--embed-base-url", help="OpenAI-compatible endpoint serving /v1/embeddings.")
+]
+EmbedModel = Annotated[
+    str | None,
+    typer.Option("--embed-model", help="Embedding model at the endpoint (local: a GGUF file; default: bundled)."),
+]
+EmbedApiKeyEnv = Annotated[
+    str | None, typer.Option("--embed-api-key-env", help="Environment variable holding the endpoint's API key.")
+]

@@ -57,6 +57,9 @@ def cell_row(plan: Plan, states: dict[str, StepState], out_dir: Path, cell: str)
         "requested": None,
         "unique_verb_noun_pairs": None,
         "rouge_l_to_seeds": None,
+        "vendi_score": None,
+        "distinct_1": None,
+        "distinct_2": None,
         "final_train_loss": None,
         "comparisons": {},
         "math_accuracy": None,
@@ -87,6 +90,10 @@ def cell_row(plan: Plan, states: dict[str, StepState], out_dir: Path, cell: str)
         row["unique_verb_noun_pairs"] = summary["verb_noun"]["unique_pairs"]
         row["rouge_l_to_seeds"] = (summary.get("seed_overlap") or {}).get("mean")
         src["unique_verb_noun_pairs"] = src["rouge_l_to_seeds"] = _rel(out_dir, s.path / "summary.json")
+        diversity = summary.get("diversity") or {}  # absent from an analysis made before the measures
+        for key in ("vendi_score", "distinct_1", "distinct_2"):
+            row[key] = diversity.get(key)
+            src[key] = src["rouge_l_to_seeds"]
     if (s := done(f"train:{cell}")) is not None:
         assert s.path is not None
         log = s.path / MODEL_DIR / "train_log.jsonl"
@@ -146,13 +153,14 @@ def _beat(c: dict[str, Any] | None) -> str:
 def csv_text(rows: list[dict[str, Any]], labels: list[str]) -> str:
     buf = io.StringIO()
     cols = ["cell", "dataset", "kind", "axis", "value", "status", "examples", "requested", "unique_verb_noun_pairs"]
-    cols += ["rouge_l_to_seeds", "final_train_loss", "math_accuracy"]
+    cols += ["rouge_l_to_seeds", "final_train_loss", "math_accuracy", "vendi_score", "distinct_1", "distinct_2"]
+    per_cell = len(cols)
     for label in labels:
         cols += [f"{f}_vs_{label}" for f in JUDGE_FIELDS]
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(cols)
     for r in rows:
-        line = [r[c] for c in cols[:12]]
+        line = [r[c] for c in cols[:per_cell]]
         for label in labels:
             comp = r["comparisons"].get(label) or {}
             line += [comp.get(f) for f in JUDGE_FIELDS]
@@ -204,7 +212,8 @@ def _comparison_headers(labels: list[str]) -> list[str]:
 
 
 def _main_table(rows: list[dict[str, Any]], labels: list[str], with_math: bool) -> RawHtml:
-    headers = ["Cell", "Examples", "Unique verb–noun pairs", "ROUGE-L to seeds", "Final train loss"]
+    headers = ["Cell", "Examples", "Unique verb–noun pairs", "ROUGE-L to seeds", "Vendi score", "distinct-2"]
+    headers += ["Final train loss"]
     headers += _comparison_headers(labels) + (["MATH accuracy (%)"] if with_math else [])
     table = []
     for r in rows:
@@ -219,6 +228,8 @@ def _main_table(rows: list[dict[str, Any]], labels: list[str], with_math: bool) 
             Cell(examples, s.get("examples")),
             Cell(_num(r["unique_verb_noun_pairs"]), s.get("unique_verb_noun_pairs")),
             Cell(_num(r["rouge_l_to_seeds"]), s.get("rouge_l_to_seeds")),
+            Cell(_num(r["vendi_score"]), s.get("vendi_score")),
+            Cell(_num(r["distinct_2"]), s.get("distinct_2")),
             Cell(_num(r["final_train_loss"]), s.get("final_train_loss")),
             *_comparison_cells(r, labels),
         ]

@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from explore_instruct.db import connect
 from explore_instruct.llm.base import Completion, CompletionRequest, Usage
@@ -56,6 +56,12 @@ CREATE TABLE IF NOT EXISTS structured_modes (
 """
 # Columns added after the first release: (name, SQL type). Older run.db files gain them on open.
 ADDED_COLUMNS = (("retry_reasons", "TEXT"), ("error_kind", "TEXT"), ("endpoint", "TEXT"))
+
+
+class LoggedRequest(Protocol):
+    """What the log keeps of a request that is not a chat completion (an embedding batch)."""
+
+    def to_dict(self) -> dict[str, Any]: ...
 
 
 SELECT_OK_ID = "SELECT id FROM llm_calls WHERE key = ? AND status = 'ok'"
@@ -110,7 +116,7 @@ class CallLog:
         key: str,
         stage: str,
         model: str,
-        request: CompletionRequest,
+        request: CompletionRequest | LoggedRequest,
         completion: Completion | None,
         attempts: int,
         error: str | None = None,
@@ -194,7 +200,13 @@ class CallLog:
 
     def models(self) -> list[str]:
         """The models whose replies this log holds (what a resumed run would be mixing with)."""
-        return [r[0] for r in self.conn.execute("SELECT DISTINCT model FROM llm_calls WHERE status = 'ok' ORDER BY 1")]
+        # Embedding requests (stage "embed") name the embedding model: it is not the one writing the data.
+        return [
+            r[0]
+            for r in self.conn.execute(
+                "SELECT DISTINCT model FROM llm_calls WHERE status = 'ok' AND stage != 'embed' ORDER BY 1"
+            )
+        ]
 
     def usage_by_stage(self) -> dict[str, dict[str, Any]]:
         """Per stage: ok and failed calls, attempts sent, tokens, and failed attempts by reason."""

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from explore_instruct.stages import explore, filter, generate, prune, sample
+from explore_instruct.stages import explore, filter, generate, prune, sample, semantic
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(prune.STAGE, prune.run, uses_llm=False),
     Stage(generate.STAGE, generate.run, uses_llm=True),
     Stage(filter.STAGE, filter.run, uses_llm=False),
+    Stage(semantic.STAGE, semantic.run, uses_llm=False),  # embeddings only: its client is its own
     Stage(sample.STAGE, sample.run, uses_llm=False),
 )
 BY_NAME = {stage.name: stage for stage in STAGES}

@@ -12,15 +12,16 @@ from explore_instruct.stages import sample
 from explore_instruct.store import ExampleRow
 
 STAGE = "filter"
+SEMANTIC_STAGE = "semantic"  # the stage after this one (stages/semantic.py)
 
 
 def filter_candidates(ctx: RunContext) -> list[ExampleRow]:
-    """Examples the diversity filter judges, in its greedy order: tasks in level order, then key."""
+    """Examples the diversity filters judge, in their greedy order: tasks in level order, then key."""
     order = {n.id: i for i, n in enumerate(ctx.store.nodes())}
     rows = [
         r
         for r in ctx.store.examples(status="ok") + ctx.store.examples(status="dropped")
-        if r.origin != "seed" and (r.status == "ok" or r.drop_stage == "filter")
+        if r.origin != "seed" and (r.status == "ok" or r.drop_stage in ("filter", SEMANTIC_STAGE))
     ]
     rows.sort(key=lambda r: (order[r.node_id], r.key))
     return rows
@@ -66,6 +67,8 @@ def run(ctx: RunContext) -> tuple[int, int]:
                 )
     with ctx.store.transaction():
         ctx.store.mark_dropped("filter", drops)
+        # The semantic filter judged what this filter kept before: its decisions are redone after it.
+        ctx.store.mark_dropped(SEMANTIC_STAGE, [])
         if ctx.store.sample_ids():
             # The sample drawn before may hold examples dropped now: redraw it from what is kept.
             ctx.store.set_sample(sample.draw(ctx))

@@ -176,3 +176,19 @@ def test_filter_file_refuses_a_semantic_threshold_out_of_range(tmp_path: Path) -
     src.write_text('{"instruction": "x"}\n')
     assert main(["filter-file", str(src), "-o", str(tmp_path / "o.jsonl"), "--semantic", "1.5"]) == 2
     assert not (tmp_path / "o.jsonl").exists()
+
+
+@pytest.mark.integration
+def test_a_run_with_the_embedded_embedding_model_offline_and_its_rerun(tmp_path: Path) -> None:
+    cfg = build_config({**CONFIG, "filter": {"semantic": {"enabled": True, "threshold": 0.98}}}, "t")
+    ctx, results = run_stages(cfg, tmp_path / "run", backend=ScriptedLLM(fake_model))  # embeddings: local
+    kept, total = results["semantic"]
+    assert total > 0 and 0 <= kept <= total
+    requests = run_summary(ctx.store)["calls"]["embed"]["calls"]
+    model = ctx.store.conn.execute("SELECT DISTINCT model FROM embeddings").fetchall()
+    assert requests >= 1 and len(model) == 1 and model[0][0].startswith("local-embed:SmolLM2")  # the real GGUF
+    ctx.store.close()
+    ctx, again = run_stages(cfg, tmp_path / "run", ["semantic"], resume=True)
+    assert again["semantic"] == (kept, total)
+    assert run_summary(ctx.store)["calls"]["embed"]["calls"] == requests  # every vector from the run's cache
+    ctx.store.close()

@@ -77,7 +77,13 @@ def load_llama(path: Path, *, n_ctx: int, n_threads: int, **options: Any) -> Any
     except ImportError as exc:
         raise UserError("the local backend needs llama-cpp-python: pip install llama-cpp-python") from exc
     try:
-        return Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, verbose=False, **options)
+        if "pooling_type" not in options:
+            return Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, verbose=False, **options)
+        from llama_cpp._utils import suppress_stdout_stderr
+
+        # llama.cpp warns on stderr that a chat model names no pooling of its own: expected, so not shown.
+        with suppress_stdout_stderr(disable=False):
+            return Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, verbose=False, **options)
     except (ValueError, RuntimeError) as exc:
         raise FatalLLMError(f"could not load the GGUF model {path}: {exc}") from exc
 

@@ -3,7 +3,7 @@
 Replies come from the deterministic fake model (`tests/fakes.py`), so a request answered online and
 the same request answered in a batch get the same text. It serves
 
-    GET  /v1/models                      POST /v1/chat/completions
+    GET  /v1/models                      POST /v1/chat/completions     POST /v1/embeddings
     POST /v1/files (multipart upload)    GET  /v1/files/{id}/content
     POST /v1/batches                     GET  /v1/batches/{id}     GET /v1/batches (list)
 
@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from explore_instruct.llm.base import CompletionRequest
+from explore_instruct.llm.embeddings import HashEmbedder
 from tests.fakes import fake_model
 
 MODEL = "fake-model"
@@ -55,6 +56,16 @@ def chat_completion(body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def embeddings_reply(body: dict[str, Any]) -> dict[str, Any]:
+    """A /v1/embeddings answer with the hash embedder's vectors, listed in reverse (servers may reorder)."""
+    texts = body["input"]
+    vectors = HashEmbedder().vector
+    data = [{"object": "embedding", "index": i, "embedding": vectors(t).tolist()} for i, t in enumerate(texts)]
+    tokens = sum(len(t.split()) for t in texts)
+    usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+    return {"object": "list", "data": data[::-1], "model": body["model"], "usage": usage}
+
+
 def output_line(line: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": f"batch_req_{line['custom_id']}",
@@ -77,6 +88,7 @@ class FakeOpenAI:
         self.batches: dict[str, dict[str, Any]] = {}
         self.submissions = 0
         self.chat_calls = 0
+        self.embedding_inputs: list[list[str]] = []  # the texts of each /v1/embeddings request, in order
         self.headers: list[dict[str, str]] = []
         self.uploads: list[bytes] = []
         self.hold = hold
@@ -195,6 +207,9 @@ class FakeOpenAI:
                         if fake.refuse_json_schema and fake.formats[-1] == "json_schema":
                             return self._send(500, {"error": {"message": "Internal Server Error"}})
                         return self._send(200, chat_completion(request))
+                    if path == "/v1/embeddings":
+                        fake.embedding_inputs.append(json.loads(body)["input"])
+                        return self._send(200, embeddings_reply(json.loads(body)))
                     if path == "/v1/files":
                         header = f"Content-Type: {self.headers['Content-Type']}\r\n\r\n".encode()
                         message = email.parser.BytesParser().parsebytes(header + body)

@@ -116,6 +116,17 @@ class PruneConfig(Strict):
     threshold: float = Field(0.7, ge=0.0, le=1.0)
 
 
+class SemanticFilterConfig(Strict):
+    """The semantic near-duplicate filter (stage `semantic`): cosine similarity of the `embeddings`."""
+
+    enabled: bool = False
+    threshold: float = Field(0.9, ge=-1.0, le=1.0, description="drop when cosine similarity exceeds this")
+    scope: Literal["node", "global"] = "global"
+    search: Literal["auto", "exact", "index"] = Field(
+        "auto", description="exact matrix products, an approximate index (usearch), or the index past the crossover"
+    )
+
+
 class FilterConfig(Strict):
     enabled: bool = True
     threshold: float = Field(0.7, ge=0.0, le=1.0)
@@ -123,6 +134,7 @@ class FilterConfig(Strict):
     tokenizer: Literal["rouge", "unicode", "cjk"] = "rouge"
     stem: bool = False
     against_seeds: bool = Field(True, description="seed instructions count as already kept (self-instruct)")
+    semantic: SemanticFilterConfig = Field(default_factory=SemanticFilterConfig)
 
 
 class SampleConfig(Strict):
@@ -208,12 +220,36 @@ class BudgetConfig(Strict):
         return self
 
 
-class LLMConfig(Strict):
+class ModelEndpoint(Strict):
+    """Which model answers and where: the fields `llm` and `embeddings` share, validated once."""
+
     backend: Literal["local", "openai"] = "local"
     base_url: Annotated[str, AfterValidator(check_base_url)] | None = None
     model: Name | None = None
     model_path: Name | None = Field(None, description="GGUF file for the local backend")
     api_key_env: str | None = Field(None, description="name of the environment variable holding the key")
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, v: str | None) -> str | None:
+        return _check_env_name(v)
+
+    @model_validator(mode="after")
+    def _openai_needs_model(self) -> ModelEndpoint:
+        if self.backend == "openai" and not self.model:
+            raise ValueError("backend 'openai' needs 'model'")
+        return self
+
+
+class EmbeddingsConfig(ModelEndpoint):
+    """The embedding model (semantic filter, diversity measures). `local` embeds with the bundled GGUF
+    (or `model_path`); `openai` sends `/v1/embeddings` to `base_url`. Retries and timeout are `llm`'s."""
+
+    max_concurrency: int = Field(4, ge=1, le=512, description="embedding requests in flight")
+    batch_size: int = Field(64, ge=1, le=2048, description="texts per embedding request")
+
+
+class LLMConfig(ModelEndpoint):
     temperature: float = Field(1.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     max_tokens: int = Field(2048, ge=16, le=1_000_000)
@@ -237,15 +273,8 @@ class LLMConfig(Strict):
                 data = {**data, "max_concurrency": min(sum(limits), 512)}
         return data
 
-    @field_validator("api_key_env")
-    @classmethod
-    def _env_name(cls, v: str | None) -> str | None:
-        return _check_env_name(v)
-
     @model_validator(mode="after")
-    def _openai_needs_model(self) -> LLMConfig:
-        if self.backend == "openai" and not self.model:
-            raise ValueError("backend 'openai' needs 'model'")
+    def _batch_needs_openai(self) -> LLMConfig:
         if self.batch.enabled and self.backend != "openai":
             raise ValueError("batch mode needs backend 'openai' (the model name goes into every batch line)")
         return self
@@ -342,6 +371,7 @@ class RunConfig(Strict):
     publish: PublishConfig = Field(default_factory=PublishConfig)
     decontaminate: DecontaminateConfig = Field(default_factory=DecontaminateConfig)
     rate: RateConfig = Field(default_factory=RateConfig)
+    embeddings: EmbeddingsConfig = Field(default_factory=EmbeddingsConfig)
 
     @model_validator(mode="after")
     def _one_start(self) -> RunConfig:

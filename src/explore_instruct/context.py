@@ -9,6 +9,8 @@ from typing import Any, Protocol
 from explore_instruct.config import LLMConfig, RunConfig
 from explore_instruct.llm.base import CompletionRequest
 from explore_instruct.llm.client import LLMClient
+from explore_instruct.llm.embed_client import EmbeddingClient
+from explore_instruct.llm.embeddings import Embedder
 from explore_instruct.profiles import Profile, load_profile, render_prompt
 from explore_instruct.store import RunStore
 
@@ -42,6 +44,35 @@ class RunContext:
     progress: Progress = field(default_factory=SilentProgress)
     # A stage with an endpoint of its own (the rate stage's `rate.llm`) has its client here.
     stage_clients: dict[str, LLMClient] = field(default_factory=dict)
+    embedder: Embedder | None = None  # None: built from the config's `embeddings` section when needed
+    _embedding_client: EmbeddingClient | None = field(default=None, repr=False)
+
+    def embedding_client(self) -> EmbeddingClient:
+        """The run's embedding client: vectors cached in the run, calls logged, under the same budget."""
+        if self._embedding_client is None:
+            from explore_instruct.cost import Budget
+            from explore_instruct.llm.client import RetryPolicy
+            from explore_instruct.llm.embeddings import embedder_from_config
+
+            cfg, llm = self.config.embeddings, self.config.llm
+            embedder = self.embedder or embedder_from_config(cfg, timeout=llm.timeout)
+            self._embedding_client = EmbeddingClient(
+                embedder,
+                self.store.vectors,
+                self.store.calls,
+                batch_size=cfg.batch_size,
+                max_concurrency=cfg.max_concurrency,
+                retry=RetryPolicy(retries=llm.retries),
+                budget=self.client.budget if self.client else Budget.from_config(llm, self.store.calls.spent()),
+                stats=self.client.stats if self.client else None,
+            )
+        return self._embedding_client
+
+    async def close_embedder(self) -> None:
+        """Free an embedder built from the config (a local model's memory); one passed in stays open."""
+        if self._embedding_client is not None and self.embedder is None:
+            await self._embedding_client.aclose()
+            self._embedding_client = None
 
     @property
     def profile(self) -> Profile:

@@ -66,7 +66,10 @@ class Budget:
         return cls(llm.budget, llm.pricing, spent) if llm.budget is not None else None
 
     def reserve(self, request: CompletionRequest) -> _Reservation:
-        worst = Usage(prompt_tokens(request), request.max_tokens)
+        return self.reserve_usage(Usage(prompt_tokens(request), request.max_tokens))
+
+    def reserve_usage(self, worst: Usage) -> _Reservation:
+        """Hold back `worst` (an embedding request's: its estimated input tokens, no output)."""
         reservation = _Reservation(worst.total_tokens, price(worst, self.pricing))
         if self.limit.max_tokens is not None:
             over = self.spent.total_tokens + self._reserved_tokens + reservation.tokens > self.limit.max_tokens

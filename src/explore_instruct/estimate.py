@@ -10,6 +10,7 @@ seed examples' length: per_call examples per enrichment call; per subtask, a nam
 With `rate` enabled, one rating call per example enrichment asks for (prompt rendered for a seed
 example; completion the length of a typical one-sentence rating).
 Not counted: top-up calls after quality drops, retries, and pruned tasks that skip enrichment.
+With `filter.semantic` on, an `embed` row counts the embedding requests of every instruction written.
 """
 
 from __future__ import annotations
@@ -173,6 +174,7 @@ def estimate_run(config: RunConfig) -> RunEstimate:
 
             generate = StageEstimate("generate")
             gen = config.generate
+            written = sum(count * per_depth(gen.examples_per_task, depth) for depth, count in enumerate(nodes))
             for depth, count in enumerate(nodes):
                 node = chain[min(depth, len(chain) - 1)]
                 work = generate_stage.NodeWork(node, per_depth(gen.examples_per_task, depth))
@@ -193,7 +195,10 @@ def estimate_run(config: RunConfig) -> RunEstimate:
         usage = Usage(stage.prompt_tokens, stage.completion_tokens)
         stage.cost = price(usage, config.llm.pricing, batch=batch_generate and stage.stage == "generate")
     prompts = {stage: "\n\n".join(m.content for m in r.messages) for stage, r in first.items()}
-    return RunEstimate([explore, generate, *rated], prompts)
+    stages = [explore, generate, *rated]
+    if config.filter.semantic.enabled:
+        stages.append(_embed_estimate(config, written + len(seeds), seeds))
+    return RunEstimate(stages, prompts)
 
 
 def _rate_estimate(
@@ -216,6 +221,17 @@ def _rate_estimate(
     stage.add(examples, prompt_tokens(request), estimate_tokens(PLACEHOLDER_RATING))
     stage.cost = price(Usage(stage.prompt_tokens, stage.completion_tokens), config.rate.judge(config.llm).pricing)
     return [stage]
+
+
+def _embed_estimate(config: RunConfig, texts: int, seeds: list[Example]) -> StageEstimate:
+    """The semantic filter's embedding requests: every instruction written (and the seeds) once, in
+    batches of `embeddings.batch_size`; tokens from the seed instructions' length. An upper bound:
+    the ROUGE-L filter and the quality rules drop some first, and a rerun sends none."""
+    instruction = math.ceil(sum(estimate_tokens(e.instruction) for e in seeds) / len(seeds)) if seeds else 15
+    embed = StageEstimate("embed", calls=math.ceil(texts / config.embeddings.batch_size))
+    embed.prompt_tokens = texts * instruction
+    embed.cost = price(Usage(embed.prompt_tokens, 0), config.llm.pricing)
+    return embed
 
 
 def save_estimate(conn: sqlite3.Connection, estimate: RunEstimate) -> None:

@@ -19,6 +19,7 @@ from explore_instruct.errors import RunStopped, UserError
 from explore_instruct.export import write_run_exports
 from explore_instruct.llm.base import LLM, FatalLLMError, Usage
 from explore_instruct.llm.client import LLMClient, RetryPolicy
+from explore_instruct.llm.embeddings import Embedder
 from explore_instruct.stages import ALL_STAGES, BY_NAME
 from explore_instruct.stages.rate import STAGE as RATE_STAGE
 from explore_instruct.start import insert_start, starting_tree
@@ -162,10 +163,12 @@ def run_stages(
     progress: Progress | None = None,
     allow_model_change: bool = False,
     stage_backends: Mapping[str, LLM] | None = None,
+    embedder: Embedder | None = None,
 ) -> tuple[RunContext, dict[str, Any]]:
     """Open (or resume) the run at `run_dir` and run `stages`. Returns the context and results.
 
-    `stage_backends` replaces the backend a stage with an endpoint of its own would build (tests)."""
+    `stage_backends` replaces the backend a stage with an endpoint of its own would build (tests);
+    `embedder` answers the semantic filter's embeddings (default: built from `embeddings`)."""
     starting_tree(config)  # a malformed seed tree fails here, before anything is written
     if "decontaminate" in stages and config.decontaminate.against:  # so does a bad question file
         from explore_instruct.decontaminate import build_index
@@ -187,13 +190,14 @@ def run_stages(
         if not load_estimate(store.conn):  # the first estimate stays, for `stats` to compare: a resume skips it
             save_estimate(store.conn, estimate_run(config))
     client = make_client(config, store, backend) if needs_llm else None
-    ctx = RunContext(store, config, client, progress or SilentProgress())
+    ctx = RunContext(store, config, client, progress or SilentProgress(), embedder=embedder)
     ctx.stage_clients = make_stage_clients(config, store, stages, stage_backends)
 
     async def go() -> dict[str, Any]:
         try:
             return await run_stages_async(ctx, stages)
         finally:
+            await ctx.close_embedder()
             for one in [client, *ctx.stage_clients.values()]:
                 if one is not None:
                     await one.aclose()

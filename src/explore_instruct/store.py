@@ -17,6 +17,7 @@ from typing import Any, Literal, TypeVar
 from explore_instruct.db import connect, connect_readonly, transaction
 from explore_instruct.errors import UserError
 from explore_instruct.llm.cache import CallLog
+from explore_instruct.llm.embed_client import VectorCache
 from explore_instruct.ratings import RATINGS_SCHEMA, load_ratings
 from explore_instruct.runlock import lock_run_dir, unlock_run_dir
 from explore_instruct.tree import DomainTree, Example, TaskNode, slugify
@@ -70,7 +71,7 @@ CREATE TABLE IF NOT EXISTS sample (position INTEGER PRIMARY KEY, example_id INTE
 # The stages that drop examples, in the order a run takes them. A stage judges the examples that
 # reached it: kept ones, and those that it or a later stage dropped, so rerunning it (or a resume)
 # makes the decisions it made the first time.
-DROP_ORDER = ("quality", "duplicate", "filter", "decontaminate", "rate")
+DROP_ORDER = ("quality", "duplicate", "filter", "semantic", "decontaminate", "rate")
 
 Which = Literal["sample", "kept", "all", "dropped", "reviewed"]
 T = TypeVar("T")
@@ -196,6 +197,7 @@ class RunStore:
         if not readonly:
             conn.executescript(SCHEMA + RATINGS_SCHEMA)
         self.calls = CallLog(conn, readonly=readonly)
+        self.vectors = VectorCache(conn, readonly=readonly)  # embeddings, keyed by model and text
 
     # --- opening ---------------------------------------------------------------------------------
 

@@ -32,12 +32,14 @@ def run_summary(store: RunStore, session: ClientStats | None = None) -> dict[str
             "dropped_filter": dropped.get("filter", 0),
             "dropped_decontaminate": dropped.get("decontaminate", 0),
             "dropped_rate": dropped.get("rate", 0),
+            "dropped_semantic": dropped.get("semantic", 0),
             "kept": sum(e.status == "ok" for e in produced),
             "sampled": len(store.sample_ids()),
         },
         "drop_reasons": store.drop_counts(),
         "filter_collisions": filter_collisions(store, limit=3, distinct=True),
         "ratings": rating_summary(store),
+        "semantic_collisions": filter_collisions(store, limit=3, distinct=True, stage="semantic"),
         "calls": store.calls.usage_by_stage(),
         "endpoints": store.calls.usage_by_endpoint(),
         "estimate_vs_spent": estimate_vs_spent(store),
@@ -58,13 +60,16 @@ def run_summary(store: RunStore, session: ClientStats | None = None) -> dict[str
     return summary
 
 
-def filter_collisions(store: RunStore, limit: int | None = None, *, distinct: bool = False) -> list[dict[str, Any]]:
-    """Instructions the diversity filter dropped, each with the kept one it collided with and the score.
+def filter_collisions(
+    store: RunStore, limit: int | None = None, *, distinct: bool = False, stage: str = "filter"
+) -> list[dict[str, Any]]:
+    """Instructions a diversity filter (`filter`: ROUGE-L, `semantic`: cosine) dropped, each with the
+    kept one it collided with and the score.
 
     Highest scores first. `distinct` shows each dropped text and each kept example once, so a
     summary's few examples are not the same copy of one instruction repeated.
     """
-    rows = [r for r in store.examples(status="dropped") if r.drop_stage == "filter" and r.dup_of is not None]
+    rows = [r for r in store.examples(status="dropped") if r.drop_stage == stage and r.dup_of is not None]
     rows.sort(key=lambda r: -(r.score or 0.0))
     text = {r.id: r.instruction for r in store.examples(status="ok")}
     shown: list[ExampleRow] = []

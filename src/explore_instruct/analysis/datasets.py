@@ -86,11 +86,13 @@ def _tree_records(tree: DomainTree) -> list[dict[str, str]]:
     """Every task's examples. The root's are the hand-written seeds once the tree has grown, so like a
     run's `kept` set they are left out then (they are what the seed overlap compares against)."""
     rows: list[dict[str, str]] = []
-    for node, depth, _parent in tree.depth_first():
+    paths: dict[int, str] = {}  # id(node) -> "root > task > subtask", as a run's records give it
+    for node, depth, parent in tree.depth_first():
+        paths[id(node)] = f"{paths[id(parent)]} > {node.name}" if parent is not None else node.name
         if node is tree.root and node.children:
             continue
         for ex in node.examples:
-            rows.append({**ex.to_dict(), "task": node.name, "depth": str(depth)})
+            rows.append({**ex.to_dict(), "task": node.name, "task_path": paths[id(node)], "depth": str(depth)})
     return rows
 
 

@@ -162,3 +162,27 @@ def examples_per_task(tasks: Sequence[tuple[str, int, bool]], title: str) -> byt
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return _png(fig)
+
+
+MAP_TASKS = 10  # top-level tasks with a colour of their own on the embedding map; the rest are grey
+
+
+def embedding_map(points: Any, tasks: Sequence[str], title: str, method: str) -> bytes:
+    """The instructions' embeddings in 2-D, one colour per top-level task (the most common ones)."""
+    from collections import Counter
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.0, 5.2))
+    common = [t for t, _ in Counter(tasks).most_common(MAP_TASKS)]
+    others = [i for i, t in enumerate(tasks) if t not in common]
+    if others:
+        ax.scatter(points[others, 0], points[others, 1], s=4, c="#bbbbbb", alpha=0.5, label="other tasks")
+    colours = plt.get_cmap("tab10")
+    for k, task in enumerate(common):
+        idx = [i for i, t in enumerate(tasks) if t == task]
+        ax.scatter(points[idx, 0], points[idx, 1], s=5, color=colours(k), alpha=0.7, label=task[:40])
+    ax.set_xlabel(f"{method.upper()} 1")
+    ax.set_ylabel(f"{method.upper()} 2")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, markerscale=2.5, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    return _png(fig)

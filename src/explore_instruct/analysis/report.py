@@ -14,7 +14,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from explore_instruct.analysis import figures, stats
+from explore_instruct.analysis import diversity, figures, stats
 from explore_instruct.analysis.datasets import AnalysedDataset
 from explore_instruct.analysis.render import Figure, RawHtml, Section, Table, Text, to_html, to_markdown
 from explore_instruct.analysis.treeview import tree_fragment, tree_page
@@ -66,6 +66,9 @@ class DatasetResult:
     rings: list[tuple[str, list[tuple[str, int]]]]
     overlap: list[float] | None
     lengths: dict[str, list[int]]
+    points: Any = None  # 2-D map of the embeddings (rows of `map_tasks`), None without embeddings
+    map_tasks: list[str] | None = None
+    map_method: str = "pca"
 
 
 def compute(
@@ -74,7 +77,9 @@ def compute(
     options: AnalysisOptions,
     progress: ProgressHook = _no_progress,
     nlp: Any | None = None,
+    embed: EmbedTexts | None = None,
 ) -> list[DatasetResult]:
+    """Every number per dataset; `embed` (texts -> unit vectors, model id) adds the diversity measures."""
     nlp = nlp if nlp is not None else load_nlp()
     results: list[DatasetResult] = []
     for ds in datasets:
@@ -103,8 +108,24 @@ def compute(
         summary["tree"] = stats.tree_stats(ds.tree) if ds.tree is not None else None
         lengths = {f: [stats.word_count(r.get(f, "")) for r in ds.records] for f in ("instruction", "input", "output")}
         rings = stats.verb_noun_rings(vn, options.top_verbs, options.top_nouns)
-        results.append(DatasetResult(ds, summary, rings, overlap, lengths))
+        result = DatasetResult(ds, summary, rings, overlap, lengths)
+        if embed is not None:
+            _add_diversity(result, instructions, embed, progress)
+        results.append(result)
     return results
+
+
+# Texts -> (unit vectors, model id); `progress` is told of each text embedded.
+EmbedTexts = Callable[[Sequence[str], Callable[[int], None]], tuple[Any, str]]
+
+
+def _add_diversity(result: DatasetResult, instructions: list[str], embed: EmbedTexts, progress: ProgressHook) -> None:
+    vectors, model_id = embed(instructions, progress(f"embeddings: {result.ds.name}", len(instructions)))
+    result.summary["diversity"] = diversity.diversity_summary(instructions, vectors, model_id)
+    shown = diversity.map_sample(len(instructions))
+    result.points, result.map_method = diversity.project_2d(vectors[shown])
+    result.map_tasks = [diversity.top_level_task(result.ds.records[i]) for i in shown]
+    result.summary["diversity"]["map"] = result.map_method
 
 
 # --- presenting ----------------------------------------------------------------------------------
@@ -232,6 +253,9 @@ def build_sections(
         )
 
     sections = [overview, vn_sec]
+    div_sec = _diversity_section(results, fig_index)
+    if div_sec is not None:
+        sections.append(div_sec)
     with_overlap = [r for r in results if r.overlap is not None]
     ov_sec = Section("Overlap with the seed instructions")
     if with_overlap:
@@ -362,6 +386,37 @@ def build_sections(
     return sections, fig_index, tree_pages
 
 
+def _diversity_section(results: Sequence[DatasetResult], fig_index: dict[str, str]) -> Section | None:
+    measured = [r for r in results if "diversity" in r.summary]
+    if not measured:
+        return None
+    sec = Section("Diversity of the instructions")
+    sec.blocks.append(
+        Table(
+            ["Dataset", "Vendi score", "distinct-1", "distinct-2", "Embedding model"],
+            [
+                [r.ds.name, _f(d["vendi_score"], 2), _f(d["distinct_1"]), _f(d["distinct_2"]), d["embedding_model"]]
+                for r in measured
+                for d in [r.summary["diversity"]]
+            ],
+        )
+    )
+    sec.blocks.append(
+        Text(
+            "Vendi score: exp of the entropy of the eigenvalues of K/n, K the cosine similarities of the "
+            "instructions' embeddings; an effective number of distinct instructions (1 = all alike, "
+            "n = all unrelated). distinct-n: distinct word n-grams over all n-grams (higher = less repetition)."
+        )
+    )
+    for r in measured:
+        name = _figure_name("embeddings", r.ds.name)
+        fig_index[name] = r.ds.name
+        caption = f"{r.ds.name}: instructions' embeddings ({r.map_method.upper()}), coloured by top-level task"
+        png = figures.embedding_map(r.points, r.map_tasks or [], caption, r.map_method)
+        sec.blocks.append(Figure(name, png, caption))
+    return sec
+
+
 def write_report(
     out_dir: Path,
     results: Sequence[DatasetResult],
@@ -407,8 +462,9 @@ def analyze(
     options: AnalysisOptions | None = None,
     progress: ProgressHook = _no_progress,
     nlp: Any | None = None,
+    embed: EmbedTexts | None = None,
 ) -> dict[str, Any]:
     """The whole analysis: compute, draw, write. Returns the summary."""
     options = options or AnalysisOptions()
-    results = compute(datasets, seeds, options, progress, nlp)
+    results = compute(datasets, seeds, options, progress, nlp, embed)
     return write_report(Path(out_dir), results, seeds, seeds_note, options)

@@ -13,7 +13,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from explore_instruct.cli.vocabulary import AliasedCommand, Group
+from explore_instruct.cli.vocabulary import (
+    AliasedCommand,
+    EmbedApiKeyEnv,
+    EmbedBackend,
+    EmbedBaseUrl,
+    EmbedModel,
+    Group,
+)
 
 err = Console(stderr=True)
 out = Console()
@@ -47,6 +54,10 @@ def analyze(
     top_nouns: Annotated[int, typer.Option(help="Nouns per verb in the outer ring.")] = 4,
     batch_size: Annotated[int, typer.Option(help="Instructions per spaCy batch.")] = 256,
     workers: Annotated[int, typer.Option(help="spaCy worker processes (1 = in-process).")] = 1,
+    embed_backend: EmbedBackend = "local",
+    embed_base_url: EmbedBaseUrl = None,
+    embed_model: EmbedModel = None,
+    embed_api_key_env: EmbedApiKeyEnv = None,
 ) -> None:
     """Data-centric analysis: verb–noun diversity, overlap with the seeds, lengths and tree statistics."""
     from explore_instruct.analysis.datasets import default_seeds, load_datasets, load_seed_instructions
@@ -54,10 +65,16 @@ def analyze(
     from explore_instruct.analysis.report import analyze as run_analysis
     from explore_instruct.analysis.verbnoun import load_nlp
     from explore_instruct.cli.progress import hook_progress
+    from explore_instruct.db import connect
     from explore_instruct.errors import UserError
+    from explore_instruct.llm.embed_client import BlockingEmbeddings, EmbeddingClient, VectorCache
+    from explore_instruct.llm.embeddings import build_embedder
 
     if top_verbs < 1 or top_nouns < 1 or batch_size < 1 or workers < 1:
         raise UserError("--top-verbs, --top-nouns, --batch-size and --workers must be at least 1")
+    # The embedding model's settings are checked before anything is read; its vectors are kept in
+    # the report folder's embeddings.db, so a second analysis of the same data sends no request.
+    embedder = build_embedder(embed_backend, base_url=embed_base_url, model=embed_model, api_key_env=embed_api_key_env)
     started = time.perf_counter()
     nlp = load_nlp()  # fail on a missing model before reading anything big
     loaded = load_datasets(datasets)
@@ -68,12 +85,35 @@ def analyze(
         found = default_seeds(loaded)
         seed_texts, note = (found[0], f"{len(found[0])} seed instructions: {found[1]}") if found else (None, None)
     options = AnalysisOptions(top_verbs=top_verbs, top_nouns=top_nouns, batch_size=batch_size, n_process=workers)
-    with hook_progress() as progress:
-        summary = run_analysis(
-            loaded, out_dir, seeds=seed_texts, seeds_note=note, options=options, progress=progress, nlp=nlp
-        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cache = connect(out_dir / "embeddings.db")
+    embed = BlockingEmbeddings(EmbeddingClient(embedder, VectorCache(cache)))
+    try:
+        with hook_progress() as progress:
+            summary = run_analysis(
+                loaded,
+                out_dir,
+                seeds=seed_texts,
+                seeds_note=note,
+                options=options,
+                progress=progress,
+                nlp=nlp,
+                embed=embed,
+            )
+    finally:
+        embed.close()
+        cache.close()
     table = Table(title=f"analysis → {out_dir / 'report.html'}", title_justify="left")
-    for col in ("dataset", "instructions", "unique pairs", "unique verbs", "entropy", "ROUGE-L to seeds"):
+    for col in (
+        "dataset",
+        "instructions",
+        "unique pairs",
+        "unique verbs",
+        "entropy",
+        "ROUGE-L to seeds",
+        "Vendi",
+        "distinct-2",
+    ):
         table.add_column(col, justify="left" if col == "dataset" else "right")
     for name, s in summary["datasets"].items():
         vn, ov = s["verb_noun"], s["seed_overlap"]
@@ -84,6 +124,8 @@ def analyze(
             str(vn["unique_verbs"]),
             f"{vn['pair_entropy_norm']:.3f}",
             f"{ov['mean']:.3f}" if ov else "–",
+            f"{s['diversity']['vendi_score']:.2f}",
+            f"{s['diversity']['distinct_2']:.3f}",
         )
     out.print(table)
     err.print(f"done in {time.perf_counter() - started:.1f} s")

@@ -11,7 +11,13 @@ from typing import Annotated
 
 import typer
 
-from explore_instruct.cli.vocabulary import AliasedCommand
+from explore_instruct.cli.vocabulary import (
+    AliasedCommand,
+    EmbedApiKeyEnv,
+    EmbedBackend,
+    EmbedBaseUrl,
+    EmbedModel,
+)
 
 # Inputs at least this long draw a progress bar.
 _PROGRESS_MIN = 20_000
@@ -56,16 +62,35 @@ def filter_file(
     workers: Annotated[
         int | None, typer.Option(help="Processes (default: all cores for large inputs; 1 = none).")
     ] = None,
+    semantic: Annotated[
+        float | None,
+        typer.Option(
+            metavar="THRESHOLD",
+            help="Then drop a record whose embedding's cosine similarity with a kept one is greater than this "
+            "(one embedding per record kept by ROUGE-L; requests of 64 texts).",
+        ),
+    ] = None,
+    embed_backend: EmbedBackend = "local",
+    embed_base_url: EmbedBaseUrl = None,
+    embed_model: EmbedModel = None,
+    embed_api_key_env: EmbedApiKeyEnv = None,
 ) -> None:
     """Keep a record only if its ROUGE-L F1 with every record kept before it is at most the threshold."""
     from explore_instruct.cli.progress import count_progress
     from explore_instruct.filter_file import FilterFileOptions
     from explore_instruct.filter_file import filter_file as run_filter
+    from explore_instruct.llm.embeddings import build_embedder
 
-    options = FilterFileOptions(threshold, field, group_field, tokenizer, stem, workers)
+    options = FilterFileOptions(threshold, field, group_field, tokenizer, stem, workers, semantic)
+    options.check()
+    embedder = None
+    if semantic is not None:
+        embedder = build_embedder(
+            embed_backend, base_url=embed_base_url, model=embed_model, api_key_env=embed_api_key_env
+        )
     started = time.perf_counter()
     with count_progress("filtering", min_total=_PROGRESS_MIN) as on_progress:
-        result = run_filter(input_path, out, options, explain=explain, progress=on_progress)
+        result = run_filter(input_path, out, options, explain=explain, progress=on_progress, embedder=embedder)
     pct = 100.0 * result.kept / result.total if result.total else 100.0
     typer.echo(f"kept {result.kept} / {result.total} ({pct:.1f} %) in {time.perf_counter() - started:.2f} s → {out}")
 

@@ -71,6 +71,7 @@ def _clip(text: str, width: int = 48) -> str:
 def _later_drops(e: dict[str, int]) -> str:
     """The quality controls after the diversity filter, named only when they dropped something."""
     parts = [
+        f", {e['dropped_semantic']} too close in meaning" if e["dropped_semantic"] else "",
         f", {e['dropped_decontaminate']} contaminated" if e["dropped_decontaminate"] else "",
         f", {e['dropped_rate']} rated too low" if e["dropped_rate"] else "",
     ]
@@ -91,7 +92,8 @@ def print_summary(store: RunStore, session: Any = None, to: Console = console) -
     table.add_row(
         "examples",
         f"{e['written']} written → {e['dropped_quality']} failed quality, {e['dropped_duplicate']} exact "
-        f"duplicates, {e['dropped_filter']} too similar{_later_drops(e)} → {e['kept']} kept → {e['sampled']} sampled",
+        f"duplicates, {e['dropped_filter']} too similar{_later_drops(e)} → {e['kept']} kept → "
+        f"{e['sampled']} sampled",
     )
     if s["ratings"]["rated"]:
         r = s["ratings"]
@@ -102,6 +104,8 @@ def print_summary(store: RunStore, session: Any = None, to: Console = console) -
         table.add_row(f"  dropped: {stage}", top)
     for c in s["filter_collisions"]:
         table.add_row("  e.g.", f"{_clip(c['dropped'])!r} ~ kept {_clip(c['kept'])!r} (ROUGE-L {c['score']:.2f})")
+    for c in s["semantic_collisions"]:
+        table.add_row("  e.g.", f"{_clip(c['dropped'])!r} ~ kept {_clip(c['kept'])!r} (cosine {c['score']:.2f})")
     session_stats = s.get("this_session", {})
     for stage, c in s["calls"].items():
         here = session_stats.get(stage)
@@ -200,7 +204,7 @@ def _run(
         )
     session = ctx.client.stats if ctx.client else None
     print_summary(ctx.store, session)
-    redrawn = any(s in results for s in ("filter", "decontaminate", "rate")) and ctx.store.sample_ids()
+    redrawn = any(s in results for s in ("filter", "semantic", "decontaminate", "rate")) and ctx.store.sample_ids()
     if "sample" in results or redrawn:  # a stage that drops examples redraws a sample
         from explore_instruct.stages.sample import shortfall
 
@@ -209,6 +213,9 @@ def _run(
     if "filter" in results:
         kept, total = results["filter"]
         console.print(f"diversity filter: kept {kept} / {total}")
+    if "semantic" in results and config.filter.semantic.enabled:
+        kept, total = results["semantic"]
+        console.print(f"semantic filter: kept {kept} / {total}")
     if "decontaminate" in results and config.decontaminate.against:
         removed, judged = results["decontaminate"]
         console.print(f"decontamination: removed {removed} / {judged}")
@@ -247,7 +254,7 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--dry-run", help="Print the first prompts and the estimated calls, tokens and cost.")
         ] = False,
     ) -> None:
-        """Run every stage: explore, prune, generate, filter, decontaminate, rate, sample; then export."""
+        """Run every stage: explore, prune, generate, filter, semantic, decontaminate, rate, sample; then export."""
         directory = run_dir or Path("runs") / config.stem
         overrides = _overrides(
             sets,
@@ -280,6 +287,7 @@ def register(app: typer.Typer) -> None:
     stage_command("generate", "Write N examples for every task (enrichment).")
     stage_command("prune", "Mark tasks whose names are too close to an earlier task's.")
     stage_command("filter", "Drop instructions too similar (ROUGE-L) to a kept one.")
+    stage_command("semantic", "Drop instructions too close in meaning (embedding cosine) to a kept one.")
     # The decontaminate stage runs within `run`; the `decontaminate` command (cli/decontaminate.py) is for files.
     stage_command("rate", "Score each kept example 1-10 with an LLM judge; drop those below rate.threshold.")
     stage_command("sample", "Draw the target number of examples across tasks.")

@@ -110,3 +110,23 @@ def run_dir_given(option: Path | None, old_argument: Path | None) -> Path:
     if run_dir is None:
         raise UserError("missing the run directory: -r RUN_DIR")
     return run_dir
+
+
+# The embedding model of the commands that embed outside a run (`filter-file --semantic`, `analyze`):
+# the `embeddings` section's fields, each prefixed with `embed-`.
+EmbedBackend = Annotated[
+    str,
+    typer.Option(
+        "--embed-backend", help="Embedding backend: local (the bundled GGUF, offline) | openai (/v1/embeddings)."
+    ),
+]
+EmbedBaseUrl = Annotated[
+    str | None, typer.Option("--embed-base-url", help="OpenAI-compatible endpoint serving /v1/embeddings.")
+]
+EmbedModel = Annotated[
+    str | None,
+    typer.Option("--embed-model", help="Embedding model at the endpoint (local: a GGUF file; default: bundled)."),
+]
+EmbedApiKeyEnv = Annotated[
+    str | None, typer.Option("--embed-api-key-env", help="Environment variable holding the endpoint's API key.")
+]

@@ -62,6 +62,9 @@ def cell_row(plan: Plan, states: dict[str, StepState], out_dir: Path, cell: str)
         "decontaminated": None,
         "unique_verb_noun_pairs": None,
         "rouge_l_to_seeds": None,
+        "vendi_score": None,
+        "distinct_1": None,
+        "distinct_2": None,
         "final_train_loss": None,
         "comparisons": {},
         "math_accuracy": None,
@@ -95,6 +98,10 @@ def cell_row(plan: Plan, states: dict[str, StepState], out_dir: Path, cell: str)
         row["unique_verb_noun_pairs"] = summary["verb_noun"]["unique_pairs"]
         row["rouge_l_to_seeds"] = (summary.get("seed_overlap") or {}).get("mean")
         src["unique_verb_noun_pairs"] = src["rouge_l_to_seeds"] = _rel(out_dir, s.path / "summary.json")
+        diversity = summary.get("diversity") or {}  # absent from an analysis made before the measures
+        for key in ("vendi_score", "distinct_1", "distinct_2"):
+            row[key] = diversity.get(key)
+            src[key] = src["rouge_l_to_seeds"]
     if (s := done(f"train:{cell}")) is not None:
         assert s.path is not None
         log = s.path / MODEL_DIR / "train_log.jsonl"
@@ -155,6 +162,7 @@ def csv_text(rows: list[dict[str, Any]], labels: list[str]) -> str:
     buf = io.StringIO()
     cols = ["cell", "dataset", "kind", "axis", "value", "status", "examples", "requested", "unique_verb_noun_pairs"]
     cols += ["rouge_l_to_seeds", "final_train_loss", "math_accuracy", "decontaminated"]
+    cols += ["vendi_score", "distinct_1", "distinct_2"]
     plain = len(cols)
     for label in labels:
         cols += [f"{f}_vs_{label}" for f in JUDGE_FIELDS]
@@ -224,6 +232,7 @@ def _comparison_headers(labels: list[str]) -> list[str]:
 # compares nothing across cells (results.json keeps it per cell as a training record).
 def _main_table(rows: list[dict[str, Any]], labels: list[str], with_math: bool) -> RawHtml:
     headers = ["Cell", "Examples", "Removed as contaminated", "Unique verb–noun pairs", "ROUGE-L to seeds"]
+    headers += ["Vendi score", "distinct-2"]
     headers += _comparison_headers(labels) + (["MATH accuracy (%)"] if with_math else [])
     table = []
     for r in rows:
@@ -234,6 +243,8 @@ def _main_table(rows: list[dict[str, Any]], labels: list[str], with_math: bool) 
             Cell(_num(r.get("decontaminated"))),
             Cell(_num(r["unique_verb_noun_pairs"]), s.get("unique_verb_noun_pairs")),
             Cell(_num(r["rouge_l_to_seeds"]), s.get("rouge_l_to_seeds")),
+            Cell(_num(r["vendi_score"]), s.get("vendi_score")),
+            Cell(_num(r["distinct_2"]), s.get("distinct_2")),
             *_comparison_cells(r, labels),
         ]
         if with_math:

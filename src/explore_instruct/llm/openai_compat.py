@@ -22,6 +22,7 @@ import time
 import urllib.parse
 from typing import Any, Literal, Protocol
 
+import numpy as np
 import openai
 from openai import AsyncOpenAI
 
@@ -36,6 +37,7 @@ from explore_instruct.llm.base import (
     TransientLLMError,
     Usage,
 )
+from explore_instruct.llm.embeddings import EmbedResult, normalise
 
 StructuredMode = Literal["json_schema", "json_object", "text"]
 StructuredSetting = Literal["auto", "json_schema", "json_object", "text"]
@@ -348,16 +350,22 @@ class OpenAICompatLLM:
             if discovering and mode == "text" and exc.status_code >= 500:
                 raise _FormatRejected(f"HTTP {exc.status_code} {_error_text(exc)}") from exc
             raise self._fatal_or_transient(exc) from exc
-        except openai.APITimeoutError as exc:  # subclass of APIConnectionError: test it first
-            raise TransientLLMError(f"timed out waiting for {self._display_url}", reason=RetryReason.TIMEOUT) from exc
-        except openai.APIConnectionError as exc:
-            raise TransientLLMError(self._unreachable(exc), reason=RetryReason.CONNECTION) from exc
-        except (openai.APIResponseValidationError, ValueError) as exc:
-            # A 200 whose body is not a chat completion (truncated or malformed JSON): a server glitch.
-            raise TransientLLMError(
-                f"malformed reply from {self._display_url}: {type(exc).__name__}", reason=RetryReason.BAD_BODY
-            ) from exc
+        except (openai.APIConnectionError, openai.APIResponseValidationError, ValueError) as exc:
+            raise self.sdk_fault(exc) from exc
         return self._to_completion(response)
+
+    def sdk_fault(self, exc: Exception) -> Exception:
+        """The protocol's error for an exception the SDK raised: transient (retry) or fatal (stop)."""
+        if isinstance(exc, openai.APIStatusError):
+            return self._fatal_or_transient(exc)
+        if isinstance(exc, openai.APITimeoutError):  # subclass of APIConnectionError: test it first
+            return TransientLLMError(f"timed out waiting for {self._display_url}", reason=RetryReason.TIMEOUT)
+        if isinstance(exc, openai.APIConnectionError):
+            return TransientLLMError(self._unreachable(exc), reason=RetryReason.CONNECTION)
+        # A 200 whose body is not what was asked for (truncated or malformed JSON): a server glitch.
+        return TransientLLMError(
+            f"malformed reply from {self._display_url}: {type(exc).__name__}", reason=RetryReason.BAD_BODY
+        )
 
     def _to_completion(self, response: Any) -> Completion:
         choices = getattr(response, "choices", None)
@@ -403,7 +411,7 @@ class OpenAICompatLLM:
             )
         if status == 404:
             return FatalLLMError(
-                f"{self._display_url} has no model {self.model!r} or no chat completions route (HTTP 404): {detail}"
+                f"{self._display_url} has no model {self.model!r} or no such route (HTTP 404): {detail}"
             )
         # 5xx, 408, 409, and 400/413/422 on one request (e.g. a prompt over the context length): the
         # client retries, then records the call as failed and the run goes on.
@@ -417,6 +425,39 @@ class OpenAICompatLLM:
         cause = exc.__cause__ or exc
         reason = " ".join(str(cause).split())[:200] or type(cause).__name__
         return f"cannot reach {self._display_url}: {reason}"
+
+
+class OpenAICompatEmbedder:
+    """One embedding model behind an OpenAI-compatible `/v1/embeddings` endpoint (OpenAI, vLLM,
+    llama.cpp's server, Ollama). The SDK client, its header gate, the key handling and the sorting of
+    errors are the chat backend's: this class holds one and sends `embeddings.create` through it."""
+
+    def __init__(self, base_url: str, model: str, api_key_env: str | None = None, timeout: float = 120.0) -> None:
+        self._chat = OpenAICompatLLM(base_url, model, api_key_env=api_key_env, timeout=timeout)
+        self.model = model
+        self.model_id = f"openai-embed:{model}"
+
+    def __repr__(self) -> str:
+        return f"OpenAICompatEmbedder(base_url={self._chat._display_url!r}, model={self.model!r})"
+
+    async def embed(self, texts: list[str]) -> EmbedResult:
+        try:
+            response = await self._chat.sdk.embeddings.create(model=self.model, input=texts, encoding_format="float")
+            # Servers may answer out of order: each item names its input's index.
+            items = sorted(response.data, key=lambda d: d.index)
+            vectors = np.array([d.embedding for d in items], dtype=np.float32)
+        except (openai.OpenAIError, ValueError, TypeError, AttributeError) as exc:
+            raise self._chat.sdk_fault(exc) from exc
+        if vectors.ndim != 2 or len(vectors) != len(texts):
+            raise TransientLLMError(
+                f"{self._chat._display_url} returned {len(vectors)} embeddings for {len(texts)} texts",
+                reason=RetryReason.BAD_BODY,
+            )
+        usage = getattr(response, "usage", None)
+        return EmbedResult(normalise(vectors), int(getattr(usage, "prompt_tokens", 0) or 0))
+
+    async def aclose(self) -> None:
+        await self._chat.aclose()
 
 
 def served_model_note(url: str, asked: str, listed: list[str] | None, answered: Any) -> str | None:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from explore_instruct.stages import decontaminate, explore, filter, generate, prune, rate, sample
+from explore_instruct.stages import decontaminate, explore, filter, generate, prune, rate, sample, semantic
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(prune.STAGE, prune.run, uses_llm=False),
     Stage(generate.STAGE, generate.run, uses_llm=True),
     Stage(filter.STAGE, filter.run, uses_llm=False),
+    Stage(semantic.STAGE, semantic.run, uses_llm=False),  # embeddings only: its client is its own
     Stage(decontaminate.STAGE, decontaminate.run, uses_llm=False),
     Stage(rate.STAGE, rate.run, uses_llm=True),
     Stage(sample.STAGE, sample.run, uses_llm=False),

@@ -12,12 +12,13 @@ from explore_instruct.stages import sample
 from explore_instruct.store import ExampleRow
 
 STAGE = "filter"
+SEMANTIC_STAGE = "semantic"  # the stage after this one (stages/semantic.py)
 
 
-def filter_candidates(ctx: RunContext) -> list[ExampleRow]:
-    """Examples the diversity filter judges, in its greedy order: tasks in level order, then key."""
+def filter_candidates(ctx: RunContext, stage: str = STAGE) -> list[ExampleRow]:
+    """Examples the diversity filters judge, in their greedy order: tasks in level order, then key."""
     order = {n.id: i for i, n in enumerate(ctx.store.nodes())}
-    rows = ctx.store.reached(STAGE)
+    rows = ctx.store.reached(stage)
     rows.sort(key=lambda r: (order[r.node_id], r.key))
     return rows
 
@@ -62,5 +63,7 @@ def run(ctx: RunContext) -> tuple[int, int]:
                 )
     with ctx.store.transaction():
         ctx.store.mark_dropped("filter", drops)
+        # The semantic filter judged what this filter kept before: its decisions are redone after it.
+        ctx.store.mark_dropped(SEMANTIC_STAGE, [])
         sample.redraw(ctx)
     return len(rows) - len(drops), len(rows)

@@ -1,0 +1,59 @@
+"""The semantic near-duplicate filter, right after the ROUGE-L filter (`filter.semantic`, off by default).
+
+It judges the instructions the ROUGE-L filter kept, in the same tree order, on the cosine similarity
+of their embeddings (`semantic.py`); the seed instructions count as already kept when
+`filter.against_seeds` is on. Vectors come from `EmbeddingClient`, cached in the run, so a rerun
+sends no request. Each run replaces the stage's earlier decisions; the ROUGE-L filter undoes them
+(they depend on what it kept), so a full run or `filter` followed by `semantic` redoes both.
+"""
+
+from __future__ import annotations
+
+from explore_instruct.context import RunContext
+from explore_instruct.semantic import semantic_filter
+from explore_instruct.stages import sample
+from explore_instruct.stages.filter import filter_candidates
+
+STAGE = "semantic"
+
+
+async def run(ctx: RunContext) -> tuple[int, int]:
+    """Drop instructions whose embedding's cosine similarity with a kept one exceeds the threshold.
+
+    Returns (kept, total). Dropped rows record the kept example they collided with and the similarity.
+    """
+    ctx.store.require_tree()
+    cfg = ctx.config.filter.semantic
+    rows = filter_candidates(ctx, STAGE)
+    drops: list[tuple[int, str, int | None, float | None]] = []
+    if cfg.enabled and rows:
+        seeds = ctx.store.examples(status="ok", origins=["seed"]) if ctx.config.filter.against_seeds else []
+        pool = seeds + rows
+        client = ctx.embedding_client()
+        ctx.progress.start("embed", len(pool))
+        try:
+            vectors = await client.embed(
+                [r.instruction for r in pool], progress=lambda n: ctx.progress.advance("embed", n)
+            )
+        finally:
+            ctx.progress.finish("embed")
+            await ctx.close_embedder()
+        ctx.progress.start(STAGE, len(pool))
+        result = semantic_filter(
+            vectors,
+            cfg.threshold,
+            groups=[r.node_id for r in pool] if cfg.scope == "node" else None,
+            search=cfg.search,
+            progress=lambda n: ctx.progress.advance(STAGE, n),
+        )
+        ctx.progress.finish(STAGE)
+        for i, row in enumerate(pool[len(seeds) :], start=len(seeds)):
+            if not result.kept[i]:
+                dup = result.dup_of[i]
+                drops.append(
+                    (row.id, f"cosine > {cfg.threshold}", pool[dup].id if dup is not None else None, result.score[i])
+                )
+    with ctx.store.transaction():
+        ctx.store.mark_dropped(STAGE, drops)
+        sample.redraw(ctx)
+    return len(rows) - len(drops), len(rows)

@@ -82,7 +82,7 @@ def _reason(what: str, code: int, stderr: str) -> str:
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
     last = lines[-1] if lines else "no output"
     if code < 0:
-        name = signal.Signals(-code).name
+        name = signal.Signals(-code).name if -code in signal.valid_signals() else f"signal {-code}"
         hint = " (out of memory?)" if -code == signal.SIGKILL else ""
         return f"{what} was killed by {name}{hint}: {last}"
     if _LABEL.match(last):  # the command's own one-line message

@@ -22,6 +22,7 @@ from explore_instruct.datafile import read_records
 from explore_instruct.errors import UserError
 from explore_instruct.experiment import load_plan, run_experiment
 from explore_instruct.experiment import steps as steps_module
+from explore_instruct.experiment.plan import judge_id
 from explore_instruct.experiment.runner import DB_FILE, ExperimentDB, training_runs
 from explore_instruct.llm.base import TransientLLMError
 from explore_instruct.llm.scripted import ScriptedLLM
@@ -325,30 +326,61 @@ def test_a_step_renamed_but_not_recorded_is_adopted(
     assert any(s.status == "cached" for s in trains)  # the killed one was adopted, not trained again
 
 
-def test_nan_loss_marks_the_cell_failed_and_others_go_on(
-    study: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_diverged_training_fails_its_cell_and_reports_no_numbers(tiny_model: Path, tmp_path: Path) -> None:
+    """lr 1e30 turns the loss NaN from step 2: the train step fails with the `train` command's one line,
+    no model folder is left, answers and judging never run, and the tables hold no number of it."""
+    spec = write_study(
+        tmp_path / "spec",
+        tiny_model,
+        axes=[],
+        train={"learning_rate": 1e30, "max_steps": 4},
+        evaluate={"math_questions": None},
+        analysis={"enabled": False},
+    )
+    out = tmp_path / "out"
+    _plan, states, result = run_experiment(spec, out, backends=backends(), only=["explore", "self_instruct"])
+    for cell in ("explore", "self_instruct"):
+        train = states[f"train:{cell}"]
+        assert train.status == "failed" and (train.reason or "").startswith("training diverged at step "), train.reason
+        assert states[f"data:{cell}"].status == "done"  # the steps before it are kept
+    assert states["answer:explore:0"].status == "blocked"
+    assert states[judge_id("explore", "self_instruct", 0)].status == "blocked"
+    left = [p.name for p in (out / "artefacts").glob("train/*/*")]
+    assert left == [], "a diverged run left something of its model"
+    rows = {r["cell"]: r for r in result["cells"]}
+    assert rows["explore"]["status"] == "failed"
+    assert rows["explore"]["final_train_loss"] is None and rows["explore"]["comparisons"] == {}
+    assert any("training diverged at step" in p for p in rows["explore"]["problems"])
+    table = (out / "results.md").read_text()
+    line = next(x for x in table.splitlines() if x.startswith("| explore (failed) |"))
+    assert line.split("|")[5].strip() == "–" and "0:" not in line  # no loss, no W:T:L
+
+
+def test_training_and_answering_run_in_child_processes(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A cell's model is trained and answers are generated in child processes, so this process never
+    holds a model: here the in-process functions refuse to run, and the cell still finishes."""
+    from explore_instruct.evaluate import answer
     from explore_instruct.train import sft
 
-    spec, out = _copy(study, tmp_path)
-    real_train = sft.train
+    def not_here(*_args: Any, **_kwargs: Any) -> None:
+        raise AssertionError("ran in the experiment's own process")
 
-    def diverging(cfg):  # type: ignore[no-untyped-def]
-        result = real_train(cfg)
-        log = Path(cfg.out) / sft.LOG_FILE
-        log.write_text(log.read_text() + json.dumps({"step": 99, "loss": float("nan")}) + "\n")
-        return result
-
-    monkeypatch.setattr(sft, "train", diverging)
-    data = yaml.safe_load(spec.read_text())
-    data["axes"][1]["size"] = [4, 8, 5]
-    spec.write_text(yaml.safe_dump(data, sort_keys=False))
-    _plan, states, result = run_experiment(spec, out, resume=True, backends=backends())
-    assert states["train:explore-size5"].status == "failed"
-    assert "diverged" in (states["train:explore-size5"].reason or "")
-    rows = {r["cell"]: r for r in result["cells"]}
-    assert rows["explore-size5"]["status"] == "failed" and rows["explore-size5"]["final_train_loss"] is None
-    assert all(r["status"] == "ok" for name, r in rows.items() if name != "explore-size5")
+    monkeypatch.setattr(sft, "train", not_here)
+    monkeypatch.setattr(answer, "answer_with_local_model", not_here)
+    spec = write_study(
+        tmp_path / "spec",
+        tiny_model,
+        axes=[],
+        evaluate={"baselines": [], "math_questions": None},
+        analysis={"enabled": False},
+    )
+    _plan, states, result = run_experiment(spec, tmp_path / "out", backends=backends(), only=["explore"])
+    assert result["cells"][0]["status"] == "ok", result["cells"][0]["problems"]
+    for step_id in ("train:explore", "answer:explore:0"):
+        assert states[step_id].status == "done"
+        assert states[step_id].info["peak_rss_gib"] > 0  # the child's own peak, read when it was reaped
 
 
 def test_a_failing_judge_is_recorded_and_resumes_without_repaying(study: dict[str, Any], tmp_path: Path) -> None:

@@ -260,6 +260,20 @@ def test_bad_data_and_existing_output_are_one_line_errors(
     assert "not a model folder" in capsys.readouterr().err
 
 
+def test_a_diverging_run_stops_with_one_line_and_saves_nothing(
+    tiny_model: Path, data_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """lr 1e30: the first update blows the weights up, so step 2's gradient norm is NaN. transformers
+    would have logged that step's loss as 0.0; the run stops there instead, exit 1, no folder."""
+    out = tmp_path / "out"
+    args = ["train", "--data", str(data_file), "--model", str(tiny_model), "--out", str(out), "--lr", "1e30"]
+    code = main([*args, "--max-steps", "4", "--global-batch-size", "8", "--warmup-ratio", "0"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert "training diverged at step 2: " in err[-1] and "nan" in err[-1] and "lower the learning rate" in err[-1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # neither the model nor its .partial folder
+
+
 def test_missing_train_extra_names_the_install(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -46,6 +46,9 @@ def _train(
     weight_decay: Annotated[float, Opt(help="AdamW weight decay.")] = 0.0,
     warmup_ratio: Annotated[float, Opt(help="Share of steps for linear warm-up.")] = 0.03,
     lr_scheduler: Annotated[str, Opt(help="Learning-rate schedule (transformers name).")] = "cosine",
+    optim: Annotated[
+        str, Opt(help="Optimizer (transformers name); auto: adamw_torch_fused on CUDA, else adamw_torch.")
+    ] = "auto",
     precision: Annotated[str, Opt(help="auto (bf16 where supported, else fp32), bf16, fp16, fp32.")] = "auto",
     gradient_checkpointing: Annotated[
         bool | None, Opt(help="Trade compute for activation memory (default: only when memory requires it).")
@@ -62,7 +65,10 @@ def _train(
     deepspeed: Annotated[str | None, Opt(help="DeepSpeed JSON, or 'zero3' for the shipped one.")] = None,
     overwrite: Annotated[bool, Opt(help="Replace an existing --out folder.")] = False,
 ) -> None:
-    """Fine-tune a base model on Alpaca data (TRL SFTTrainer, loss on the response only)."""
+    """Fine-tune a base model on Alpaca data (TRL SFTTrainer, loss on the response only).
+
+    A NaN or infinite loss or gradient norm stops the run with one line (`training diverged at step
+    N: ...`), exit code 1, and nothing is saved."""
     from explore_instruct.train.config import TrainConfig
     from explore_instruct.train.sft import train
 
@@ -82,6 +88,7 @@ def _train(
         weight_decay=weight_decay,
         warmup_ratio=warmup_ratio,
         lr_scheduler=lr_scheduler,
+        optim=optim,
         precision=precision,
         gradient_checkpointing=gradient_checkpointing,
         batching=batching,

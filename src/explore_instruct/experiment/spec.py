@@ -90,7 +90,7 @@ class Axis(Strict):
 
 
 class TrainSpec(Strict):
-    """Every `train` option, plus how to launch it (in-process, or a launcher command for GPUs)."""
+    """Every `train` option, plus how to launch it (this Python in a child process, or a launcher for GPUs)."""
 
     model: str = "embedded"
     gguf_file: str | None = None
@@ -116,7 +116,7 @@ class TrainSpec(Strict):
     merge_lora: bool = True
     deepspeed: str | None = None
     launcher: str | None = Field(
-        None, description="e.g. 'accelerate launch --config_file cfg.yaml'; default: train in this process"
+        None, description="e.g. 'accelerate launch --config_file cfg.yaml'; default: this Python, in a child process"
     )
 
 

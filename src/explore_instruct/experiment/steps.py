@@ -1,4 +1,8 @@
-"""What each step kind does: the one place that calls the project's commands as Python functions.
+"""What each step kind does: the one place that calls the project's commands.
+
+Most run as Python functions in this process; training and answering with a local model run as
+`explore-instruct train` / `answer` in a child process (`child.py`), so their memory is freed when
+each step ends.
 
 Every adapter takes the step, the folders of the steps it reads and a work folder to write into,
 and returns a small JSON-able `info` (the numbers the results table shows, with the file each came
@@ -8,10 +12,7 @@ from). When a command's signature changes, this is the only file to fix.
 from __future__ import annotations
 
 import json
-import math
 import random
-import shlex
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -249,22 +250,19 @@ def _train_config(step: Step, data: Path, out: Path) -> Any:
     return TrainConfig(data=data, out=out, **p)
 
 
-def _launcher_command(launcher: str, cfg: Any) -> list[str]:
-    """`LAUNCHER -m explore_instruct train --flag value ...` for the options that differ from the default."""
+def _train_command(launcher: str | None, cfg: Any) -> list[str]:
+    """The `train` command line for `cfg`: the options that differ from the command's defaults."""
+    from explore_instruct.experiment.child import command_line
     from explore_instruct.train.config import TrainConfig
 
     flag_names = {"learning_rate": "lr", "lora_target_modules": "lora_targets"}
     defaults = TrainConfig(data=cfg.data, model=cfg.model, out=cfg.out)
-    args = ["-m", "explore_instruct", "train", "--data", str(cfg.data), "--model", cfg.model, "--out", str(cfg.out)]
+    options: dict[str, Any] = {"data": cfg.data, "model": cfg.model, "out": cfg.out}
     for name, value in vars(cfg).items():
-        if name in ("data", "model", "out", "optim", "logging_steps", "overwrite") or value == getattr(defaults, name):
+        if name in ("data", "model", "out", "logging_steps", "overwrite") or value == getattr(defaults, name):
             continue
-        flag = "--" + flag_names.get(name, name).replace("_", "-")
-        if isinstance(value, bool):
-            args.append(flag if value else "--no-" + flag[2:])
-        else:
-            args += [flag, str(value)]
-    return [*shlex.split(launcher), *args]
+        options[flag_names.get(name, name)] = value
+    return command_line(launcher, "train", options)
 
 
 def _losses(model_dir: Path) -> list[float]:
@@ -279,35 +277,25 @@ def _losses(model_dir: Path) -> list[float]:
 
 
 def run_train(step: Step, ctx: StepContext) -> dict[str, Any]:
+    """Train in a child process (`child.py`): `python -m explore_instruct train ...`, or the spec's
+    launcher. A diverged run fails the step with the command's one line and saves no model."""
+    from explore_instruct.experiment.child import run_child
     from explore_instruct.train.sft import LOG_FILE, SETTINGS_FILE
 
     data = ctx.input("data").path / DATA_FILE
     model_dir = ctx.work / MODEL_DIR
     cfg = _train_config(step, data, model_dir)
-    launcher = ctx.plan.spec.train.launcher
-    if launcher:
-        cmd = _launcher_command(launcher, cfg)
-        done = subprocess.run(cmd, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        if done.returncode != 0:
-            tail = (done.stderr or "").strip().splitlines()[-1:] or ["no output"]
-            raise StepFailed(f"launcher exited with {done.returncode}: {tail[0]}")
-    else:
-        from explore_instruct.train.sft import train
-
-        train(cfg)
+    peak = run_child(_train_command(ctx.plan.spec.train.launcher, cfg), "train")
     settings = json.loads((model_dir / SETTINGS_FILE).read_text(encoding="utf-8"))
     losses = _losses(model_dir)
     result = settings.get("result", {})
     final = result.get("train_loss")
-    bad = [i for i, x in enumerate(losses) if not math.isfinite(x)]
-    if bad or (final is not None and not math.isfinite(final)):
-        where = f"at logged step {bad[0] + 1}" if bad else "in the final average"
-        raise StepFailed(f"training diverged (non-finite loss {where})")
     return {
         "final_train_loss": losses[-1] if losses else final,
         "train_loss": final,
         "steps": result.get("global_steps"),
         "examples": settings.get("num_examples"),
+        "peak_rss_gib": peak,
         "file": f"{MODEL_DIR}/{LOG_FILE}",
     }
 
@@ -324,23 +312,30 @@ def questions_path(step: Step, ctx: StepContext) -> str:
 
 
 def run_answer(step: Step, ctx: StepContext) -> dict[str, Any]:
-    from explore_instruct.evaluate.answer import SamplingSettings
-    from explore_instruct.evaluate.stages import answer_file
+    """Answer in a child process (`child.py`): `python -m explore_instruct answer ...`."""
+    from explore_instruct.experiment.child import command_line, run_child
 
     a = ctx.plan.spec.evaluate.answer
     model = ctx.input("train").path / MODEL_DIR
     if not (model / "config.json").is_file():
         raise StepFailed(f"{model}: the model's weights are gone (deleted after answering); its train step reruns")
-    settings = SamplingSettings(a.temperature, a.top_p, a.max_new_tokens, a.seed, "alpaca")
-    summary = answer_file(
-        questions_path(step, ctx),
-        ctx.work / ANSWERS_FILE,
-        settings,
-        model=str(model),
-        batch_size=a.batch_size,
-        model_id=step.cells[0],
-    )
-    return {"answered": summary.answered, "truncated": summary.truncated, "file": ANSWERS_FILE}
+    out = ctx.work / ANSWERS_FILE
+    options = {
+        "questions": questions_path(step, ctx),
+        "out": out,
+        "model": model,
+        "prompt_format": "alpaca",
+        "temperature": a.temperature,
+        "top_p": a.top_p,
+        "max_tokens": a.max_new_tokens,
+        "seed": a.seed,
+        "batch_size": a.batch_size,
+        "model_id": step.cells[0],
+    }
+    peak = run_child(command_line(None, "answer", options), "answer")
+    records, _ = read_records(out)
+    truncated = sum(r.get("finish_reason") == "length" for r in records)
+    return {"answered": len(records), "truncated": truncated, "peak_rss_gib": peak, "file": ANSWERS_FILE}
 
 
 def judge_backend(ctx: StepContext) -> LLM:

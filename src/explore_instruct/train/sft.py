@@ -12,6 +12,8 @@ it exactly what it was trained on),
 `train_log.jsonl` (what the trainer logged at every step: loss, learning rate, grad norm) and
 `train_settings.json` (the resolved settings). Everything is written into a `.partial` folder that
 is renamed to `--out` at the end, so a crashed run never leaves something that looks finished.
+A NaN or infinite loss or gradient norm stops the run with `TrainingDiverged` (`divergence.py`)
+and removes the `.partial` folder: a diverged run saves nothing.
 
 Multi-GPU / multi-node: `accelerate launch --config_file <accelerate_zero3.yaml> -m
 explore_instruct.train.sft --data ... --model ... --out ...` (the arguments of `explore-instruct train`).
@@ -35,6 +37,7 @@ from explore_instruct.train import runtime
 from explore_instruct.train.batching import Plan, PlanSettings, padded_stats, plan_epochs, plan_stats
 from explore_instruct.train.config import ResolvedSettings, TrainConfig, resolve_batch, total_steps, warmup_steps
 from explore_instruct.train.deps import TRAIN_MODULES, require
+from explore_instruct.train.divergence import TrainingDiverged, divergence_guard
 from explore_instruct.train.loader import CountingCollator, PlanSampler, RowCollator, RowTaggedDataset, TokenMeter
 from explore_instruct.train.models import (
     ModelSource,
@@ -368,6 +371,7 @@ def prepare(cfg: TrainConfig) -> Prepared:
         dataloader_pin_memory=cuda,
         use_cpu=not cuda,  # lets torchrun on CPU run real DDP (gloo)
         logging_steps=cfg.logging_steps,
+        logging_nan_inf_filter=False,  # log a NaN loss as NaN, so `divergence_guard` sees it
         save_strategy="no",
         report_to="none",
         seed=cfg.seed,
@@ -388,7 +392,11 @@ def prepare(cfg: TrainConfig) -> Prepared:
         train_dataset=Dataset.from_list(tokenized.examples),
         processing_class=tokenizer,
         peft_config=_lora_config(cfg) if cfg.lora else None,
-        callbacks=[_step_logger(work / LOG_FILE, losses, lines=args.disable_tqdm), _step_timer(meter, marks)],
+        callbacks=[
+            _step_logger(work / LOG_FILE, losses, lines=args.disable_tqdm),
+            _step_timer(meter, marks),
+            divergence_guard(cfg.learning_rate),
+        ],
     )
     if args.disable_tqdm:  # its log dicts on stdout would mix with the command's output; StepLog says it
         from transformers.trainer_callback import PrinterCallback
@@ -474,7 +482,12 @@ def train(cfg: TrainConfig) -> TrainResult:
     if _is_main(trainer):
         atomic_write_text(p.work / SETTINGS_FILE, json.dumps(p.settings.to_dict(), indent=2) + "\n")
     start = time.monotonic()
-    output = trainer.train()
+    try:
+        output = trainer.train()
+    except TrainingDiverged:
+        if _is_main_process():
+            shutil.rmtree(p.work, ignore_errors=True)  # nothing of a diverged run may look usable
+        raise
     seconds = time.monotonic() - start
     _save(p)
     trainer.accelerator.wait_for_everyone()

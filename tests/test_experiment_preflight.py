@@ -122,7 +122,7 @@ def test_install_hint_follows_the_installation(monkeypatch: pytest.MonkeyPatch, 
     [
         ("train", {"epochs": float("inf"), "max_steps": -1}, "train.epochs"),
         ("train", {"learning_rate": float("nan")}, "train.learning_rate"),
-        ("train", {"learning_rate": 5.0}, "train.learning_rate"),
+        ("train", {"learning_rate": float("inf")}, "train.learning_rate"),
         ("train", {"max_steps": -7}, "train.max_steps"),
         ("evaluate", {"answer": {"temperature": float("inf")}}, "evaluate.answer.temperature"),
     ],

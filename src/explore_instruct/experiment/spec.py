@@ -94,7 +94,7 @@ class TrainSpec(Strict):
 
     model: str = "embedded"
     gguf_file: str | None = None
-    learning_rate: float = Field(2e-5, gt=0, le=1)
+    learning_rate: float = Field(2e-5, gt=0)  # as `train --lr`: any finite positive value
     global_batch_size: int = Field(128, ge=1)
     per_device_batch_size: int = Field(4, ge=1)
     epochs: float = Field(3.0, gt=0, le=1000)

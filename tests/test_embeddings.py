@@ -202,3 +202,37 @@ def test_the_dry_run_counts_embedding_requests() -> None:
     assert embed.calls == -(-texts // 5) and embed.prompt_tokens > 0 and embed.completion_tokens == 0
     off = estimate_run(build_config({**RUN, "filter": {}}, "t"))
     assert "embed" not in [s.stage for s in off.stages]
+
+
+def test_every_quality_control_at_once_against_the_fake_server_and_a_rerun_sends_nothing(tmp_path: Path) -> None:
+    """Semantic filter, decontamination and rating in one run behind one OpenAI-compatible server:
+    each stage judges what the one before it kept, and the rerun sends no chat and no embedding request."""
+    with FakeOpenAI() as server:
+        endpoint = {"backend": "openai", "base_url": server.base_url, "model": MODEL}
+        questions = tmp_path / "questions.jsonl"
+        questions.write_text('{"question_id": "q1", "question": "Name three rivers of Europe.", "std_answer": "x"}\n')
+        data = {
+            **RUN,
+            "llm": endpoint,
+            "embeddings": {**endpoint, "batch_size": 5},
+            "decontaminate": {"against": [str(questions)]},
+            "rate": {"enabled": True, "threshold": 5},
+        }
+        cfg = build_config(data, "t")
+        ctx, results = run_stages(cfg, tmp_path / "run")
+        summary = run_summary(ctx.store, ctx.client.stats if ctx.client else None)
+        kept_ids = {r.id for r in ctx.store.examples(status="ok") if r.origin != "seed"}
+        ctx.store.close()
+        assert {"semantic", "decontaminate", "rate"} <= results.keys()
+        semantic_kept, _ = results["semantic"]
+        _removed, judged = results["decontaminate"]
+        rated, _dropped = results["rate"]
+        assert judged == semantic_kept and 0 < rated <= judged  # each control sees what the one before kept
+        assert summary["calls"]["embed"]["calls"] > 0 and summary["calls"]["rate"]["calls"] == rated
+        assert kept_ids and summary["examples"]["kept"] == len(kept_ids)
+        before = exported(tmp_path / "run")
+        sent = (server.chat_calls, len(server.embedding_inputs))
+        ctx, _ = run_stages(cfg, tmp_path / "run", resume=True)
+        ctx.store.close()
+        assert (server.chat_calls, len(server.embedding_inputs)) == sent
+    assert exported(tmp_path / "run") == before

@@ -27,6 +27,11 @@ def connect(path: str | Path) -> sqlite3.Connection:
     return conn
 
 
+def table_exists(conn: sqlite3.Connection, name: str) -> bool:
+    """Whether the database holds table `name` (an older run, or one opened read-only, may lack it)."""
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
+
+
 def connect_readonly(path: str | Path) -> sqlite3.Connection:
     """Open a SQLite file for reading only: no table, row or setting in it can change.
 

@@ -26,7 +26,7 @@ from typing import Any
 from explore_instruct.config import RunConfig, per_depth
 from explore_instruct.context import RunContext
 from explore_instruct.cost import estimate_tokens, price, prompt_tokens
-from explore_instruct.db import transaction
+from explore_instruct.db import table_exists, transaction
 from explore_instruct.llm.base import CompletionRequest, Usage
 from explore_instruct.start import LiveNode, insert_start
 from explore_instruct.store import RunStore
@@ -247,8 +247,7 @@ def save_estimate(conn: sqlite3.Connection, estimate: RunEstimate) -> None:
 
 def load_estimate(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
     """The stored estimate per stage (empty for a run started before estimates were kept)."""
-    exists = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'cost_estimate'").fetchone()
-    if not exists:
+    if not table_exists(conn, "cost_estimate"):
         return {}
     rows = conn.execute("SELECT stage, calls, prompt_tokens, completion_tokens, cost FROM cost_estimate")
     return {r[0]: asdict(StageEstimate(*r)) for r in rows}

@@ -11,6 +11,8 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
+from explore_instruct.db import table_exists
+
 RATINGS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS ratings (
     example_key TEXT PRIMARY KEY,
@@ -31,11 +33,6 @@ class Rating:
         return {"score": self.score, "reason": self.reason}
 
 
-def _has_table(conn: sqlite3.Connection) -> bool:
-    found = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'ratings'").fetchone()
-    return found is not None
-
-
 def save_rating(conn: sqlite3.Connection, example_key: str, rating: Rating, call_id: int | None) -> None:
     """Store (or replace) one example's rating; the caller owns the transaction."""
     conn.execute(
@@ -52,7 +49,7 @@ def clear_ratings(conn: sqlite3.Connection) -> None:
 
 def load_ratings(conn: sqlite3.Connection) -> dict[str, Rating]:
     """Every stored rating by example key (empty for a run that has none)."""
-    if not _has_table(conn):
+    if not table_exists(conn, "ratings"):
         return {}
     rows = conn.execute("SELECT example_key, score, reason FROM ratings")
     return {r[0]: Rating(int(r[1]), r[2]) for r in rows}

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from explore_instruct.db import transaction
+from explore_instruct.db import table_exists, transaction
 from explore_instruct.errors import UserError
 from explore_instruct.text import invalid_char
 
@@ -66,14 +66,9 @@ def ensure_schema(conn: sqlite3.Connection) -> None:
     conn.executescript(SCHEMA)
 
 
-def _has_review_table(conn: sqlite3.Connection) -> bool:
-    row = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'review'").fetchone()
-    return row is not None
-
-
 def decisions(conn: sqlite3.Connection) -> dict[int, ReviewDecision]:
     """Current decision per example id (empty for a run nobody has reviewed)."""
-    if not _has_review_table(conn):
+    if not table_exists(conn, "review"):
         return {}
     rows = conn.execute(
         "SELECT example_id, decision, instruction, input, output, reviewer, decided_at FROM review"

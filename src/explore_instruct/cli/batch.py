@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from explore_instruct.cli.vocabulary import AliasedCommand, Group, OldRunDir, RunDirOption, run_dir_given
+from explore_instruct.db import table_exists
 from explore_instruct.store import RunStore
 
 console = Console(stderr=True)
@@ -58,7 +59,7 @@ def status_cmd(run_dir: RunDirOption = None, old_run_dir: OldRunDir = None) -> N
     run_dir = run_dir_given(run_dir, old_run_dir)
     store = RunStore.open(run_dir)
     try:
-        have = store.conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'batches'").fetchone()
+        have = table_exists(store.conn, "batches")
         rows = (
             store.conn.execute(
                 "SELECT b.id, b.provider, b.input_file, b.batch_id, b.status, b.outcome, b.requests,"

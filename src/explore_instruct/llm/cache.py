@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from explore_instruct.db import connect
+from explore_instruct.db import connect, table_exists
 from explore_instruct.llm.base import Completion, CompletionRequest, Usage
 from explore_instruct.text import repair
 
@@ -84,10 +84,7 @@ class CallLog:
             conn.executescript(CALLS_SCHEMA)
             self._migrate()
         self._columns = {row["name"] for row in conn.execute("PRAGMA table_info(llm_calls)")}
-        self._has_modes = (
-            conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'structured_modes'").fetchone()
-            is not None
-        )
+        self._has_modes = table_exists(conn, "structured_modes")
 
     def _migrate(self) -> None:
         have = {row["name"] for row in self.conn.execute("PRAGMA table_info(llm_calls)")}

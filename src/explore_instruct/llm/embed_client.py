@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from explore_instruct.cost import Budget, estimate_tokens
-from explore_instruct.db import transaction
+from explore_instruct.db import table_exists, transaction
 from explore_instruct.errors import RunStopped
 from explore_instruct.llm.base import Completion, TransientLLMError, Usage
 from explore_instruct.llm.cache import CallLog
@@ -56,10 +56,7 @@ class VectorCache:
         self.readonly = readonly
         if not readonly:
             conn.executescript(EMBEDDINGS_SCHEMA)
-        self._exists = (
-            conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'embeddings'").fetchone()
-            is not None
-        )
+        self._exists = table_exists(conn, "embeddings")
 
     @classmethod
     def in_memory(cls) -> VectorCache:

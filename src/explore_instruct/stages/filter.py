@@ -7,7 +7,7 @@ the filter's earlier decisions, so it can be re-run with other settings.
 from __future__ import annotations
 
 from explore_instruct.context import RunContext
-from explore_instruct.rouge import diversity_filter
+from explore_instruct.rouge import FilterResult, diversity_filter
 from explore_instruct.stages import sample
 from explore_instruct.store import ExampleRow
 
@@ -23,6 +23,20 @@ def filter_candidates(ctx: RunContext, stage: str = STAGE) -> list[ExampleRow]:
     return rows
 
 
+Drop = tuple[int, str, int | None, float | None]  # (example id, reason, dup_of id, score): `mark_dropped`'s rows
+
+
+def greedy_drops(pool: list[ExampleRow], seeds: int, result: FilterResult, reason: str) -> list[Drop]:
+    """The records after the first `seeds` (which count as kept) that a greedy filter (ROUGE-L or
+    semantic: both return a `FilterResult`) dropped, each with the kept record it collided with."""
+    drops: list[Drop] = []
+    for i, row in enumerate(pool[seeds:], start=seeds):
+        if not result.kept[i]:
+            dup = result.dup_of[i]
+            drops.append((row.id, reason, pool[dup].id if dup is not None else None, result.score[i]))
+    return drops
+
+
 def run(ctx: RunContext) -> tuple[int, int]:
     """Drop examples whose instruction's ROUGE-L F1 with a kept one exceeds the threshold.
 
@@ -34,7 +48,7 @@ def run(ctx: RunContext) -> tuple[int, int]:
     # As in self-instruct, the seed instructions count as already kept: a copy of a seed is dropped.
     seeds = ctx.store.examples(status="ok", origins=["seed"]) if cfg.against_seeds else []
     pool = seeds + rows
-    drops: list[tuple[int, str, int | None, float | None]] = []
+    drops: list[Drop] = []
     if cfg.enabled and rows:
         # The bar counts the examples judged, as the summary does; the seeds ahead of them are not counted.
         ctx.progress.start("filter", len(rows))
@@ -55,12 +69,7 @@ def run(ctx: RunContext) -> tuple[int, int]:
             progress=advance,
         )
         ctx.progress.finish("filter")
-        for i, row in enumerate(pool[len(seeds) :], start=len(seeds)):
-            if not result.kept[i]:
-                dup = result.dup_of[i]
-                drops.append(
-                    (row.id, f"ROUGE-L > {cfg.threshold}", pool[dup].id if dup is not None else None, result.score[i])
-                )
+        drops = greedy_drops(pool, len(seeds), result, f"ROUGE-L > {cfg.threshold}")
     with ctx.store.transaction():
         ctx.store.mark_dropped("filter", drops)
         # The semantic filter judged what this filter kept before: its decisions are redone after it.

@@ -12,7 +12,7 @@ from __future__ import annotations
 from explore_instruct.context import RunContext
 from explore_instruct.semantic import semantic_filter
 from explore_instruct.stages import sample
-from explore_instruct.stages.filter import filter_candidates
+from explore_instruct.stages.filter import Drop, filter_candidates, greedy_drops
 
 STAGE = "semantic"
 
@@ -25,7 +25,7 @@ async def run(ctx: RunContext) -> tuple[int, int]:
     ctx.store.require_tree()
     cfg = ctx.config.filter.semantic
     rows = filter_candidates(ctx, STAGE)
-    drops: list[tuple[int, str, int | None, float | None]] = []
+    drops: list[Drop] = []
     if cfg.enabled and rows:
         seeds = ctx.store.examples(status="ok", origins=["seed"]) if ctx.config.filter.against_seeds else []
         pool = seeds + rows
@@ -47,12 +47,7 @@ async def run(ctx: RunContext) -> tuple[int, int]:
             progress=lambda n: ctx.progress.advance(STAGE, n),
         )
         ctx.progress.finish(STAGE)
-        for i, row in enumerate(pool[len(seeds) :], start=len(seeds)):
-            if not result.kept[i]:
-                dup = result.dup_of[i]
-                drops.append(
-                    (row.id, f"cosine > {cfg.threshold}", pool[dup].id if dup is not None else None, result.score[i])
-                )
+        drops = greedy_drops(pool, len(seeds), result, f"cosine > {cfg.threshold}")
     with ctx.store.transaction():
         ctx.store.mark_dropped(STAGE, drops)
         sample.redraw(ctx)

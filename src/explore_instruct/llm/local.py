@@ -88,14 +88,19 @@ def load_llama(path: Path, *, n_ctx: int, n_threads: int, **options: Any) -> Any
         raise FatalLLMError(f"could not load the GGUF model {path}: {exc}") from exc
 
 
+def gguf_path(model_path: str | None, setting: str) -> Path:
+    """The GGUF file `setting` names, or the bundled SmolLM2; a missing file is the user's error."""
+    path = Path(model_path).expanduser() if model_path else find_bundled_gguf()
+    if not path.is_file():
+        raise UserError(f"{setting}: no such GGUF file: {path}")
+    return path
+
+
 class LocalLLM:
     """SmolLM2 (or any chat GGUF given by `model_path`) in this process, loaded on first use."""
 
     def __init__(self, model_path: str | None = None, n_ctx: int = 4096, n_threads: int | None = None) -> None:
-        path = Path(model_path).expanduser() if model_path else find_bundled_gguf()
-        if not path.is_file():
-            raise UserError(f"llm.model_path: no such GGUF file: {path}")
-        self.model_path = path
+        path = self.model_path = gguf_path(model_path, "llm.model_path")
         self.n_ctx = n_ctx
         # llama.cpp defaults to half the cores; generation is this process's only heavy work.
         self.n_threads = n_threads or _default_threads()
@@ -153,10 +158,7 @@ class LocalEmbedder:
     near-copies of an instruction still land close together (a test checks it)."""
 
     def __init__(self, model_path: str | None = None, n_ctx: int = 512, n_threads: int | None = None) -> None:
-        path = Path(model_path).expanduser() if model_path else find_bundled_gguf()
-        if not path.is_file():
-            raise UserError(f"embeddings.model_path: no such GGUF file: {path}")
-        self.model_path = path
+        path = self.model_path = gguf_path(model_path, "embeddings.model_path")
         self.n_ctx = n_ctx
         self.n_threads = n_threads or _default_threads()
         self.model_id = f"local-embed:{path.stem}"

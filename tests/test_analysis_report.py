@@ -203,3 +203,14 @@ def test_overlap_histogram_edges():
     s = stats.overlap_stats([0.0, 0.05, 0.5, 1.0])
     assert s["histogram"]["counts"][0] == 1 and s["histogram"]["counts"][1] == 1
     assert s["histogram"]["counts"][-1] == 1 and sum(s["histogram"]["counts"]) == 4
+
+
+def test_model_text_in_a_markdown_table_cannot_open_html() -> None:
+    """A task name or instruction is model output: in report.md, results.md or a dataset card it
+    stays text, whatever a Markdown renderer does with raw HTML."""
+    from explore_instruct.analysis.render import Section, Table, to_markdown
+
+    hostile = '<img src=x onerror="alert(1)"> | <script>alert(2)</script>\nnext'
+    md = to_markdown("t", [Section("s", [Table(["Task"], [[hostile]])])])
+    row = next(line for line in md.splitlines() if "alert(1)" in line)
+    assert "<" not in row and row.count("|") == 3 and "&lt;script>" in row  # one cell: the pipe is escaped

@@ -55,7 +55,9 @@ def _numeric_columns(t: Table) -> list[bool]:
 
 
 def _md_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    # Cells hold model-written text (task names, instructions): a `<` would open raw HTML in any
+    # renderer that allows it (a card on the Hub, results.md in an editor), so it is written as `&lt;`.
+    return text.replace("<", "&lt;").replace("|", "\\|").replace("\n", " ")
 
 
 def to_markdown(title: str, sections: list[Section]) -> str:

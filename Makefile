@@ -10,7 +10,7 @@ PIP := $(PY) -m pip
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
 	-DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
 
-.PHONY: demo test lint bench clean venv study-deps
+.PHONY: demo test lint typecheck bench clean venv study-deps
 
 # The CPU build of torch (it lies in the local wheel cache), installed before anything that pulls torch
 # so pip does not fetch a multi-GB CUDA build.
@@ -45,17 +45,19 @@ study-deps: $(VENV)/.study-installed
 demo: $(VENV)/.installed
 	$(VENV)/bin/explore-instruct run configs/demo.yaml --run-dir runs/demo --resume
 
-test: $(VENV)/.dev-installed
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+test: lint
 	$(PY) -m pytest -q
 
-lint: $(VENV)/.dev-installed
+lint: typecheck
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
+
+# mypy, strict on src/ (pyproject.toml's [tool.mypy]); its cache in .mypy_cache makes a second run fast.
+typecheck: $(VENV)/.dev-installed
+	$(VENV)/bin/mypy
 
 bench: $(VENV)/.dev-installed
 	$(PY) bench/run_all.py
 
 clean:
-	rm -rf $(VENV) runs build dist *.egg-info src/*.egg-info
+	rm -rf $(VENV) runs build dist *.egg-info src/*.egg-info .mypy_cache

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,7 @@ class ContaminationIndex:
     def add(self, text: str, match: Match, *, whole_when_short: bool) -> None:
         w = words(text)
         n = self.ngram
+        grams: Iterator[tuple[str, ...]]
         if len(w) >= n:
             grams = (tuple(w[i : i + n]) for i in range(len(w) - n + 1))
         elif w and whole_when_short:

@@ -138,7 +138,7 @@ def _semantic_pass(
 
 def _dropped(
     records: list[dict[str, Any]], texts: list[str], result: Any, group_field: str | None, stages: list[str] | None
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     return [
         {
             "index": i,

@@ -158,9 +158,10 @@ def extract_json(text: str) -> Any:
 def _clean(value: Any) -> str:
     if value is None:
         return ""
-    if not isinstance(value, str):
-        value = json.dumps(value, ensure_ascii=False) if isinstance(value, dict | list) else str(value)
-    return value.strip()
+    if isinstance(value, str):
+        return value.strip()
+    text = json.dumps(value, ensure_ascii=False) if isinstance(value, dict | list) else str(value)
+    return text.strip()
 
 
 def _clean_input(value: Any) -> str:
@@ -183,8 +184,9 @@ def _list_under(value: Any, *keys: str) -> list[Any] | None:
         return value
     if isinstance(value, dict):
         for key in keys:
-            if isinstance(value.get(key), list):
-                return value[key]
+            found = value.get(key)
+            if isinstance(found, list):
+                return found
         lists = [v for v in value.values() if isinstance(v, list)]
         if len(lists) == 1:
             return lists[0]
@@ -263,7 +265,8 @@ def parse_subtasks(text: str) -> list[Subtask]:
             name = _clean(lowered.get("name") or lowered.get("task") or lowered.get("subtask"))
             if not name:
                 continue
-            raw_examples = lowered.get("examples") if isinstance(lowered.get("examples"), list) else []
+            listed = lowered.get("examples")
+            raw_examples = listed if isinstance(listed, list) else []
             examples = [e for e in (_example_from(x) for x in raw_examples) if e is not None]
             subtasks.append(Subtask(name, _clean(lowered.get("reason")), examples))
     else:

@@ -46,12 +46,15 @@ from collections import Counter
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from rapidfuzz.distance import Indel, LCSseq
 from rapidfuzz.process import extract as _extract
 
 from explore_instruct.errors import UserError
+
+if TYPE_CHECKING:  # multiprocessing is imported only when a run forks workers
+    from multiprocessing.connection import Connection
 
 Tokenizer = Literal["rouge", "unicode", "cjk"]
 TOKENIZERS: tuple[str, ...] = ("rouge", "unicode", "cjk")
@@ -108,7 +111,8 @@ def _porter_stem() -> Callable[[str], str]:
         from nltk.stem import porter
     except ImportError:  # pragma: no cover - nltk comes with rouge-score
         raise UserError("stemming needs nltk (the Porter stemmer rouge-score uses): pip install nltk") from None
-    return porter.PorterStemmer().stem
+    stem: Callable[[str], str] = porter.PorterStemmer().stem
+    return stem
 
 
 def make_tokenizer(tokenizer: Tokenizer = "rouge", stem: bool = False) -> Callable[[str], list[str]]:
@@ -260,7 +264,6 @@ class _Corpus:
     seqs: list[Any]
     rank: list[int]
     vocab_size: int
-    as_text: bool
 
     def sorted_keys(self, s: Seq) -> list[int]:
         """The elements of `s` as a multiset, in the global order (rarest token first).
@@ -268,7 +271,7 @@ class _Corpus:
         The k-th repeat of a token is the element ``rank + k * vocab_size``.
         """
         rank = self.rank
-        keys = [rank[c] for c in map(ord, s)] if self.as_text else [rank[c] for c in s]
+        keys = [rank[c] for c in map(ord, s)] if isinstance(s, str) else [rank[c] for c in s]
         keys.sort()
         if len(set(keys)) != len(keys):
             v = self.vocab_size
@@ -303,7 +306,7 @@ def _encode(token_lists: Iterator[list[str]], force_ints: bool = False) -> _Corp
             rank = [0] * size
             for r, (ch, _) in enumerate(sorted(counts.items(), key=lambda kv: (kv[1], kv[0]))):
                 rank[ord(ch)] = r
-            return _Corpus(seqs, rank, len(vocab), True)
+            return _Corpus(seqs, rank, len(vocab))
         except _VocabFull:
             # More distinct tokens than code points: re-encode everything as int tuples.
             back = {c: t for t, c in vocab.items()}
@@ -317,7 +320,7 @@ def _encode(token_lists: Iterator[list[str]], force_ints: bool = False) -> _Corp
     irank = [0] * len(ivocab)
     for r, (code, _) in enumerate(sorted(icounts.items(), key=lambda kv: (kv[1], kv[0]))):
         irank[code] = r
-    return _Corpus(iseqs, irank, len(ivocab), False)
+    return _Corpus(iseqs, irank, len(ivocab))
 
 
 # --------------------------------------------------------------------------------------------
@@ -532,7 +535,7 @@ def _run_parallel(
     ctx = mp.get_context("fork")
     _SHARED = index
     procs = []
-    conns = []
+    conns: list[Connection] = []
     try:
         for _ in range(workers):
             parent, child = ctx.Pipe()

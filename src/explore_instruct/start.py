@@ -27,7 +27,8 @@ class LiveNode:
     examples: list[Example] = field(default_factory=list)
 
     def path(self) -> list[str]:
-        names, node = [], self
+        names: list[str] = []
+        node: LiveNode | None = self
         while node is not None:
             names.append(node.name)
             node = node.parent

@@ -86,7 +86,13 @@ def filter_collisions(
             seen_kept.add(r.dup_of)
         shown.append(r)
     return [
-        {"dropped": r.instruction, "kept": text.get(r.dup_of, ""), "score": r.score, "id": r.id, "dup_of": r.dup_of}
+        {
+            "dropped": r.instruction,
+            "kept": text.get(r.dup_of, "") if r.dup_of is not None else "",
+            "score": r.score,
+            "id": r.id,
+            "dup_of": r.dup_of,
+        }
         for r in shown
     ]
 

@@ -33,12 +33,12 @@ def parse_spec(spec: str) -> tuple[str, Path]:
     if Path(spec).exists() or "=" not in spec:
         path = Path(spec)
         return (path.stem or path.resolve().name), path
-    name, _, path = spec.partition("=")
+    name, _, written = spec.partition("=")
     if not name.strip():
         raise UserError(f"{spec}: empty dataset name before '='")
-    if not path:
+    if not written:
         raise UserError(f"{spec}: empty path after '='")
-    return name.strip(), Path(path)
+    return name.strip(), Path(written)
 
 
 def _text(value: Any) -> str:

@@ -62,7 +62,7 @@ def project_2d(vectors: np.ndarray, seed: int = 0) -> tuple[np.ndarray, str]:
     if len(x) < 3:
         return np.zeros((len(x), 2)), "pca"
     try:
-        import umap  # type: ignore[import-not-found]
+        import umap
     except ImportError:
         centred = x - x.mean(axis=0)
         _u, _s, vt = np.linalg.svd(centred, full_matrices=False)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from explore_instruct.errors import MissingExtra
@@ -108,7 +108,7 @@ def overlap_histogram(scores: dict[str, Sequence[float]], bins: int = 20) -> byt
     return _png(fig)
 
 
-def length_boxplots(lengths: dict[str, dict[str, Sequence[int]]]) -> bytes:
+def length_boxplots(lengths: Mapping[str, Mapping[str, Sequence[int]]]) -> bytes:
     """One panel per field (instruction, input, output): a box per dataset, lengths in words."""
     plt = _plt()
     fields = ("instruction", "input", "output")

@@ -113,7 +113,8 @@ def _object_noun(verb: Any) -> str | None:
         obj = next((c for c in verb.children if c.dep_ in _PASSIVE_SUBJ_DEPS), None)
     if obj is None or obj.pos_ not in ("NOUN", "PROPN"):
         return None
-    return obj.lemma_.lower()
+    lemma: str = obj.lemma_
+    return lemma.lower()
 
 
 def from_doc(doc: Any) -> VerbNoun:

@@ -21,7 +21,7 @@ from explore_instruct.text import refuse_invalid
 try:  # typer 0.2x bundles its own copy of click, whose exceptions are not click's
     from typer._click.exceptions import ClickException, NoArgsIsHelpError
 except ImportError:  # older typer: plain click
-    from click.exceptions import ClickException, NoArgsIsHelpError  # type: ignore[assignment, no-redef]
+    from click.exceptions import ClickException, NoArgsIsHelpError  # type: ignore[assignment]
 
 app = typer.Typer(
     cls=Group,

@@ -78,9 +78,11 @@ def analyze(
     started = time.perf_counter()
     nlp = load_nlp()  # fail on a missing model before reading anything big
     loaded = load_datasets(datasets)
+    seed_texts: list[str] | None
+    note: str | None
     if seeds is not None:
-        seed_texts: list[str] | None = load_seed_instructions(seeds)
-        note: str | None = f"{len(seed_texts)} seed instructions from {seeds}"
+        seed_texts = load_seed_instructions(seeds)
+        note = f"{len(seed_texts)} seed instructions from {seeds}"
     else:
         found = default_seeds(loaded)
         seed_texts, note = (found[0], f"{len(found[0])} seed instructions: {found[1]}") if found else (None, None)

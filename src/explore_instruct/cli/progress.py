@@ -46,8 +46,18 @@ class LineProgress(Progress):
         super().__init__(console=target, disable=True)
         self._printed: dict[TaskID, tuple[float, float | None]] = {}  # what each task's last line showed
 
-    def add_task(self, description: str, start: bool = True, total: float | None = 100.0, **fields: Any) -> TaskID:
-        task_id = super().add_task(description, start=start, total=total, **fields)
+    def add_task(
+        self,
+        description: str,
+        start: bool = True,
+        total: float | None = 100.0,
+        completed: int = 0,
+        visible: bool = True,
+        **fields: Any,
+    ) -> TaskID:
+        task_id = super().add_task(
+            description, start=start, total=total, completed=completed, visible=visible, **fields
+        )
         self._line(task_id, force=True)
         return task_id
 

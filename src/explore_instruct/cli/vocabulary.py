@@ -46,7 +46,7 @@ def rewrite_old_spellings(args: list[str], params: list[Any]) -> list[str]:
             break
         head, eq, value = word.partition("=") if word.startswith("--") else (word, "", "")
         new = OLD_SPELLINGS.get(head)
-        if new in names:
+        if new is not None and new in names:
             head, word = new, f"{new}{eq}{value}"
         out.append(word)
         if head in with_value and not eq and i + 1 < len(args):

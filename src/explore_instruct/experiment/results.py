@@ -71,11 +71,11 @@ def cell_row(plan: Plan, states: dict[str, StepState], out_dir: Path, cell: str)
         "sources": {},
     }
     mine = [s for s in states.values() if cell in s.step.cells]
-    for s in mine:
-        if s.status in ("failed", "blocked"):
-            row["problems"].append(f"{s.step.id}: {s.status}: {s.reason}")
-        elif s.status not in ("done", "cached"):
-            row["problems"].append(f"{s.step.id}: {s.status}")
+    for state in mine:
+        if state.status in ("failed", "blocked"):
+            row["problems"].append(f"{state.step.id}: {state.status}: {state.reason}")
+        elif state.status not in ("done", "cached"):
+            row["problems"].append(f"{state.step.id}: {state.status}")
     failed = any(s.status == "failed" for s in mine)
     row["status"] = "failed" if failed else ("incomplete" if row["problems"] else "ok")
 
@@ -501,9 +501,9 @@ def write_results(plan: Plan, states: dict[str, StepState], out_dir: str | Path)
             figures[name] = png
             sec.blocks.append(Figure(name, png, f"beat rate against {'K' if axis == 'depth' else 'data size'}"))
         sections.append(sec)
-    if (png := _pairs_figure(rows)) is not None:
-        figures["verb_noun_pairs.png"] = png
-        sections.append(Section("Data", [Figure("verb_noun_pairs.png", png, "unique verb–noun pairs per cell")]))
+    if (pairs_png := _pairs_figure(rows)) is not None:
+        figures["verb_noun_pairs.png"] = pairs_png
+        sections.append(Section("Data", [Figure("verb_noun_pairs.png", pairs_png, "unique verb–noun pairs per cell")]))
     problems = [p for r in rows for p in r["problems"]]
     if problems:
         sections.append(Section("Problems", [Text(p) for p in problems]))

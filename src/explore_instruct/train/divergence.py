@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from explore_instruct.errors import RunStopped
+
+if TYPE_CHECKING:  # transformers is imported only when a model trains
+    from transformers import TrainerControl, TrainerState, TrainingArguments
 
 WATCHED = ("loss", "grad_norm")
 
@@ -40,7 +43,14 @@ def divergence_guard(learning_rate: float) -> Any:
     from transformers import TrainerCallback
 
     class DivergenceGuard(TrainerCallback):
-        def on_log(self, args, state, control, logs=None, **kwargs):  # type: ignore[override]
+        def on_log(
+            self,
+            args: TrainingArguments,
+            state: TrainerState,
+            control: TrainerControl,
+            logs: Mapping[str, Any] | None = None,
+            **kwargs: Any,
+        ) -> None:
             if logs and diverged(logs):
                 raise TrainingDiverged(state.global_step, logs, learning_rate)
 

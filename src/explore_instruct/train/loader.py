@@ -124,7 +124,7 @@ class CountingCollator:
     meter: TokenMeter
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
-        batch = self.inner(examples)
+        batch: dict[str, Any] = self.inner(examples)
         mask = batch.get("attention_mask")
         computed = int(batch["input_ids"].numel())
         self.meter.produced(int(mask.sum()) if mask is not None else computed, computed)

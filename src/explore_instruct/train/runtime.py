@@ -98,8 +98,8 @@ def packing_respects_boundaries(model: Any) -> bool:
             leaked = model(input_ids=row, use_cache=False).logits[0]
     finally:
         model.train(was_training)
-    error = (packed - alone).abs().max().item()
-    leak = (leaked - alone).abs().max().item()
+    error = float((packed - alone).abs().max())
+    leak = float((leaked - alone).abs().max())
     return error <= max(1e-5, 1e-3 * leak) and leak > 0
 
 

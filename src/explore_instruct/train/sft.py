@@ -29,7 +29,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from explore_instruct.datafile import atomic_write_text, read_records
 from explore_instruct.errors import UserError
@@ -50,6 +50,12 @@ from explore_instruct.train.models import (
 from explore_instruct.train.prompting import alpaca_chat_template, build_pairs
 from explore_instruct.train.runtime import RuntimeChoice
 from explore_instruct.train.tokenize import tokenize_pairs
+
+if TYPE_CHECKING:  # torch, transformers and peft are imported only when a model trains
+    import torch
+    from peft import LoraConfig
+    from torch.utils.data import DataLoader, Dataset
+    from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 SETTINGS_FILE = "train_settings.json"
 LOG_FILE = "train_log.jsonl"
@@ -142,7 +148,7 @@ def load_pairs(cfg: TrainConfig) -> list[dict[str, str]]:
     return build_pairs(records, str(cfg.data))
 
 
-def _step_logger(path: Path, losses: list[float], *, lines: bool):
+def _step_logger(path: Path, losses: list[float], *, lines: bool) -> TrainerCallback:
     """Logs every step to `path`; with `lines` (no progress bar: not a terminal), also a plain line on
     stderr each tenth of the steps, in place of the log dicts transformers would print on stdout."""
     from transformers import TrainerCallback
@@ -150,7 +156,14 @@ def _step_logger(path: Path, losses: list[float], *, lines: bool):
     class StepLog(TrainerCallback):
         """Appends every log event of the main process to `train_log.jsonl` as it happens."""
 
-        def on_log(self, args, state, control, logs=None, **kwargs):  # type: ignore[override]
+        def on_log(
+            self,
+            args: TrainingArguments,
+            state: TrainerState,
+            control: TrainerControl,
+            logs: dict[str, Any] | None = None,
+            **kwargs: Any,
+        ) -> None:
             if not state.is_world_process_zero or not _is_main_process() or not logs:
                 return
             if "loss" in logs:
@@ -165,12 +178,13 @@ def _step_logger(path: Path, losses: list[float], *, lines: bool):
     return StepLog()
 
 
-def _lora_config(cfg: TrainConfig):
+def _lora_config(cfg: TrainConfig) -> LoraConfig:
     from peft import LoraConfig
 
-    targets: str | list[str] = cfg.lora_target_modules
-    if targets != "all-linear":
-        targets = [t.strip() for t in targets.split(",") if t.strip()]
+    named = cfg.lora_target_modules
+    targets: str | list[str] = named
+    if named != "all-linear":
+        targets = [t.strip() for t in named.split(",") if t.strip()]
     return LoraConfig(
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,
@@ -261,36 +275,48 @@ def _batch_layout(
 def _trainer_class() -> Any:
     """SFTTrainer fed by the batch plan (when there is one) and counting the tokens it trains on."""
     from torch.utils.data import DataLoader
+    from transformers import PreTrainedTokenizerBase
     from trl import SFTTrainer
 
     class TokenBudgetTrainer(SFTTrainer):
         row_plan: Plan | None = None
         meter: TokenMeter
 
-        def get_train_dataloader(self):  # type: ignore[override]
+        def get_train_dataloader(self) -> DataLoader[Any]:
             if self.row_plan is None:
                 return super().get_train_dataloader()
-            collator = RowCollator(self.processing_class.pad_token_id, self.row_plan.settings.layout, self.meter)
-            loader = DataLoader(
-                RowTaggedDataset(self.train_dataset),
+            tokenizer = self.processing_class
+            assert isinstance(tokenizer, PreTrainedTokenizerBase)  # `prepare` hands the trainer a tokenizer
+            collator = RowCollator(tokenizer.pad_token_id, self.row_plan.settings.layout, self.meter)
+            # A map-style dataset by duck typing, which is all DataLoader uses; torch's stub asks for its
+            # own base class.
+            rows = cast("Dataset[dict[str, Any]]", RowTaggedDataset(self.train_dataset))
+            loader: DataLoader[dict[str, Any]] = DataLoader(
+                rows,
                 batch_sampler=PlanSampler(self.row_plan),
                 collate_fn=collator,
                 pin_memory=self.args.dataloader_pin_memory,
             )
-            return self.accelerator.prepare(loader)
+            prepared: DataLoader[dict[str, Any]] = self.accelerator.prepare(loader)
+            return prepared
 
-        def training_step(self, *args, **kwargs):  # type: ignore[override]
+        def training_step(self, *args: Any, **kwargs: Any) -> torch.Tensor:
             self.meter.consume()
-            return super().training_step(*args, **kwargs)
+            # trl's SFTTrainer.training_step has no annotations, and mypy's untyped_calls_exclude does
+            # not reach a call through super().
+            loss: torch.Tensor = super().training_step(*args, **kwargs)  # type: ignore[no-untyped-call]
+            return loss
 
     return TokenBudgetTrainer
 
 
-def _step_timer(meter: TokenMeter, marks: list[tuple[float, int]]):
+def _step_timer(meter: TokenMeter, marks: list[tuple[float, int]]) -> TrainerCallback:
     from transformers import TrainerCallback
 
     class StepTimer(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):  # type: ignore[override]
+        def on_step_end(
+            self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+        ) -> None:
             import torch
 
             if torch.cuda.is_available():
@@ -352,6 +378,7 @@ def prepare(cfg: TrainConfig) -> Prepared:
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
 
+    quiet = not sys.stderr.isatty()  # no progress bar: plain lines instead
     args = SFTConfig(
         output_dir=str(work / "trainer"),
         learning_rate=cfg.learning_rate,
@@ -379,7 +406,7 @@ def prepare(cfg: TrainConfig) -> Prepared:
         packing=False,
         dataset_kwargs={"skip_prepare_dataset": True},  # tokenized above, the way TRL does it
         deepspeed=_deepspeed_path(cfg.deepspeed),
-        disable_tqdm=not sys.stderr.isatty(),
+        disable_tqdm=quiet,
     )
     if model is None:
         model = load_model(src, dtype=torch.float32)
@@ -393,12 +420,12 @@ def prepare(cfg: TrainConfig) -> Prepared:
         processing_class=tokenizer,
         peft_config=_lora_config(cfg) if cfg.lora else None,
         callbacks=[
-            _step_logger(work / LOG_FILE, losses, lines=args.disable_tqdm),
+            _step_logger(work / LOG_FILE, losses, lines=quiet),
             _step_timer(meter, marks),
             divergence_guard(cfg.learning_rate),
         ],
     )
-    if args.disable_tqdm:  # its log dicts on stdout would mix with the command's output; StepLog says it
+    if quiet:  # its log dicts on stdout would mix with the command's output; StepLog says it
         from transformers.trainer_callback import PrinterCallback
 
         trainer.remove_callback(PrinterCallback)
@@ -413,7 +440,7 @@ def prepare(cfg: TrainConfig) -> Prepared:
     return Prepared(cfg, trainer, tokenizer, src, work, precision, settings, losses, meter, marks, plan)
 
 
-def _checkpointing_arg(config_cls: Any, enabled: bool) -> dict[str, bool]:
+def _checkpointing_arg(config_cls: Any, enabled: bool) -> dict[str, Any]:
     """transformers 5 renamed gradient checkpointing to activation checkpointing; set whichever exists
     (TRL's default for the old name is True, which we do not want on by default)."""
     fields = getattr(config_cls, "__dataclass_fields__", {})

@@ -8,13 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from explore_instruct.train.prompting import PROMPT_NO_INPUT, PROMPT_WITH_INPUT
+
+if TYPE_CHECKING:  # torch and transformers are imported only when a model is built
+    import torch
+    from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]
 
 
-def build_tokenizer(corpus: Iterable[str], vocab_size: int = 512):  # -> PreTrainedTokenizerFast
+def build_tokenizer(corpus: Iterable[str], vocab_size: int = 512) -> PreTrainedTokenizerFast:
     """A byte-level BPE tokenizer (any text round-trips) trained on `corpus` plus the prompt template."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -68,7 +73,7 @@ LLAMA_1B = {"hidden_size": 2048, "intermediate_size": 5632, "layers": 22, "heads
 
 def build_random_llama(
     out_dir: str | Path,
-    tokenizer,  # a PreTrainedTokenizer(Fast) with bos, eos and pad tokens
+    tokenizer: PreTrainedTokenizerBase,  # with bos, eos and pad tokens
     *,
     hidden_size: int,
     intermediate_size: int,
@@ -76,7 +81,7 @@ def build_random_llama(
     heads: int,
     kv_heads: int,
     seed: int = 0,
-    dtype=None,  # torch dtype of the saved weights (default fp32)
+    dtype: torch.dtype | None = None,  # of the saved weights (default fp32)
 ) -> Path:
     """Save a randomly initialised LlamaForCausalLM of the given shape with `tokenizer` to `out_dir`."""
     import torch
@@ -99,7 +104,9 @@ def build_random_llama(
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
     if dtype is not None:
-        model = model.to(dtype)
+        # transformers wraps Module.to with functools.wraps, whose stub keeps the unbound signature
+        # (the dtype is taken for `self`).
+        model = model.to(dtype)  # type: ignore[arg-type]
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out

@@ -12,19 +12,22 @@ import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.base import RequestResponseEndpoint
 
 from explore_instruct.web.guard import BodyGuard
 from explore_instruct.web.markdown import render_markdown
+
+T = TypeVar("T")
 
 SESSION_COOKIE = "ei_session"
 CSRF_FIELD = "csrf"
@@ -96,7 +99,7 @@ def make_app(title: str, may_post: Callable[[str], bool]) -> FastAPI:
     app.add_middleware(BodyGuard, may_post=may_post, not_found=NOT_FOUND_PAGE.encode("utf-8"))
 
     @app.middleware("http")
-    async def security_headers(request: Request, call_next: Any) -> Response:
+    async def security_headers(request: Request, call_next: RequestResponseEndpoint) -> Response:
         response = await call_next(request)
         for key, value in SECURITY_HEADERS.items():
             response.headers.setdefault(key, value)
@@ -136,10 +139,10 @@ def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def find_token(token: str, digests: dict[str, Any]) -> Any:
+def find_token(token: str, digests: Mapping[str, T]) -> T | None:
     """The value whose digest matches `token`, comparing every digest in constant time; else None."""
     wanted = token_digest(token)
-    found = None
+    found: T | None = None
     for digest, value in digests.items():
         if secrets.compare_digest(digest, wanted):
             found = value

@@ -8,10 +8,13 @@ new tab without a referrer, so a rater's secret address never reaches another si
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cache
-from typing import Any
 
 from markdown_it import MarkdownIt
+from markdown_it.renderer import RendererHTML
+from markdown_it.token import Token
+from markdown_it.utils import EnvType, OptionsDict
 from markupsafe import Markup
 
 LINK_SCHEMES = ("http://", "https://", "mailto:")
@@ -22,7 +25,7 @@ def safe_link(url: str) -> bool:
     return url.strip().lower().startswith(LINK_SCHEMES)
 
 
-def _open_links_apart(self: Any, tokens: list[Any], idx: int, options: Any, env: Any) -> str:
+def _open_links_apart(self: RendererHTML, tokens: Sequence[Token], idx: int, options: OptionsDict, env: EnvType) -> str:
     tokens[idx].attrSet("rel", "noopener noreferrer nofollow")
     tokens[idx].attrSet("target", "_blank")
     return self.renderToken(tokens, idx, options, env)

@@ -10,7 +10,7 @@ form, and a decision posted for one is refused.
 from __future__ import annotations
 
 import secrets
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import FastAPI, Form, Request
 from fastapi.responses import RedirectResponse, Response
@@ -46,7 +46,7 @@ def create_app(review: RunReview, token: str) -> FastAPI:
         if find_token(t, digests) is None:
             raise not_found()
 
-    def page(request: Request, name: str, **context: object) -> Response:
+    def page(request: Request, name: str, **context: Any) -> Response:
         form_token, new_sid = csrf.start(request)
         response = render(name, t=context.pop("t"), csrf=form_token, csrf_field=CSRF_FIELD, **context)
         return csrf.set_cookie(response, new_sid)

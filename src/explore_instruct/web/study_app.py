@@ -87,7 +87,8 @@ def create_app(study: Study) -> FastAPI:
         items = study.assignments(rater)
         after = [a.position for a in items[n:] if a.choice is None]
         before = [a.position for a in items[: n - 1] if a.choice is None]
-        following = (after or before or [None])[0]
+        pending = after or before
+        following = pending[0] if pending else None
         target = f"/r/{token}/{following}" if following is not None else f"/r/{token}/done"
         return RedirectResponse(target, status_code=303)
 

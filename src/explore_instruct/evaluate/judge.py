@@ -59,15 +59,9 @@ VERDICT_SCHEMA: dict[str, Any] = {
 
 
 def supports_structured_output(backend: LLM) -> bool:
-    """Whether `backend` can be held to a JSON schema: the embedded model always (grammar), an
-    OpenAI-compatible endpoint unless its structured output is set to text (it finds out what the
-    server accepts). Any other backend (a scripted one in tests) is taken to write free text."""
-    setting = getattr(backend, "structured_output", None)
-    if setting is not None:
-        return setting != "text"
-    from explore_instruct.llm.local import LocalLLM
-
-    return isinstance(backend, LocalLLM)
+    """Whether `backend` can be held to a JSON schema (its capabilities say): the embedded model always
+    (grammar), an OpenAI-compatible endpoint unless its structured output is set to text."""
+    return backend.capabilities.structured_output
 
 
 def resolve_format(choice: str, backend: LLM) -> VerdictFormat:
@@ -205,7 +199,8 @@ async def _judge_once(
     reason = ""
     for attempt in range(client.retry.retries + 1):
         sent = request if attempt == 0 else dataclasses.replace(request, seed=_retry_seed(request.seed, attempt))
-        result = await client.call(sent, stage=STAGE, parse=_raw_text)
+        # A review cut at max_tokens is kept and parsed: its verdict may be there.
+        result = await client.call(sent, stage=STAGE, parse=_raw_text, keep_truncated=True)
         if result.failed or result.value is None:
             last = unparsed[-1] if unparsed else None
             return OrderResult(None, last, f"failed: {result.error}", unparsed, failed=True)

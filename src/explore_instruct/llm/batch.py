@@ -145,18 +145,13 @@ def output_path(run_dir: Path, row: int, kind: str = "output") -> Path:
     return run_dir / BATCH_DIR / f"{row}.{kind}.jsonl"
 
 
-def results_of(run_dir: Path, row: int) -> dict[str, dict[str, Any]] | None:
-    """The result lines kept for batch `row`, by custom_id (None: none kept yet)."""
+def results_of(run_dir: Path, row: int) -> dict[str, dict[str, Any]]:
+    """The result lines kept for batch `row` (downloaded or imported), by custom_id."""
     records: list[dict[str, Any]] = []
-    found = False
     for kind in ("output", "errors"):
         path = output_path(run_dir, row, kind)
-        if path.exists():
-            found = True
-            if path.stat().st_size:
-                records += read_records(path, model_text=True)[0]
-    if not found:
-        return None
+        if path.exists() and path.stat().st_size:
+            records += read_records(path, model_text=True)[0]
     return {r["custom_id"]: r for r in records if isinstance(r.get("custom_id"), str)}
 
 
@@ -513,12 +508,12 @@ class BatchTransport:
             assert waiting.row is not None
             by_row.setdefault(waiting.row, []).append(waiting)
         rows = [self.store.batch(r) for r in sorted(by_row)]
-        if self.openai is None:  # files: results exist once `batch import` filed them
-            unanswered = [row for row in rows if results_of(self.run_dir, row.id) is None]
+        if self.openai is None:  # files: a batch is answered once `batch import` checked and filed its results
+            unanswered = [row for row in rows if row.status != "done"]
             if unanswered:
                 raise BatchPending(pending_message(self.run_dir, unanswered, self.api.model))
             for row in rows:
-                self._hand_out(row, by_row[row.id], results_of(self.run_dir, row.id) or {}, "imported")
+                self._hand_out(row, by_row[row.id], results_of(self.run_dir, row.id), "imported")
             return
         await asyncio.gather(*(self._run(row, by_row[row.id]) for row in rows))
 
@@ -560,7 +555,7 @@ class BatchTransport:
         for kind, file_id in (("output", batch.output_file_id), ("errors", batch.error_file_id)):
             if file_id:
                 atomic_write(output_path(self.run_dir, row.id, kind), await self.openai.download(file_id))
-        results = results_of(self.run_dir, row.id) or {}
+        results = results_of(self.run_dir, row.id)
         log.info("batch %s (%s): %d of %d lines answered", row.batch_id, batch.status, len(results), len(waiting))
         if batch.status == "failed":
             errors = getattr(batch, "errors", None)

@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 from explore_instruct.evaluate.questions import Answer, Question
 from explore_instruct.llm.base import LLM, Completion, CompletionRequest, ParseError
-from explore_instruct.llm.client import LLMClient
+from explore_instruct.llm.client import RESEED_STEP, LLMClient
 from explore_instruct.parse import SCORE_SCHEMA, read_score
 
 STAGE = "judge"
@@ -177,7 +177,7 @@ class PairJudgement:
 
 def _retry_seed(seed: int | None, attempt: int) -> int | None:
     """The seed of the attempt-th request for one ordering (attempt 0 keeps the configured seed)."""
-    return seed if attempt == 0 else (seed or 0) + 7919 * attempt
+    return seed if attempt == 0 else (seed or 0) + RESEED_STEP * attempt
 
 
 async def _judge_once(

@@ -10,8 +10,10 @@ the same request answered in a batch get the same text. It serves
 A batch stays `in_progress` until `release()` is called (or at once with `hold=False`), then
 completes with one output line per input line; `line_fault(custom_id)` may turn a line into an
 error-file line instead, `expire_after=n` ends the next batch `expired` after n lines, and
-`fail_next` fails the next batch as a whole. `refuse_json_schema` answers HTTP 500 to a chat request
-asking for `json_schema`, as llama.cpp's server does; `formats` lists each chat request's format.
+`fail_next` fails the next batch as a whole. `script(body)` may answer a chat body, online or in a
+batch line alike, with its own (status, reply body) instead of the fake model's. `refuse_json_schema`
+answers HTTP 500 to a chat request asking for `json_schema`, as llama.cpp's server does; `formats`
+lists each chat request's format.
 `vllm_run_batch` does what `vllm run-batch -i IN -o OUT` does, with the same fake model.
 """
 
@@ -94,6 +96,7 @@ class FakeOpenAI:
         self.hold = hold
         self._released = threading.Event()
         self.line_fault: Callable[[str], dict[str, Any] | None] | None = None
+        self.script: Callable[[dict[str, Any]], tuple[int, dict[str, Any]] | None] | None = None
         self.expire_after: int | None = None
         self.fail_next = False  # the next batch fails as a whole (as validation failures do)
         self.refuse_json_schema = False
@@ -142,8 +145,15 @@ class FakeOpenAI:
                 errors.append({"id": f"e{n}", "custom_id": line["custom_id"], "response": None, "error": error})
                 continue
             fault = self.line_fault(line["custom_id"]) if self.line_fault else None
+            scripted = self.script(line["body"]) if self.script else None
             if fault is not None:
                 errors.append({"id": f"e{n}", "custom_id": line["custom_id"], **fault})
+            elif scripted is not None:
+                status, body = scripted
+                response = {"status_code": status, "request_id": "req", "body": body}
+                (out if status == 200 else errors).append(
+                    {"id": f"r{n}", "custom_id": line["custom_id"], "response": response, "error": None}
+                )
             else:
                 out.append(output_line(line))
         batch["status"] = "expired" if expire_after is not None else "completed"
@@ -206,6 +216,9 @@ class FakeOpenAI:
                         fake.formats.append((request.get("response_format") or {}).get("type"))
                         if fake.refuse_json_schema and fake.formats[-1] == "json_schema":
                             return self._send(500, {"error": {"message": "Internal Server Error"}})
+                        scripted = fake.script(request) if fake.script else None
+                        if scripted is not None:
+                            return self._send(*scripted)
                         return self._send(200, chat_completion(request))
                     if path == "/v1/embeddings":
                         fake.embedding_inputs.append(json.loads(body)["input"])

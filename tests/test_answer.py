@@ -4,6 +4,7 @@ truncation), left-padded batched generation, and the answer command's errors."""
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -103,6 +104,18 @@ def test_truncated_answers_are_kept_not_retried(questions: Path, tmp_path: Path)
     assert len(backend.requests) == 3
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert all(r["finish_reason"] == "length" and r["answer"] == "a long answer cut" for r in rows)
+
+
+def test_a_cut_answer_cached_by_the_first_release_still_reads_as_cut(questions: Path, tmp_path: Path) -> None:
+    """0.1.0 kept a cut answer in the cache with finish_reason "max_tokens"; a rerun answers from it."""
+    backend = ScriptedLLM(lambda r: Completion("a long answer cut", Usage(1, 1), "length"))
+    out = tmp_path / "answers.jsonl"
+    answer_file(questions, out, SamplingSettings(prompt_format="plain"), backend=backend)
+    with sqlite3.connect(tmp_path / "answers.jsonl.cache.sqlite") as conn:
+        conn.execute("UPDATE llm_calls SET finish_reason = 'max_tokens'")
+    answer_file(questions, out, SamplingSettings(prompt_format="plain"), backend=backend)
+    assert len(backend.requests) == 3  # all from the cache
+    assert all(json.loads(line)["finish_reason"] == "length" for line in out.read_text().splitlines())
 
 
 def test_failed_answers_stop_without_output_then_resume(questions: Path, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ import asyncio
 import pytest
 
 from explore_instruct.llm.base import (
+    Backend,
     Completion,
     CompletionRequest,
     FatalLLMError,
@@ -106,7 +107,7 @@ async def test_commit_is_atomic_with_call_row(log):
 async def test_concurrency_is_bounded(log):
     in_flight = peak = 0
 
-    class Slow:
+    class Slow(Backend):
         model_id = "slow"
 
         async def complete(self, request):
@@ -195,7 +196,7 @@ async def test_timeouts_halve_concurrency_once_per_burst_then_it_grows_back(log)
     in_flight = peak_after_burst = 0
     timeouts_left = 8
 
-    class SlowServer:
+    class SlowServer(Backend):
         model_id = "slow"
 
         async def complete(self, request):

@@ -20,7 +20,7 @@ from explore_instruct.evaluate.judge import (
     resolve_format,
 )
 from explore_instruct.evaluate.stages import EndpointSettings, judge_files
-from explore_instruct.llm.base import CompletionRequest, ParseError
+from explore_instruct.llm.base import Capabilities, CompletionRequest, ParseError
 from explore_instruct.llm.local import LocalLLM
 from explore_instruct.llm.openai_compat import OpenAICompatLLM
 from explore_instruct.llm.scripted import ScriptedLLM
@@ -221,8 +221,9 @@ def test_cli_judge_format(
         def reply(r: CompletionRequest) -> str:
             return scoring_judge(r) if r.json_schema else "Assistant 1 = Assistant 2"
 
-        judge = ScriptedLLM(reply, model_id="openai:j")
-        judge.structured_output = kwargs["structured_output"]  # type: ignore[attr-defined]  # as an endpoint has
+        # As an endpoint has: structured output unless it was built for text.
+        structured = Capabilities(structured_output=kwargs["structured_output"] != "text")
+        judge = ScriptedLLM(reply, model_id="openai:j", capabilities=structured)
         built.append((kwargs, judge))
         return judge
 

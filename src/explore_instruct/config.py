@@ -17,6 +17,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from explore_instruct.datafile import read_text_file
 from explore_instruct.errors import UserError
+from explore_instruct.llm.base import StructuredSetting
 from explore_instruct.text import refuse_invalid
 
 PROFILES = ("rewriting", "brainstorming", "math", "generic")
@@ -256,7 +257,7 @@ class LLMConfig(ModelEndpoint):
     max_concurrency: int = Field(8, ge=1, le=512)
     timeout: float = Field(120.0, gt=0, le=86_400, description="seconds per request")
     retries: int = Field(4, ge=0, le=20)
-    structured_output: Literal["auto", "json_schema", "json_object", "text"] = "auto"
+    structured_output: StructuredSetting = "auto"
     batch: BatchConfig = Field(default_factory=BatchConfig)
     endpoints: list[EndpointConfig] | None = Field(None, description="several servers of llm.model (openai backend)")
     pricing: PricingConfig | None = None

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from explore_instruct.config import RunConfig, per_depth
+from explore_instruct.config import PricingConfig, RunConfig, per_depth
 from explore_instruct.context import RunContext
 from explore_instruct.cost import estimate_tokens, price, prompt_tokens
 from explore_instruct.db import table_exists, transaction
@@ -79,6 +79,17 @@ class RunEstimate:
             total.prompt_tokens += s.prompt_tokens
             total.completion_tokens += s.completion_tokens
             total.cost += s.cost
+        return total
+
+    def cost_in_batch_mode(self, pricing: PricingConfig | None) -> float:
+        """The total cost with enrichment sent through a batch API (`llm.batch`): its calls at `pricing`'s
+        batch discount, the other stages' as estimated."""
+        from explore_instruct.stages.generate import STAGE as BATCHED  # the stage batch mode sends
+
+        total = self.total().cost
+        for s in self.stages:
+            if s.stage == BATCHED:
+                total += price(Usage(s.prompt_tokens, s.completion_tokens), pricing, batch=True) - s.cost
         return total
 
 

@@ -126,9 +126,7 @@ def make_stage_clients(
 
 
 async def _check_backend(client: LLMClient) -> None:
-    check = getattr(client.backend, "check", None)
-    if check is not None:
-        await check()
+    await client.backend.check()
 
 
 async def run_stages_async(ctx: RunContext, stages: Sequence[str]) -> dict[str, Any]:

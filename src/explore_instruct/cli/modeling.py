@@ -129,23 +129,6 @@ def _loss(value: object) -> str:
     return f"{value:.4f}" if isinstance(value, int | float) else "n/a"
 
 
-def _endpoint_backend(
-    base_url: str, model: str | None, api_key_env: str | None, timeout: float, structured_output: str = "text"
-):
-    from explore_instruct.llm.factory import build_backend
-
-    if not model:
-        raise UserError("--base-url needs --model NAME (the model name the server serves)")
-    return build_backend(
-        "openai",
-        base_url=base_url,
-        model=model,
-        api_key_env=api_key_env,
-        timeout=timeout,
-        structured_output=structured_output,  # type: ignore[arg-type]
-    )
-
-
 def _answer(
     questions: Annotated[Path, Opt(help="Question file: question, std_answer, class, question_id.")],
     out: Annotated[Path, Opt("--out", "-o", help="Output JSONL: question_id, class, answer, model_id, settings.")],
@@ -175,7 +158,7 @@ def _answer(
 ) -> None:
     """Answer a question file with a local model or an OpenAI-compatible endpoint."""
     from explore_instruct.evaluate.answer import PROMPT_FORMATS, SamplingSettings
-    from explore_instruct.evaluate.stages import EndpointSettings, answer_file
+    from explore_instruct.evaluate.stages import EndpointSettings, answer_file, endpoint_backend
 
     if (model is None) and (base_url is None):
         raise UserError("give --model PATH (a local model) or --base-url URL --model NAME")
@@ -186,7 +169,7 @@ def _answer(
         raise UserError("need --temperature >= 0, 0 < --top-p <= 1, --max-tokens >= 1, --batch-size >= 1")
     settings = SamplingSettings(temperature, top_p, max_tokens, seed, fmt)  # type: ignore[arg-type]
     if base_url:
-        backend = _endpoint_backend(base_url, model, api_key_env, timeout)
+        backend = endpoint_backend(base_url, model, api_key_env, timeout)
         summary = answer_file(
             questions,
             out,
@@ -205,29 +188,6 @@ def _answer(
         f"--max-tokens) -> {summary.out}",
         highlight=False,
     )
-
-
-def _judge_backend(
-    base_url: str | None,
-    model: str | None,
-    api_key_env: str | None,
-    config: Path | None,
-    timeout: float,
-    judge_format: str,
-):
-    """The judge: --base-url/--model, else the `llm` section of a config file."""
-    # A text verdict is free text: no structured output. Otherwise the endpoint finds out what it takes.
-    structured = "text" if judge_format == "text" else None
-    if base_url or model:
-        if not (base_url and model):
-            raise UserError("the judge needs both --base-url and --model (or --config with an llm section)")
-        return _endpoint_backend(base_url, model, api_key_env, timeout, structured or "auto")
-    if config is None:
-        raise UserError("no judge: give --base-url URL --model NAME, or --config FILE with an llm section")
-    from explore_instruct.config import load_llm_config
-    from explore_instruct.llm.factory import backend_from_config
-
-    return backend_from_config(load_llm_config(config), structured_output=structured)
 
 
 def _judge(
@@ -259,13 +219,13 @@ def _judge(
     """Judge candidate answers against baseline answers, every pair in both orders."""
     from explore_instruct.errors import RunStopped
     from explore_instruct.evaluate.judge import FORMAT_CHOICES, JudgeSettings, resolve_format
-    from explore_instruct.evaluate.stages import EndpointSettings, judge_files
+    from explore_instruct.evaluate.stages import EndpointSettings, judge_backend, judge_files
 
     if bootstrap < 100:
         raise UserError("--bootstrap must be at least 100")
     if judge_format not in FORMAT_CHOICES:
         raise UserError(f"--judge-format must be one of {', '.join(FORMAT_CHOICES)} (got {judge_format!r})")
-    backend = _judge_backend(base_url, model, api_key_env, config, timeout, judge_format)
+    backend = judge_backend(base_url, model, api_key_env, config, timeout, judge_format)
     result = judge_files(
         questions,
         baseline,

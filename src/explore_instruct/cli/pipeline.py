@@ -162,16 +162,7 @@ def print_estimate(config: RunConfig) -> None:
     if pricing is None:
         console.print("no llm.pricing set: costs are 0 (give input_per_mtok and output_per_mtok to price the run)")
     elif pricing.batch_discount:
-        total = estimate.total()
-        from explore_instruct.cost import price
-        from explore_instruct.llm.base import Usage
-
-        generate = next(s for s in estimate.stages if s.stage == "generate")
-        batched = (
-            total.cost
-            - generate.cost
-            + price(Usage(generate.prompt_tokens, generate.completion_tokens), pricing, batch=True)
-        )
+        batched = estimate.cost_in_batch_mode(pricing)
         console.print(f"with enrichment through a batch API ({pricing.batch_discount:.0%} off): {batched:.4f}")
 
 

@@ -18,13 +18,15 @@ from typing import Any, Literal
 
 from explore_instruct.errors import UserError
 from explore_instruct.evaluate.questions import Question
-from explore_instruct.llm.base import LLM, Completion, CompletionRequest
+from explore_instruct.llm.base import CompletionRequest
 from explore_instruct.llm.client import LLMClient
 from explore_instruct.train.prompting import alpaca_chat_template, question_prompt
 
 PromptFormat = Literal["auto", "alpaca", "chat", "plain"]
 PROMPT_FORMATS: tuple[str, ...] = ("auto", "alpaca", "chat", "plain")
 STAGE = "answer"
+# finish_reason of an answer cut at max_tokens; caches written by 0.1.0 hold it as "max_tokens".
+TRUNCATED = ("length", "max_tokens")
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,8 @@ def render(question: Question, prompt_format: PromptFormat, tokenizer: Any = Non
         return question_prompt(question.question)
     if prompt_format == "chat":
         messages = [{"role": "user", "content": question.question.strip()}]
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        prompt: str = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return prompt
     return question.question.strip()
 
 
@@ -198,36 +201,6 @@ def answer_with_local_model(
 # --- endpoint ----------------------------------------------------------------------------------
 
 
-class _KeepTruncated:
-    """Passes a reply cut at max_tokens through as a finished answer.
-
-    The client retries truncated replies (right for structured output, where half a JSON object is
-    useless); a long free-text answer cut at the limit is still the model's answer.
-    """
-
-    def __init__(self, backend: LLM) -> None:
-        self.backend = backend
-        self.model_id = backend.model_id
-
-    async def complete(self, request: CompletionRequest) -> Completion:
-        completion = await self.backend.complete(request)
-        if completion.finish_reason == "length":
-            return dataclasses.replace(completion, finish_reason="max_tokens")
-        return completion
-
-    async def check(self) -> None:
-        check = getattr(self.backend, "check", None)
-        if check is not None:
-            await check()
-
-    async def aclose(self) -> None:
-        await self.backend.aclose()
-
-
-def keep_truncated(backend: LLM) -> LLM:
-    return _KeepTruncated(backend)
-
-
 async def answer_with_client(
     client: LLMClient,
     questions: Sequence[Question],
@@ -243,7 +216,8 @@ async def answer_with_client(
             max_tokens=settings.max_new_tokens,
             seed=settings.seed,
         )
-        return q, await client.call(request, stage=STAGE, parse=lambda c: c.text.strip())
+        # A long free-text answer cut at max_tokens is still the model's answer: kept, and marked as cut.
+        return q, await client.call(request, stage=STAGE, parse=lambda c: c.text.strip(), keep_truncated=True)
 
     answers, failures = [], []
     for q, result in await asyncio.gather(*(one(q) for q in questions)):
@@ -251,5 +225,5 @@ async def answer_with_client(
             failures.append((q.question_id, result.error or "failed"))
             continue
         finish = result.completion.finish_reason if result.completion else None
-        answers.append(GeneratedAnswer(q.question_id, result.value, "length" if finish == "max_tokens" else "stop"))
+        answers.append(GeneratedAnswer(q.question_id, result.value, "length" if finish in TRUNCATED else "stop"))
     return answers, failures

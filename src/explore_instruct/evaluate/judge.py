@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 from explore_instruct.evaluate.questions import Answer, Question
 from explore_instruct.llm.base import LLM, Completion, CompletionRequest, ParseError
-from explore_instruct.llm.client import LLMClient
+from explore_instruct.llm.client import RESEED_STEP, LLMClient
 from explore_instruct.parse import SCORE_SCHEMA, read_score
 
 STAGE = "judge"
@@ -59,15 +59,9 @@ VERDICT_SCHEMA: dict[str, Any] = {
 
 
 def supports_structured_output(backend: LLM) -> bool:
-    """Whether `backend` can be held to a JSON schema: the embedded model always (grammar), an
-    OpenAI-compatible endpoint unless its structured output is set to text (it finds out what the
-    server accepts). Any other backend (a scripted one in tests) is taken to write free text."""
-    setting = getattr(backend, "structured_output", None)
-    if setting is not None:
-        return setting != "text"
-    from explore_instruct.llm.local import LocalLLM
-
-    return isinstance(backend, LocalLLM)
+    """Whether `backend` can be held to a JSON schema (its capabilities say): the embedded model always
+    (grammar), an OpenAI-compatible endpoint unless its structured output is set to text."""
+    return backend.capabilities.structured_output
 
 
 def resolve_format(choice: str, backend: LLM) -> VerdictFormat:
@@ -183,7 +177,7 @@ class PairJudgement:
 
 def _retry_seed(seed: int | None, attempt: int) -> int | None:
     """The seed of the attempt-th request for one ordering (attempt 0 keeps the configured seed)."""
-    return seed if attempt == 0 else (seed or 0) + 7919 * attempt
+    return seed if attempt == 0 else (seed or 0) + RESEED_STEP * attempt
 
 
 async def _judge_once(
@@ -205,7 +199,8 @@ async def _judge_once(
     reason = ""
     for attempt in range(client.retry.retries + 1):
         sent = request if attempt == 0 else dataclasses.replace(request, seed=_retry_seed(request.seed, attempt))
-        result = await client.call(sent, stage=STAGE, parse=_raw_text)
+        # A review cut at max_tokens is kept and parsed: its verdict may be there.
+        result = await client.call(sent, stage=STAGE, parse=_raw_text, keep_truncated=True)
         if result.failed or result.value is None:
             last = unparsed[-1] if unparsed else None
             return OrderResult(None, last, f"failed: {result.error}", unparsed, failed=True)

@@ -22,7 +22,6 @@ from explore_instruct.evaluate.answer import (
     answer_with_client,
     answer_with_local_model,
     endpoint_prompt_format,
-    keep_truncated,
 )
 from explore_instruct.evaluate.judge import JudgeSettings, judge_pairs
 from explore_instruct.evaluate.judge_report import markdown_table, pair_outcome, summarise
@@ -33,7 +32,7 @@ from explore_instruct.evaluate.questions import (
     read_answers,
     read_questions,
 )
-from explore_instruct.llm.base import LLM, FatalLLMError
+from explore_instruct.llm.base import LLM, FatalLLMError, StructuredSetting
 from explore_instruct.llm.cache import CallLog
 from explore_instruct.llm.client import LLMClient, RetryPolicy
 
@@ -52,6 +51,51 @@ class EndpointSettings:
     retry_delay: float = 1.0  # base of the exponential backoff, seconds
 
 
+def endpoint_backend(
+    base_url: str,
+    model: str | None,
+    api_key_env: str | None,
+    timeout: float,
+    structured_output: StructuredSetting = "text",
+) -> LLM:
+    """An OpenAI-compatible endpoint to answer or judge with (answers are free text: no structured output)."""
+    from explore_instruct.llm.factory import build_backend
+
+    if not model:
+        raise UserError("--base-url needs --model NAME (the model name the server serves)")
+    return build_backend(
+        "openai",
+        base_url=base_url,
+        model=model,
+        api_key_env=api_key_env,
+        timeout=timeout,
+        structured_output=structured_output,
+    )
+
+
+def judge_backend(
+    base_url: str | None,
+    model: str | None,
+    api_key_env: str | None,
+    config: Path | None,
+    timeout: float,
+    judge_format: str,
+) -> LLM:
+    """The judge: an endpoint (base URL and model), else the `llm` section of a config file."""
+    # A text verdict is free text: no structured output. Otherwise the endpoint finds out what it takes.
+    structured: StructuredSetting | None = "text" if judge_format == "text" else None
+    if base_url or model:
+        if not (base_url and model):
+            raise UserError("the judge needs both --base-url and --model (or --config with an llm section)")
+        return endpoint_backend(base_url, model, api_key_env, timeout, structured or "auto")
+    if config is None:
+        raise UserError("no judge: give --base-url URL --model NAME, or --config FILE with an llm section")
+    from explore_instruct.config import load_llm_config
+    from explore_instruct.llm.factory import backend_from_config
+
+    return backend_from_config(load_llm_config(config), structured_output=structured)
+
+
 def _client(backend: LLM, out: str | Path, endpoint: EndpointSettings) -> LLMClient:
     log = CallLog.open(endpoint.cache or default_cache(out))
     return LLMClient(
@@ -64,9 +108,7 @@ def _client(backend: LLM, out: str | Path, endpoint: EndpointSettings) -> LLMCli
 
 async def _run_with(client: LLMClient, work: Callable[[LLMClient], Any]) -> Any:
     try:
-        check = getattr(client.backend, "check", None)
-        if check is not None:  # an unreachable endpoint or unknown model stops before any work
-            await check()
+        await client.backend.check()  # an unreachable endpoint or unknown model stops before any work
         return await work(client)
     except FatalLLMError as exc:
         raise RunStopped(f"{exc} (finished calls are cached; run the same command again to resume)") from None
@@ -112,7 +154,7 @@ def answer_file(
     else:
         described = backend.model_id
         settings = dataclasses.replace(settings, prompt_format=endpoint_prompt_format(settings.prompt_format))
-        client = _client(keep_truncated(backend), out, endpoint or EndpointSettings())
+        client = _client(backend, out, endpoint or EndpointSettings())
         generated, failures = asyncio.run(_run_with(client, lambda c: answer_with_client(c, questions, settings)))
         if failures:
             ids = [qid for qid, _ in failures]
@@ -164,7 +206,7 @@ def judge_files(
     baseline = match_answers(questions, baseline_answers, baseline_path)
     candidate = match_answers(questions, candidate_answers, candidate_path)
     # A review cut at --max-tokens is still stored and parsed (its verdict line may be missing).
-    client = _client(keep_truncated(backend), out, endpoint or EndpointSettings())
+    client = _client(backend, out, endpoint or EndpointSettings())
     judged = asyncio.run(_run_with(client, lambda c: judge_pairs(c, questions, baseline, candidate, settings)))
 
     outcomes = [pair_outcome(p) for p in judged]
@@ -186,6 +228,7 @@ def judge_files(
                 "candidate_first": asdict(p.candidate_first),
             }
         )
+    summary_rows = [s.to_dict() for s in summaries]
     failed = sum(o.outcome == "failed" for o in outcomes)
     unparsed = sum(o.outcome == "unparsed" for o in outcomes)
     result = {
@@ -193,7 +236,7 @@ def judge_files(
         "judge_model": backend.model_id,
         "settings": asdict(settings),
         "not_judged": {"unparsed": unparsed, "failed": failed},
-        "summary": [s.to_dict() for s in summaries],
+        "summary": summary_rows,
         "pairs": pairs,
     }
     table_file = Path(table_path) if table_path else Path(out).with_suffix(".md")
@@ -206,7 +249,7 @@ def judge_files(
             f"with failed judge calls); the reviews are in {out} and cached in {cache}, so a rerun pays only "
             "for failed calls"
         )
-    return JudgeOutcome(Path(out), table_file, table, result["summary"], failed, unparsed)
+    return JudgeOutcome(Path(out), table_file, table, summary_rows, failed, unparsed)
 
 
 # --- math --------------------------------------------------------------------------------------

@@ -1,7 +1,10 @@
-"""The LLM protocol every backend implements: one async `complete(request) -> Completion`.
+"""The LLM protocol every backend implements: one async `complete(request) -> Completion`, and a
+`capabilities` value that says what else it can do, so callers ask instead of probing.
 
 Everything else (cache, call log, retries, concurrency, usage accounting) lives in `client.py`, so a
-backend only has to turn a request into text.
+backend only has to turn a request into text. `Backend` gives every optional method a default (a
+health check that does nothing, no structured-output memory, no batch submission); a backend
+overrides what its `capabilities` promise.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from explore_instruct.text import repair
 
@@ -164,12 +167,78 @@ class ParseError(ValueError):
     """The reply could not be turned into the records asked for (malformed or truncated)."""
 
 
+# How a request with a JSON schema is sent: the OpenAI `json_schema` response format, `json_object`
+# with the schema beside it (llama.cpp's server), or plain text the tolerant parser reads.
+StructuredMode = Literal["json_schema", "json_object", "text"]
+# The setting (`llm.structured_output`): one of the modes, or "auto" (found by trying them in order).
+StructuredSetting = Literal["auto", "json_schema", "json_object", "text"]
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do beyond `complete`."""
+
+    check: bool = False  # `check()` tests the endpoint before a run (else it is a no-op)
+    structured_output: bool = False  # a request's JSON schema holds the reply to it (grammar or response_format)
+    batch: bool = False  # `batch_api()` gives a provider's Batch API and the body of each line
+
+
+class ModeMemory(Protocol):
+    """Where discovered structured-output modes are kept (the call log of the run: `CallLog`)."""
+
+    def structured_mode(self, endpoint: str, model: str) -> str | None: ...
+
+    def remember_structured_mode(self, endpoint: str, model: str, mode: str) -> None: ...
+
+
+class BatchAPI(Protocol):
+    """What a backend with `capabilities.batch` hands a batch transport (`llm/batch.py`)."""
+
+    model: str  # the served model's name (what `vllm run-batch --model` takes)
+    base_url: str
+
+    @property
+    def sdk(self) -> Any: ...  # the SDK client the Batch API calls go through (files, batches)
+
+    def chat_body(self, request: CompletionRequest) -> dict[str, Any]: ...  # one line's body
+
+
 @runtime_checkable
 class LLM(Protocol):
-    """A backend. `model_id` names the model for the cache key and the call log."""
+    """A backend. `model_id` names the model for the cache key and the call log; `capabilities` says
+    which of the optional methods do something."""
 
     model_id: str
+    capabilities: Capabilities
 
     async def complete(self, request: CompletionRequest) -> Completion: ...
 
+    async def check(self) -> None: ...
+
+    def remember_modes(self, memory: ModeMemory) -> None: ...
+
+    def batch_api(self) -> BatchAPI: ...
+
     async def aclose(self) -> None: ...
+
+
+class Backend:
+    """The defaults of the optional methods: a backend subclasses this and overrides what it can do."""
+
+    model_id: str
+    capabilities: Capabilities = Capabilities()
+
+    async def complete(self, request: CompletionRequest) -> Completion:
+        raise NotImplementedError
+
+    async def check(self) -> None:
+        """Nothing to check: the first call finds out."""
+
+    def remember_modes(self, memory: ModeMemory) -> None:
+        """No structured-output mode to remember."""
+
+    def batch_api(self) -> BatchAPI:
+        raise FatalLLMError(f"backend {self.model_id} cannot send batches (batch mode needs backend 'openai')")
+
+    async def aclose(self) -> None:
+        return None

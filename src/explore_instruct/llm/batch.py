@@ -1,28 +1,34 @@
-"""Batch mode: a round of enrichment calls sent as one batch, its replies logged as if sent online.
+"""Batch mode: a transport under the client that sends a round of enrichment calls as one batch.
 
-Two providers: `openai` submits the round to the OpenAI Batch API (upload the JSONL, create a batch
-with a 24 h window, poll, download the output and error files) through the same header-gated SDK
-client the online backend uses; `files` writes the same JSONL into the run directory for
-`vllm run-batch` on a machine this one cannot reach, stops the run, and `import_results` (the
-`batch import` command) reads the output back.
+The client (`client.py`) keeps every rule: the cache, which attempt to make (the same request after
+a fault, another seed after an unusable reply), truncation, parsing, when to give up and what the
+call log says. `BatchTransport` only carries attempts: the stage hands it a round (every working
+task's calls), and once each of those calls is waiting for its attempt it writes them as one batch
+(split by the size limits), submits it, polls it, and hands each line's reply back to its call. A
+line that failed is one failed attempt: the client asks again, and the next attempt goes in the next
+batch (or online, with `llm.batch.retry: online`). So the parser, the quality rules, `stats`, resume
+and the data are the same whichever way a call was made.
 
-Either way a usable reply (not truncated, and it parses) goes into the call log under its request's
-cache key, exactly as an online reply would; the stage then calls the client as usual and finds it
-there. So the parser, the quality rules, `stats`, resume and the data are the same whichever way a
-call was made. A line that failed is sent again in the next batch (or online, per `llm.batch.retry`)
-until the retry limit, then logged as a failed call, as the online client does.
+Two providers: `openai` submits to the OpenAI Batch API (upload the JSONL, create a batch with a
+24 h window, poll, download the output and error files) through the backend's header-gated SDK
+client; `files` writes the same JSONL into the run directory for `vllm run-batch` on a machine this
+one cannot reach and stops the run; `import_results` (the `batch import` command) checks the output
+and files it beside the input, where the resumed run reads it like a downloaded one.
+
+Every batch and line is in the run's database before anything is sent (`batch_store.py`), and a
+line's failed attempts are kept there, so a killed run polls the batches it submitted instead of
+paying twice, and continues each call's retries where they were.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import logging
 import secrets
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,23 +36,21 @@ from explore_instruct.datafile import atomic_write, read_records
 from explore_instruct.db import transaction
 from explore_instruct.errors import RunStopped, UserError
 from explore_instruct.llm.base import (
+    BatchAPI,
     Completion,
     CompletionRequest,
-    ErrorKind,
     FatalLLMError,
     Message,
-    ParseError,
     RetryReason,
+    TransientLLMError,
     Usage,
 )
-from explore_instruct.llm.batch_store import BatchRow, BatchStore, Failures, custom_id_for
-from explore_instruct.llm.cache import CallLog
-from explore_instruct.llm.client import _RESEED_STEP
+from explore_instruct.llm.batch_store import BatchRow, BatchStore, custom_id_for
+from explore_instruct.llm.client import Attempt, Fault, PastAttempts, judge_reply
 
 if TYPE_CHECKING:
     from explore_instruct.config import LLMConfig
     from explore_instruct.llm.client import LLMClient
-    from explore_instruct.llm.openai_compat import OpenAICompatLLM
     from explore_instruct.store import RunStore
 
 log = logging.getLogger(__name__)
@@ -93,35 +97,28 @@ def split_lines(lines: list[str], max_requests: int, max_bytes: int) -> list[lis
     return chunks
 
 
-@dataclass
-class LineOutcome:
-    """What one result line gave: a usable reply, or why not (and the tokens it cost either way)."""
-
-    completion: Completion | None
-    reason: RetryReason | None = None
-    error: str | None = None
-    usage: Usage = field(default_factory=Usage)
-
-
 def _status_reason(status: int) -> RetryReason:
     if status == 429:
         return RetryReason.RATE_LIMITED
     return RetryReason.SERVER_ERROR if status >= 500 else RetryReason.REJECTED
 
 
-def judge_line(record: dict[str, Any], parse: Parse) -> LineOutcome:
-    """A result line (output or error file) judged the way the online client judges a reply."""
+def line_reply(record: dict[str, Any]) -> Completion:
+    """The reply a result line (output or error file) carries, or TransientLLMError saying why it
+    carries none, sorted the way the online backend sorts an HTTP answer. Whether the reply is
+    usable is the client's to judge."""
     error = record.get("error")
     response = record.get("response")
     if not isinstance(response, dict):
         message = error.get("message") if isinstance(error, dict) else error
         code = error.get("code") if isinstance(error, dict) else None
         reason = RetryReason.TIMEOUT if code == "batch_expired" else RetryReason.SERVER_ERROR
-        return LineOutcome(None, reason, f"batch line failed: {code or 'error'}: {message}")
+        raise TransientLLMError(f"batch line failed: {code or 'error'}: {message}", reason=reason)
     status = response.get("status_code", 200)
     body = response.get("body")
     if not isinstance(status, int) or status != 200:
-        return LineOutcome(None, _status_reason(status if isinstance(status, int) else 500), f"HTTP {status}")
+        reason = _status_reason(status if isinstance(status, int) else 500)
+        raise TransientLLMError(f"batch line answered HTTP {status}", reason=reason)
     try:
         choice = body["choices"][0]  # type: ignore[index]
         text = choice["message"]["content"] or ""
@@ -129,99 +126,33 @@ def judge_line(record: dict[str, Any], parse: Parse) -> LineOutcome:
         spent = Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
         finish = choice.get("finish_reason")
     except (KeyError, IndexError, TypeError, ValueError, AttributeError):
-        return LineOutcome(None, RetryReason.BAD_BODY, "batch line's body is not a chat completion")
-    completion = Completion(str(text), spent, finish)
-    if finish == "length":
-        return LineOutcome(None, RetryReason.TRUNCATED, "ParseError: reply truncated at max_tokens", spent)
-    try:
-        parse(completion)
-    except ParseError as exc:
-        return LineOutcome(None, RetryReason.UNPARSEABLE, f"ParseError: {exc}", spent)
-    return LineOutcome(completion, usage=spent)
+        raise TransientLLMError("batch line's body is not a chat completion", reason=RetryReason.BAD_BODY) from None
+    return Completion(str(text), spent, finish)
 
 
-OnLogged = Callable[[str, int, "Completion | None", int, "Counter[str]"], None]
+def past_attempts(store: BatchStore, key: str) -> PastAttempts:
+    """The failed batch lines of `key` since it was last settled: the attempts its call continues from."""
+    failures = store.failures(key)
+    last = None
+    if failures.last_reason is not None:
+        last = Fault(RetryReason(failures.last_reason), failures.last_error or "no reply")
+    usage = Usage(failures.prompt_tokens, failures.completion_tokens)
+    return PastAttempts(failures.count, Counter(failures.reasons or {}), usage, last)
 
 
-def apply_results(
-    store: BatchStore,
-    calls: CallLog,
-    row: BatchRow,
-    results: dict[str, dict[str, Any]],
-    parse: Parse,
-    *,
-    missing: LineOutcome,
-    on_logged: OnLogged | None = None,
-) -> tuple[int, int]:
-    """Each open line of `row` settled from `results` (its custom_id's line, else `missing`).
-
-    A usable reply is logged as an ok call (attempts and tokens include the key's failed batch
-    attempts), so the client finds it in the cache. The caller owns the transaction. Returns
-    (ok, failed) line counts.
-    """
-    ok = failed = 0
-    for line in store.pending_lines(row.id):
-        record = results.get(line["custom_id"])
-        outcome = judge_line(record, parse) if record is not None else missing
-        if outcome.completion is None:
-            store.mark_failed(
-                line["custom_id"],
-                str(outcome.reason or RetryReason.SERVER_ERROR),
-                outcome.error or "no reply",
-                outcome.usage.prompt_tokens,
-                outcome.usage.completion_tokens,
-            )
-            failed += 1
-            continue
-        before = store.failures(line["cache_key"])
-        usage = Usage(before.prompt_tokens, before.completion_tokens)
-        usage += outcome.usage
-        completion = dataclasses.replace(outcome.completion, usage=usage)
-        call_id = calls.record(
-            key=line["cache_key"],
-            stage=row.stage,
-            model=row.model,
-            request=request_from_json(line["request"]),
-            completion=completion,
-            attempts=before.count + 1,
-            retry_reasons=before.reasons,
-        )
-        store.mark_ok(line["custom_id"], outcome.usage.prompt_tokens, outcome.usage.completion_tokens)
-        store.settle(line["cache_key"])
-        if on_logged is not None:
-            on_logged(row.stage, call_id, completion, before.count + 1, before.reasons or Counter())
-        ok += 1
-    return ok, failed
+def output_path(run_dir: Path, row: int, kind: str = "output") -> Path:
+    """Where a batch's results are kept in the run: downloaded (openai) or imported (files)."""
+    return run_dir / BATCH_DIR / f"{row}.{kind}.jsonl"
 
 
-def give_up(
-    store: BatchStore,
-    calls: CallLog,
-    *,
-    key: str,
-    stage: str,
-    model: str,
-    request: CompletionRequest,
-    failures: Failures,
-) -> int:
-    """Log a key whose batch attempts ran out as a failed call (the caller owns the transaction)."""
-    reason = failures.last_reason or RetryReason.SERVER_ERROR
-    kind = {RetryReason.UNPARSEABLE: ErrorKind.UNPARSEABLE, RetryReason.TRUNCATED: ErrorKind.TRUNCATED}.get(
-        RetryReason(reason), ErrorKind.TRANSPORT
-    )
-    call_id = calls.record(
-        key=key,
-        stage=stage,
-        model=model,
-        request=request,
-        completion=None,
-        attempts=failures.count,
-        error=failures.last_error or "no reply",
-        retry_reasons=failures.reasons,
-        error_kind=kind,
-    )
-    store.settle(key)
-    return call_id
+def results_of(run_dir: Path, row: int) -> dict[str, dict[str, Any]]:
+    """The result lines kept for batch `row` (downloaded or imported), by custom_id."""
+    records: list[dict[str, Any]] = []
+    for kind in ("output", "errors"):
+        path = output_path(run_dir, row, kind)
+        if path.exists() and path.stat().st_size:
+            records += read_records(path, model_text=True)[0]
+    return {r["custom_id"]: r for r in records if isinstance(r.get("custom_id"), str)}
 
 
 # ---------------------------------------------------------------------------------------- import
@@ -236,18 +167,20 @@ class ImportSummary:
 
 
 def import_results(store: RunStore, path: Path, parses: dict[str, Parse]) -> ImportSummary:
-    """Read a results file (`vllm run-batch -o`, or a Batch API output) back into the run.
+    """Check a results file (`vllm run-batch -o`, or a Batch API output) and file it in the run.
 
     Every line is checked first: a line without a custom_id, a custom_id given twice, one this run
     never wrote (another run's results) or one already imported is one UserError, and nothing is
-    imported. The batches the file answers are then settled like a finished Batch API batch: their
-    lines without a result count as failed, to be sent again.
+    imported. Each batch the file answers gets its lines as `batches/N.output.jsonl` and is marked
+    imported; the resumed run reads them like a downloaded batch, and the client takes each reply
+    (a line without a result is a failed attempt, sent again). The counts are the client's verdict
+    on each reply.
     """
     batches = BatchStore(store.conn)
     records, _ = read_records(path, model_text=True)
     results: dict[str, dict[str, Any]] = {}
     first_seen: dict[str, int] = {}
-    touched: set[int] = set()
+    rows: dict[int, list[dict[str, Any]]] = {}
     for n, record in enumerate(records, start=1):
         cid = record.get("custom_id")
         where = f"{path}: record {n}"
@@ -267,18 +200,31 @@ def import_results(store: RunStore, path: Path, parses: dict[str, Parse]) -> Imp
                 f"{where}: custom_id {cid!r} was already imported (batch {line['batch_row']}); nothing imported"
             )
         results[cid], first_seen[cid] = record, n
-        touched.add(int(line["batch_row"]))
-    ok = failed = 0
-    missing = LineOutcome(None, RetryReason.TIMEOUT, f"no result line in {path.name}")
+        rows.setdefault(int(line["batch_row"]), []).append(record)
+    for row_id in rows:
+        stage = batches.batch(row_id).stage
+        if stage not in parses:
+            raise UserError(f"batch {row_id} holds calls of stage {stage!r}, which has no batch mode")
+    ok = sent = 0
+    for row_id, answered in sorted(rows.items()):
+        parse = parses[batches.batch(row_id).stage]
+        lines = batches.pending_lines(row_id)
+        sent += len(lines)
+        ok += sum(_usable(results[line["custom_id"]], parse) for line in lines if line["custom_id"] in results)
+        atomic_write(output_path(store.run_dir, row_id), "".join(json.dumps(r) + "\n" for r in answered))
     with transaction(store.conn):
-        for row_id in sorted(touched):
-            row = batches.batch(row_id)
-            if row.stage not in parses:
-                raise UserError(f"batch {row_id} holds calls of stage {row.stage!r}, which has no batch mode")
-            got_ok, got_failed = apply_results(batches, store.calls, row, results, parses[row.stage], missing=missing)
+        for row_id in rows:
             batches.set_done(row_id, "imported")
-            ok, failed = ok + got_ok, failed + got_failed
-    return ImportSummary(len(records), ok, failed, sorted(touched))
+    return ImportSummary(len(records), ok, sent - ok, sorted(rows))
+
+
+def _usable(record: dict[str, Any], parse: Parse) -> bool:
+    """Whether the client will take this result line's reply (the rule is the client's: `judge_reply`)."""
+    try:
+        completion = line_reply(record)
+    except TransientLLMError:
+        return False
+    return not isinstance(judge_reply(completion, parse, keep_truncated=False), Fault)
 
 
 def pending_message(run_dir: Path, rows: list[BatchRow], model: str) -> str:
@@ -302,7 +248,7 @@ def pending_message(run_dir: Path, rows: list[BatchRow], model: str) -> str:
 class OpenAIBatches:
     """The Batch API calls, through the backend's gated SDK client; transient faults are retried."""
 
-    def __init__(self, backend: OpenAICompatLLM, *, poll_interval: float, retries: int) -> None:
+    def __init__(self, backend: BatchAPI, *, poll_interval: float, retries: int) -> None:
         from explore_instruct.llm.openai_compat import redact_url
 
         self.sdk = backend.sdk
@@ -370,93 +316,169 @@ class OpenAIBatches:
         raise FatalLLMError(f"cannot {what} at {self.url} ({last}); submitted batches keep running")
 
 
-# ---------------------------------------------------------------------------------------- runner
+# ---------------------------------------------------------------------------------------- transport
 
 
-class BatchRunner:
-    """Gets replies for a round of requests by batch, into the call log; see the module docstring."""
+@dataclass
+class _Waiting:
+    """An attempt waiting for the next batch: its line (new, or one an earlier process wrote) and its reply."""
 
-    def __init__(self, store: RunStore, client: LLMClient, llm: LLMConfig, *, stage: str, parse: Parse) -> None:
+    attempt: Attempt
+    reply: asyncio.Future[Completion]
+    row: int | None = None  # the batch holding its line (None: not written yet)
+    custom_id: str | None = None
+
+
+class BatchTransport:
+    """Attempts as lines of provider batches, a round at a time; see the module docstring.
+
+    Each working task hands its calls of a round (`round`) or says it is done (`leave`); when every
+    one has, their calls start, and a batch goes out as soon as each call of the round that is not
+    logged yet waits for its attempt here (a retry's attempt goes in the next batch the same way).
+    """
+
+    paced = False  # a batch's turnaround spaces the attempts; no backoff on top
+
+    def __init__(self, store: RunStore, client: LLMClient, llm: LLMConfig, *, stage: str, workers: int) -> None:
         from explore_instruct.llm.factory import backend_from_config
-        from explore_instruct.llm.openai_compat import OpenAICompatLLM
 
         self.run_dir = store.run_dir
         self.conn = store.conn
         self.store = BatchStore(store.conn)
         self.client = client
         self.cfg = llm.batch
-        self.retries = llm.retries
         self.stage = stage
-        self.parse = parse
         self.model_id = client.backend.model_id  # the cache key's model: the one online calls use
         backend = client.backend
-        self._own_backend = not isinstance(backend, OpenAICompatLLM)
-        # The online backend when it is one (its structured-output mode may be known by now), else one
-        # built from the same config: batch bodies are what an online request would send.
-        self.backend: OpenAICompatLLM = backend_from_config(llm) if self._own_backend else backend  # type: ignore[assignment]
-        if self._own_backend and isinstance(self.backend, OpenAICompatLLM):
-            self.backend.remember_modes(client.log)  # the mode online calls found for this endpoint
+        # The online backend when it can batch (its structured-output mode may be known by now), else
+        # one built from the same config: batch bodies are what an online request would send.
+        self._own = None if backend.capabilities.batch else backend_from_config(llm)
+        if self._own is not None:
+            self._own.remember_modes(client.log)  # the mode online calls found for this endpoint
+        self.api = (self._own or backend).batch_api()
         self.openai = (
-            OpenAIBatches(self.backend, poll_interval=self.cfg.poll_interval, retries=llm.retries)
+            OpenAIBatches(self.api, poll_interval=self.cfg.poll_interval, retries=llm.retries)
             if self.cfg.provider == "openai"
             else None
         )
+        self.active = workers  # tasks still working: a round waits for each to hand its calls or leave
+        self._arrived: list[asyncio.Future[None]] = []
+        self._round: set[str] = set()  # keys handed for the next round
+        self._open: set[str] = set()  # keys of started rounds whose call is not logged yet
+        self._queued: dict[str, _Waiting] = {}
+        self._lines: dict[str, _Waiting] = {}  # key -> its attempt whose line is out, until the client judged it
+        self._outcomes: dict[int, str] = {}  # batch row -> how it ended, once its results were handed out
+        self._flushes: set[asyncio.Task[None]] = set()
 
     async def aclose(self) -> None:
-        if self._own_backend:
-            await self.backend.aclose()
+        if self._own is not None:
+            await self._own.aclose()
 
-    async def fetch(self, requests: list[CompletionRequest]) -> set[str]:
-        """Replies for `requests` into the call log; returns the keys given up on (logged as failed).
+    # ------------------------------------------------------------------ rounds
 
-        With `retry: online`, a key whose batch line failed is left out of both: the client sends it.
-        """
-        todo: dict[str, CompletionRequest] = {}
-        for request in requests:
-            key = request.key(self.model_id)
-            if self.client.log.lookup(key) is None:
-                todo[key] = request
-        given_up: set[str] = set()
-        while todo:
-            fresh = [(k, r) for k, r in todo.items() if self.store.pending_batch_of(k) is None]
+    async def round(self, requests: list[CompletionRequest]) -> None:
+        """Wait until every working task has handed its calls (or left); then make the calls."""
+        keys = (request.key(self.model_id) for request in requests)
+        self._round |= {key for key in keys if self.client.log.lookup(key) is None}  # logged calls send nothing
+        arrived: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._arrived.append(arrived)
+        self._maybe_start()
+        await arrived
+
+    def leave(self) -> None:
+        """A task is finished: rounds no longer wait for it."""
+        self.active -= 1
+        self._maybe_start()
+
+    def _maybe_start(self) -> None:
+        if self._arrived and len(self._arrived) >= self.active:
+            arrived, self._arrived = self._arrived, []
+            self._open |= self._round
+            self._round = set()
+            for waiter in arrived:
+                waiter.set_result(None)
+
+    # ------------------------------------------------------------------ the transport protocol
+
+    def past(self, key: str) -> PastAttempts:
+        return past_attempts(self.store, key)
+
+    async def send(self, attempt: Attempt) -> Completion:
+        if self.cfg.retry == "online" and attempt.number > 1:
+            return await self.client.online.send(attempt)  # a failed line's next attempts go online
+        waiting = _Waiting(attempt, asyncio.get_running_loop().create_future())
+        waiting.row = self.store.pending_batch_of(attempt.key)  # a line an earlier process sent
+        if waiting.row is not None:
+            waiting.custom_id = next(
+                line["custom_id"] for line in self.store.pending_lines(waiting.row) if line["cache_key"] == attempt.key
+            )
+        self._open.add(attempt.key)
+        self._queued[attempt.key] = waiting
+        self._maybe_flush()
+        return await waiting.reply
+
+    def failed(self, attempt: Attempt, fault: Fault, spent: Usage) -> None:
+        waiting = self._lines.pop(attempt.key, None)
+        if waiting is None or waiting.custom_id is None:  # an online attempt: nothing to keep
+            return
+        with transaction(self.conn):
+            self.store.mark_failed(
+                waiting.custom_id, str(fault.reason), fault.message, spent.prompt_tokens, spent.completion_tokens
+            )
+            self._line_judged(waiting)
+
+    def settled(self, key: str, ok: Attempt | None, spent: Usage) -> None:
+        waiting = self._lines.pop(key, None)
+        if ok is not None and waiting is not None and waiting.custom_id is not None:
+            self.store.mark_ok(waiting.custom_id, spent.prompt_tokens, spent.completion_tokens)
+            self._line_judged(waiting)
+        self.store.settle(key)  # its failed lines no longer count: a later run starts its retries afresh
+        self._open.discard(key)
+        self._maybe_flush()
+
+    def _line_judged(self, waiting: _Waiting) -> None:
+        """Close the batch once the client has judged each of its lines (inside the caller's transaction)."""
+        row = waiting.row
+        if row is not None and row in self._outcomes and not self.store.pending_lines(row):
+            self.store.set_done(row, self._outcomes.pop(row))
+
+    # ------------------------------------------------------------------ batches
+
+    def _maybe_flush(self) -> None:
+        """Send what waits once every open call of the round waits here (or is logged)."""
+        if not self._queued or not self._open <= self._queued.keys():
+            return
+        queued, self._queued = self._queued, {}
+        task = asyncio.get_running_loop().create_task(self._flush(list(queued.values())))
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+
+    async def _flush(self, queued: list[_Waiting]) -> None:
+        try:
+            fresh = [w for w in queued if w.row is None]
             if fresh:
                 self._write(fresh)
-            rows = sorted({row for k in todo if (row := self.store.pending_batch_of(k)) is not None})
-            await self._finish(rows)
-            for key in list(todo):
-                if self.client.log.lookup(key) is not None or self.cfg.retry == "online":
-                    del todo[key]
-                    continue
-                failures = self.store.failures(key)
-                if failures.count > self.retries:
-                    with transaction(self.conn):
-                        call_id = give_up(
-                            self.store,
-                            self.client.log,
-                            key=key,
-                            stage=self.stage,
-                            model=self.model_id,
-                            request=todo[key],
-                            failures=failures,
-                        )
-                    self.client.count_logged(self.stage, call_id, None, failures.count, failures.reasons or Counter())
-                    given_up.add(key)
-                    del todo[key]
-        return given_up
+            await self._finish(queued)
+        except BaseException as exc:
+            for waiting in queued:
+                if not waiting.reply.done():
+                    if isinstance(exc, asyncio.CancelledError):
+                        waiting.reply.cancel()
+                    else:
+                        waiting.reply.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
 
-    def _write(self, fresh: list[tuple[str, CompletionRequest]]) -> None:
+    def _write(self, fresh: list[_Waiting]) -> None:
         """New batch rows and their input files (split by the size limits), committed before any upload."""
         lines: list[str] = []
-        meta: dict[str, tuple[str, int, CompletionRequest]] = {}
-        for key, request in fresh:
-            reseeds = self.store.failures(key).reseeds
-            sent = request
-            if reseeds and request.seed is not None:  # the last reply was unusable: ask for a different one
-                sent = dataclasses.replace(request, seed=request.seed + _RESEED_STEP * reseeds)
-            attempt = self.store.attempts_made(key) + 1
-            cid = custom_id_for(key, attempt)
-            lines.append(batch_line(cid, self.backend.chat_body(sent)))
-            meta[lines[-1]] = (key, attempt, request)
+        by_line: dict[str, tuple[_Waiting, int]] = {}
+        for waiting in fresh:
+            key = waiting.attempt.key
+            number = self.store.attempts_made(key) + 1  # every line this key had, so the custom_id is new
+            waiting.custom_id = custom_id_for(key, number)
+            lines.append(batch_line(waiting.custom_id, self.api.chat_body(waiting.attempt.sent)))
+            by_line[lines[-1]] = (waiting, number)
         for chunk in split_lines(lines, self.cfg.max_requests, self.cfg.max_bytes):
             with transaction(self.conn):
                 name = f"{BATCH_DIR}/{self.store.next_id()}.input.jsonl"
@@ -470,23 +492,52 @@ class BatchRunner:
                     requests=len(chunk),
                 )
                 for line in chunk:
-                    key, attempt, request = meta[line]
+                    waiting, number = by_line[line]
+                    waiting.row = row
                     self.store.add_request(
-                        custom_id=custom_id_for(key, attempt),
+                        custom_id=custom_id_for(waiting.attempt.key, number),
                         batch_row=row,
-                        cache_key=key,
-                        attempt=attempt,
-                        request=request.to_dict(),
+                        cache_key=waiting.attempt.key,
+                        attempt=number,
+                        request=waiting.attempt.request.to_dict(),  # as the call log keeps it, before any reseed
                     )
 
-    async def _finish(self, rows: list[int]) -> None:
-        batches = [self.store.batch(r) for r in rows]
-        if self.openai is None:
-            raise BatchPending(pending_message(self.run_dir, batches, self.backend.model))
-        await asyncio.gather(*(self._run(row) for row in batches))
+    async def _finish(self, queued: list[_Waiting]) -> None:
+        by_row: dict[int, list[_Waiting]] = {}
+        for waiting in queued:
+            assert waiting.row is not None
+            by_row.setdefault(waiting.row, []).append(waiting)
+        rows = [self.store.batch(r) for r in sorted(by_row)]
+        if self.openai is None:  # files: a batch is answered once `batch import` checked and filed its results
+            unanswered = [row for row in rows if row.status != "done"]
+            if unanswered:
+                raise BatchPending(pending_message(self.run_dir, unanswered, self.api.model))
+            for row in rows:
+                self._hand_out(row, by_row[row.id], results_of(self.run_dir, row.id), "imported")
+            return
+        await asyncio.gather(*(self._run(row, by_row[row.id]) for row in rows))
 
-    async def _run(self, row: BatchRow) -> None:
-        """Submit `row` unless that already happened, wait for it, and settle its lines."""
+    def _hand_out(
+        self, row: BatchRow, waiting: list[_Waiting], results: dict[str, dict[str, Any]], outcome: str
+    ) -> None:
+        """Each waiting attempt gets its line's reply, or the fault of a line without one."""
+        self._outcomes[row.id] = outcome
+        missing = TransientLLMError(
+            f"no reply in batch {row.batch_id or row.id} ({outcome})",
+            reason=RetryReason.TIMEOUT if outcome in ("expired", "cancelled", "imported") else RetryReason.SERVER_ERROR,
+        )
+        for w in waiting:
+            self._lines[w.attempt.key] = w
+            record = results.get(w.custom_id or "")
+            try:
+                if record is None:
+                    raise missing
+                w.reply.set_result(line_reply(record))
+            except TransientLLMError as exc:
+                w.reply.set_exception(exc)
+
+    async def _run(self, row: BatchRow, waiting: list[_Waiting]) -> None:
+        """Submit `row` unless that already happened, wait for it, and hand out its lines' replies."""
         assert self.openai is not None
         if row.status == "written":
             file_id = await self.openai.upload(self.run_dir / row.input_file)
@@ -501,74 +552,19 @@ class BatchRunner:
             row = self.store.batch(row.id)
         assert row.batch_id is not None
         batch = await self.openai.wait(row.batch_id)
-        records: list[dict[str, Any]] = []
         for kind, file_id in (("output", batch.output_file_id), ("errors", batch.error_file_id)):
             if file_id:
-                path = self.run_dir / BATCH_DIR / f"{row.id}.{kind}.jsonl"
-                atomic_write(path, await self.openai.download(file_id))
-                if path.stat().st_size:
-                    records += read_records(path, model_text=True)[0]
-        results = {r["custom_id"]: r for r in records if isinstance(r.get("custom_id"), str)}
-        reason = RetryReason.TIMEOUT if batch.status in ("expired", "cancelled") else RetryReason.SERVER_ERROR
-        missing = LineOutcome(None, reason, f"no reply in batch {row.batch_id} ({batch.status})")
-        with transaction(self.conn):
-            ok, failed = apply_results(
-                self.store,
-                self.client.log,
-                row,
-                results,
-                self.parse,
-                missing=missing,
-                on_logged=self.client.count_logged,
-            )
-            self.store.set_done(row.id, batch.status)
-        log.info("batch %s (%s): %d replies, %d failed lines", row.batch_id, batch.status, ok, failed)
+                atomic_write(output_path(self.run_dir, row.id, kind), await self.openai.download(file_id))
+        results = results_of(self.run_dir, row.id)
+        log.info("batch %s (%s): %d of %d lines answered", row.batch_id, batch.status, len(results), len(waiting))
         if batch.status == "failed":
             errors = getattr(batch, "errors", None)
             detail = "; ".join(f"{e.code}: {e.message}" for e in (getattr(errors, "data", None) or [])[:3])
+            with transaction(self.conn):  # each line was an attempt that got no reply; the resume sends it again
+                for line in self.store.pending_lines(row.id):
+                    self.store.mark_failed(
+                        line["custom_id"], str(RetryReason.SERVER_ERROR), f"batch {row.batch_id} failed"
+                    )
+                self.store.set_done(row.id, batch.status)
             raise FatalLLMError(f"the Batch API failed batch {row.batch_id}: {detail or 'no reason given'}")
-
-
-class RoundCollector:
-    """Gathers what every working task asks next and fetches it as one batch, once each task has
-    either asked or finished: so a batch holds a whole round (all first calls, then all top-ups)."""
-
-    def __init__(self, workers: int, fetch: Callable[[list[CompletionRequest]], Awaitable[set[str]]]) -> None:
-        self.active = workers
-        self._fetch = fetch
-        self._waiting: list[tuple[list[CompletionRequest], asyncio.Future[set[str]]]] = []
-        self._flushes: set[asyncio.Task[None]] = set()
-
-    async def fetch(self, requests: list[CompletionRequest]) -> set[str]:
-        done: asyncio.Future[set[str]] = asyncio.get_running_loop().create_future()
-        self._waiting.append((requests, done))
-        self._maybe_flush()
-        return await done
-
-    def leave(self) -> None:
-        """A task is finished: the round no longer waits for it."""
-        self.active -= 1
-        self._maybe_flush()
-
-    def _maybe_flush(self) -> None:
-        if self._waiting and len(self._waiting) >= self.active:
-            waiting, self._waiting = self._waiting, []
-            task = asyncio.get_running_loop().create_task(self._flush(waiting))
-            self._flushes.add(task)
-            task.add_done_callback(self._flushes.discard)
-
-    async def _flush(self, waiting: list[tuple[list[CompletionRequest], asyncio.Future[set[str]]]]) -> None:
-        try:
-            failed = await self._fetch([r for requests, _ in waiting for r in requests])
-        except asyncio.CancelledError:
-            for _, done in waiting:
-                done.cancel()
-            raise
-        except Exception as exc:
-            for _, done in waiting:
-                if not done.done():
-                    done.set_exception(exc)
-            return
-        for _, done in waiting:
-            if not done.done():
-                done.set_result(failed)
+        self._hand_out(row, waiting, results, batch.status)

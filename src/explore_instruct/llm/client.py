@@ -1,13 +1,20 @@
 """The client every stage calls: cache, bounded concurrency, retries, call log, usage.
 
-A call goes: cache lookup -> (miss) backend.complete with retries -> parse -> one transaction that
-logs the call and writes whatever the caller derived from the reply. A killed process therefore
-loses only the calls in flight, and a resumed one finds every finished reply in the cache.
+A call goes: cache lookup -> (miss) attempts through a transport, with retries -> parse -> one
+transaction that logs the call and writes whatever the caller derived from the reply. A killed
+process therefore loses only the calls in flight, and a resumed one finds every finished reply in
+the cache.
+
+The rules are written once, here, for every way of sending. A transport only carries an attempt:
+`OnlineTransport` (the backend's `complete`, within a concurrency slot and the budget) or the batch
+transport of `llm/batch.py` (the attempt becomes a line of a provider batch). Which attempt to make,
+whether a reply is usable, when to give up and what the call log says are the client's.
 
 Two identical requests never go out at once: the second waits for the first and takes its reply
 from the cache. A transport fault (429, 5xx, timeout, a body that is not a completion) resends the
 identical request, so the data does not depend on network luck; only a reply that arrived but is
-unusable (unparseable, truncated) is retried with another seed.
+unusable (unparseable, or truncated unless the caller keeps truncated replies) is retried with
+another seed.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from explore_instruct.cost import Budget
 from explore_instruct.db import transaction
@@ -40,7 +47,7 @@ from explore_instruct.llm.concurrency import AdaptiveLimit
 T = TypeVar("T")
 
 # Added to the request seed per unusable reply, so a seeded backend does not repeat it.
-_RESEED_STEP = 7919
+RESEED_STEP = 7919
 
 
 @dataclass
@@ -90,8 +97,18 @@ class RetryPolicy:
         return random.uniform(0, min(self.max_delay, self.base_delay * 2**attempt))
 
 
+def fault_kind(reason: str) -> ErrorKind:
+    """What a failed attempt's reason says went wrong: an unusable reply (asked again with another
+    seed) or no reply at all (the same request is sent again)."""
+    if reason == RetryReason.UNPARSEABLE:
+        return ErrorKind.UNPARSEABLE
+    if reason == RetryReason.TRUNCATED:
+        return ErrorKind.TRUNCATED
+    return ErrorKind.TRANSPORT
+
+
 @dataclass
-class _Fault:
+class Fault:
     """Why one attempt gave nothing usable."""
 
     reason: RetryReason
@@ -101,11 +118,100 @@ class _Fault:
 
     @property
     def kind(self) -> ErrorKind:
-        if self.reason == RetryReason.UNPARSEABLE:
-            return ErrorKind.UNPARSEABLE
-        if self.reason == RetryReason.TRUNCATED:
-            return ErrorKind.TRUNCATED
-        return ErrorKind.TRANSPORT
+        return fault_kind(self.reason)
+
+
+def judge_reply(completion: Completion, parse: Callable[[Completion], T], *, keep_truncated: bool) -> T | Fault:
+    """The value of a reply, or why it is unusable: cut at max_tokens (unless the caller keeps such
+    replies: a long free-text answer cut at the limit is still the model's answer), or unparseable."""
+    if completion.finish_reason == "length" and not keep_truncated:
+        return Fault(RetryReason.TRUNCATED, "ParseError: reply truncated at max_tokens")
+    try:
+        return parse(completion)
+    except ParseError as exc:
+        return Fault(RetryReason.UNPARSEABLE, f"ParseError: {exc}")
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One attempt of a call: the request as logged, the request sent (its seed moved on after
+    unusable replies), and its number counting the attempts earlier processes made."""
+
+    key: str
+    request: CompletionRequest
+    sent: CompletionRequest
+    number: int
+
+
+@dataclass
+class PastAttempts:
+    """A call's failed attempts made by an earlier process (a batch line's), which this one continues."""
+
+    count: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+    usage: Usage = field(default_factory=Usage)
+    last: Fault | None = None
+
+
+class Transport(Protocol):
+    """How an attempt reaches the model. It raises TransientLLMError when no reply came back; it never
+    judges a reply, retries or logs (the client does)."""
+
+    # Whether a retry waits the backoff first (online); a batch's turnaround spaces its attempts already.
+    paced: bool
+
+    def past(self, key: str) -> PastAttempts:
+        """Attempts of `key` that failed in an earlier process and count toward its retries."""
+        ...
+
+    async def send(self, attempt: Attempt) -> Completion: ...
+
+    def failed(self, attempt: Attempt, fault: Fault, spent: Usage) -> None:
+        """`attempt` gave nothing usable (kept, so a resume counts it)."""
+        ...
+
+    def settled(self, key: str, ok: Attempt | None, spent: Usage) -> None:
+        """The call of `key` is logged: `ok` is the attempt whose reply was used (None: given up).
+        Runs inside the call's transaction."""
+        ...
+
+
+class OnlineTransport:
+    """An attempt is one `backend.complete` within a concurrency slot, held back by the budget."""
+
+    paced = True
+
+    def __init__(self, backend: LLM, limit: AdaptiveLimit, budget: Budget | None) -> None:
+        self.backend = backend
+        self.limit = limit
+        self.budget = budget
+
+    def past(self, key: str) -> PastAttempts:
+        return PastAttempts()  # an attempt that did not finish is lost with its process
+
+    async def send(self, attempt: Attempt) -> Completion:
+        async with self.limit.slot() as epoch:
+            # The budget holds back any attempt whose worst case could cross it (BudgetReached stops the run).
+            reservation = self.budget.reserve(attempt.sent) if self.budget is not None else None
+            used = Usage()  # what the budget is charged: the reply's usage, nothing for a failed attempt
+            try:
+                completion = await self.backend.complete(attempt.sent)
+                used = completion.usage
+            except TransientLLMError as exc:
+                if exc.reason == RetryReason.TIMEOUT:
+                    self.limit.timed_out(epoch)
+                raise
+            finally:
+                if reservation is not None and self.budget is not None:
+                    self.budget.settle(reservation, used)
+            await self.limit.succeeded()
+        return completion
+
+    def failed(self, attempt: Attempt, fault: Fault, spent: Usage) -> None:
+        return None
+
+    def settled(self, key: str, ok: Attempt | None, spent: Usage) -> None:
+        return None
 
 
 class LLMClient:
@@ -120,17 +226,14 @@ class LLMClient:
     ) -> None:
         self.backend = backend
         self.log = log
-        remember = getattr(backend, "remember_modes", None)
-        if remember is not None:  # what an earlier process learnt about the server is used, not probed again
-            remember(log)
+        backend.remember_modes(log)  # what an earlier process learnt about the server is used, not probed again
         self.budget = budget
         self.retry = retry or RetryPolicy()
         self.stats = ClientStats()
         self.limit = AdaptiveLimit(max_concurrency)
+        self.online = OnlineTransport(backend, self.limit, budget)
         # Cache key -> the outcome of the call sending it now (None: it ended without one).
-        self._in_flight: dict[str, asyncio.Future[CallResult | None]] = {}
-        # Ids of calls this session logged outside `call` (batch lines): taking them from the cache is no hit.
-        self._logged_outside: set[int] = set()
+        self._in_flight: dict[str, asyncio.Future[CallResult[Any] | None]] = {}
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -143,12 +246,16 @@ class LLMClient:
         stage: str,
         parse: Callable[[Completion], T],
         commit: Callable[[T, int], None] | None = None,
+        keep_truncated: bool = False,
+        transport: Transport | None = None,
     ) -> CallResult[T]:
         """Complete `request`, parse the reply, and commit call + `commit(value, call_id)` atomically.
 
         `parse` raises ParseError for a malformed reply, which is retried with another seed like a
-        truncated one. When retries run out the call is logged as failed and `CallResult.error` /
-        `error_kind` say why; only FatalLLMError (unreachable endpoint, refused credentials) propagates.
+        truncated one (with `keep_truncated`, a reply cut at max_tokens is used as it is). When retries
+        run out the call is logged as failed and `CallResult.error` / `error_kind` say why; only
+        FatalLLMError (unreachable endpoint, refused credentials) propagates. `transport` carries the
+        attempts (default: online).
         """
         stats = self.stats.stage(stage)
         key = request.key(self.backend.model_id)
@@ -165,11 +272,13 @@ class LLMClient:
             if outcome is not None and outcome.failed:
                 return CallResult(None, None, outcome.call_id, False, outcome.error, outcome.error_kind)
 
-        done: asyncio.Future[CallResult | None] = asyncio.get_running_loop().create_future()
+        done: asyncio.Future[CallResult[Any] | None] = asyncio.get_running_loop().create_future()
         self._in_flight[key] = done
         outcome = None
         try:
-            outcome = await self._send(request, key, stage, stats, parse, commit)
+            outcome = await self._send(
+                request, key, stage, stats, parse, commit, keep_truncated, transport or self.online
+            )
             return outcome
         finally:
             del self._in_flight[key]
@@ -182,10 +291,7 @@ class LLMClient:
         parse: Callable[[Completion], T],
         commit: Callable[[T, int], None] | None,
     ) -> CallResult[T]:
-        if cached.id in self._logged_outside:
-            self._logged_outside.discard(cached.id)
-        else:
-            stats.cache_hits += 1
+        stats.cache_hits += 1
         value = parse(cached.completion)  # replies are cached only after they parsed
         if commit is not None:
             with transaction(self.conn):
@@ -200,32 +306,43 @@ class LLMClient:
         stats: StageStats,
         parse: Callable[[Completion], T],
         commit: Callable[[T, int], None] | None,
+        keep_truncated: bool,
+        transport: Transport,
     ) -> CallResult[T]:
         start = time.monotonic()
-        usage = Usage()
-        reasons: Counter[str] = Counter()
+        past = transport.past(key)  # a batch line's failed attempts count toward the retries
+        usage = Usage(past.usage.prompt_tokens, past.usage.completion_tokens)
+        spent_now = Usage()
+        reasons: Counter[str] = Counter(past.reasons)
+        reseeds = sum(n for reason, n in past.reasons.items() if fault_kind(reason) != ErrorKind.TRANSPORT)
         completion: Completion | None = None
         value: T | None = None
-        fault: _Fault | None = _Fault(RetryReason.CONNECTION, "no attempt made")
-        reseeds = attempts = 0
-        for attempt in range(self.retry.retries + 1):
+        fault: Fault | None = past.last or Fault(RetryReason.CONNECTION, "no attempt made")
+        used: tuple[Attempt, Usage] | None = None  # the attempt whose reply is used, and its tokens
+        attempts = past.count
+        for attempt in range(past.count, self.retry.retries + 1):
             attempts = attempt + 1
             if attempt:
                 stats.retries += 1
             sent = request
             if reseeds and request.seed is not None:
-                sent = dataclasses.replace(request, seed=request.seed + _RESEED_STEP * reseeds)
-            completion, value, fault = await self._attempt(sent, parse, usage)
+                sent = dataclasses.replace(request, seed=request.seed + RESEED_STEP * reseeds)
+            current = Attempt(key, request, sent, attempts)
+            completion, value, fault, spent = await self._attempt(current, parse, keep_truncated, transport)
+            usage += spent
+            spent_now += spent
             if fault is None:
+                used = (current, spent)
                 break
+            transport.failed(current, fault, spent)
             reasons[str(fault.reason)] += 1
             stats.retry_reasons[str(fault.reason)] += 1
             if fault.kind != ErrorKind.TRANSPORT:
                 reseeds += 1  # the reply arrived and was unusable: ask for a different one
-            if attempt < self.retry.retries:
+            if attempt < self.retry.retries and transport.paced:
                 await asyncio.sleep(self.retry.delay(attempt, fault.retry_after))
 
-        stats.usage += usage
+        stats.usage += spent_now
         if fault is None and completion is not None:
             stats.calls += 1
             completion.usage = usage
@@ -249,50 +366,24 @@ class LLMClient:
                 error_kind=kind,
                 endpoint=endpoint,
             )
+            transport.settled(key, *(used or (None, Usage())))
             if completion is not None and commit is not None:
                 commit(value, call_id)  # type: ignore[arg-type]
         return CallResult(value, completion, call_id, cached=False, error=error, error_kind=kind)
 
     async def _attempt(
-        self, request: CompletionRequest, parse: Callable[[Completion], T], usage: Usage
-    ) -> tuple[Completion | None, T | None, _Fault | None]:
-        """One request to the backend within a concurrency slot; a fault instead of a usable reply."""
-        async with self.limit.slot() as epoch:
-            # The budget holds back any attempt whose worst case could cross it (BudgetReached stops the run).
-            reservation = self.budget.reserve(request) if self.budget is not None else None
-            used = Usage()  # what the budget is charged: the reply's usage, nothing for a failed attempt
-            try:
-                completion = await self.backend.complete(request)
-                used = completion.usage
-            except TransientLLMError as exc:
-                if exc.reason == RetryReason.TIMEOUT:
-                    self.limit.timed_out(epoch)
-                return None, None, _Fault(exc.reason, f"{type(exc).__name__}: {exc}", exc.retry_after, exc.endpoint)
-            finally:
-                if reservation is not None and self.budget is not None:
-                    self.budget.settle(reservation, used)
-            await self.limit.succeeded()
-        usage += completion.usage
-        if completion.finish_reason == "length":
-            return None, None, _Fault(RetryReason.TRUNCATED, "ParseError: reply truncated at max_tokens")
+        self, attempt: Attempt, parse: Callable[[Completion], T], keep_truncated: bool, transport: Transport
+    ) -> tuple[Completion | None, T | None, Fault | None, Usage]:
+        """One attempt through `transport`: the reply and its value, or the fault; and the tokens it cost."""
         try:
-            return completion, parse(completion), None
-        except ParseError as exc:
-            return None, None, _Fault(RetryReason.UNPARSEABLE, f"ParseError: {exc}")
-
-    def count_logged(
-        self, stage: str, call_id: int, completion: Completion | None, attempts: int, retry_reasons: Counter[str]
-    ) -> None:
-        """Count a call this session logged outside `call` (a batch line) as sent now, not as a cache hit."""
-        stats = self.stats.stage(stage)
-        stats.retries += attempts - 1
-        stats.retry_reasons.update(retry_reasons)
-        if completion is None:
-            stats.failed += 1
-            return
-        stats.calls += 1
-        stats.usage += completion.usage
-        self._logged_outside.add(call_id)
+            completion = await transport.send(attempt)
+        except TransientLLMError as exc:
+            fault = Fault(exc.reason, f"{type(exc).__name__}: {exc}", exc.retry_after, exc.endpoint)
+            return None, None, fault, Usage()
+        judged = judge_reply(completion, parse, keep_truncated=keep_truncated)
+        if isinstance(judged, Fault):
+            return None, None, judged, completion.usage
+        return completion, judged, None, completion.usage
 
     async def aclose(self) -> None:
         await self.backend.aclose()

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any
 
 from explore_instruct.config import LLMConfig, check_base_url
 from explore_instruct.errors import UserError
-from explore_instruct.llm.base import LLM
+from explore_instruct.llm.base import LLM, StructuredSetting
 
 BACKENDS = ("openai", "local")
-StructuredMode = Literal["auto", "json_schema", "json_object", "text"]
 
 
 def build_backend(
@@ -19,11 +18,11 @@ def build_backend(
     model: str | None = None,
     api_key_env: str | None = None,
     timeout: float = 120.0,
-    structured_output: StructuredMode = "auto",
+    structured_output: StructuredSetting = "auto",
     model_path: str | None = None,
     n_ctx: int = 4096,
     n_threads: int | None = None,
-    extra_body: dict | None = None,
+    extra_body: dict[str, Any] | None = None,
 ) -> LLM:
     """`openai`: any OpenAI-compatible endpoint (needs base_url and model); `local`: embedded GGUF.
 
@@ -55,7 +54,7 @@ def build_backend(
     raise UserError(f"llm.backend must be one of {', '.join(BACKENDS)} (got {backend!r})")
 
 
-def backend_from_config(llm: LLMConfig, *, structured_output: StructuredMode | None = None) -> LLM:
+def backend_from_config(llm: LLMConfig, *, structured_output: StructuredSetting | None = None) -> LLM:
     """The backend a config's `llm` section describes (`structured_output` overrides the section's)."""
     if llm.endpoints:
         return _pool_from_config(llm, structured_output or llm.structured_output)
@@ -70,7 +69,7 @@ def backend_from_config(llm: LLMConfig, *, structured_output: StructuredMode | N
     )
 
 
-def _pool_from_config(llm: LLMConfig, structured_output: StructuredMode) -> LLM:
+def _pool_from_config(llm: LLMConfig, structured_output: StructuredSetting) -> LLM:
     """One OpenAI-compatible backend per endpoint, behind a pool that spreads the calls."""
     from explore_instruct.llm.openai_compat import redact_url
     from explore_instruct.llm.pool import EndpointPool, Member

@@ -20,6 +20,8 @@ import numpy as np
 
 from explore_instruct.errors import UserError
 from explore_instruct.llm.base import (
+    Backend,
+    Capabilities,
     Completion,
     CompletionRequest,
     FatalLLMError,
@@ -96,8 +98,11 @@ def gguf_path(model_path: str | None, setting: str) -> Path:
     return path
 
 
-class LocalLLM:
+class LocalLLM(Backend):
     """SmolLM2 (or any chat GGUF given by `model_path`) in this process, loaded on first use."""
+
+    # A request's JSON schema becomes a grammar: the reply always has the shape asked for.
+    capabilities = Capabilities(structured_output=True)
 
     def __init__(self, model_path: str | None = None, n_ctx: int = 4096, n_threads: int | None = None) -> None:
         path = self.model_path = gguf_path(model_path, "llm.model_path")
@@ -119,7 +124,8 @@ class LocalLLM:
         kwargs = request.chat_params()
         if request.json_schema is not None:
             kwargs["response_format"] = {"type": "json_object", "schema": request.json_schema}
-        return self._llama.create_chat_completion(**kwargs)
+        reply: dict[str, Any] = self._llama.create_chat_completion(**kwargs)
+        return reply
 
     async def complete(self, request: CompletionRequest) -> Completion:
         async with self._lock:
@@ -177,7 +183,8 @@ class LocalEmbedder:
                 n_ubatch=self.n_ctx,
             )
         # Longer texts are cut to the context (an instruction rarely is): their start decides.
-        return self._llama.create_embedding(texts)  # truncates to n_ctx
+        result: dict[str, Any] = self._llama.create_embedding(texts)  # truncates to n_ctx
+        return result
 
     async def embed(self, texts: list[str]) -> EmbedResult:
         async with self._lock:

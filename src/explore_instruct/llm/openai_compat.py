@@ -20,7 +20,7 @@ import os
 import re
 import time
 import urllib.parse
-from typing import Any, Literal, Protocol
+from typing import Any
 
 import numpy as np
 import openai
@@ -30,17 +30,19 @@ from explore_instruct import __version__
 from explore_instruct.config import ENV_NAME_RULE, looks_like_key
 from explore_instruct.errors import UserError
 from explore_instruct.llm.base import (
+    Backend,
+    Capabilities,
     Completion,
     CompletionRequest,
     FatalLLMError,
+    ModeMemory,
     RetryReason,
+    StructuredMode,
+    StructuredSetting,
     TransientLLMError,
     Usage,
 )
 from explore_instruct.llm.embeddings import EmbedResult, normalise
-
-StructuredMode = Literal["json_schema", "json_object", "text"]
-StructuredSetting = Literal["auto", "json_schema", "json_object", "text"]
 
 # The order "auto" tries modes in: the most precise first.
 _FALLBACK_ORDER: tuple[StructuredMode, ...] = ("json_schema", "json_object", "text")
@@ -48,14 +50,6 @@ _FALLBACK_ORDER: tuple[StructuredMode, ...] = ("json_schema", "json_object", "te
 _FORMAT_WORDS = re.compile(r"response_format|json_schema|json_object|schema|grammar", re.IGNORECASE)
 # Local servers ignore the key, but the SDK refuses to start without one.
 _PLACEHOLDER_KEY = "not-needed"
-
-
-class ModeMemory(Protocol):
-    """Where discovered structured-output modes are kept (the call log of the run: `CallLog`)."""
-
-    def structured_mode(self, endpoint: str, model: str) -> str | None: ...
-
-    def remember_structured_mode(self, endpoint: str, model: str, mode: str) -> None: ...
 
 
 class _GatedClient(AsyncOpenAI):
@@ -150,7 +144,7 @@ def _error_text(exc: openai.APIStatusError) -> str:
     return text[:300]
 
 
-class OpenAICompatLLM:
+class OpenAICompatLLM(Backend):
     """One model behind an OpenAI-compatible `/v1/chat/completions` endpoint.
 
     The API key is read from the environment variable named by `api_key_env` and handed straight to
@@ -163,8 +157,8 @@ class OpenAICompatLLM:
         model: str,
         api_key_env: str | None = None,
         timeout: float = 120.0,
-        structured_output: Literal["auto", "json_schema", "json_object", "text"] = "auto",
-        extra_body: dict | None = None,
+        structured_output: StructuredSetting = "auto",
+        extra_body: dict[str, Any] | None = None,
     ) -> None:
         if structured_output not in ("auto", *_FALLBACK_ORDER):
             raise UserError(
@@ -186,6 +180,8 @@ class OpenAICompatLLM:
         self._display_url = redact_url(base_url)
         self._api_key_env = api_key_env
         self.structured_output: StructuredSetting = structured_output
+        # It checks itself before a run, sends batches, and holds replies to a schema unless told to send text.
+        self.capabilities = Capabilities(check=True, structured_output=structured_output != "text", batch=True)
         self.extra_body = dict(extra_body) if extra_body else None
         # The mode in use for requests with a schema. In "auto" it starts at the top of the fallback
         # order and is confirmed by the first structured request that succeeds.
@@ -239,7 +235,7 @@ class OpenAICompatLLM:
             return
         known = memory.structured_mode(self._display_url, self.model)
         if known in _FALLBACK_ORDER and not self._mode_confirmed:
-            self.structured_mode = self._start_mode = known  # type: ignore[assignment]
+            self.structured_mode = self._start_mode = known
 
     async def check(self) -> None:
         """One cheap call before a run starts: raise FatalLLMError with one clear line if the
@@ -286,6 +282,10 @@ class OpenAICompatLLM:
         note = served_model_note(self._display_url, self.model, listed, getattr(reply, "model", None))
         if note:
             logging.getLogger(__name__).warning(note)
+
+    def batch_api(self) -> OpenAICompatLLM:
+        """This backend: its SDK client reaches the Batch API, and `chat_body` writes each line."""
+        return self
 
     @property
     def sdk(self) -> AsyncOpenAI:

@@ -20,12 +20,18 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-from explore_instruct.llm.base import LLM, Completion, CompletionRequest, FatalLLMError, RetryReason, TransientLLMError
-
-if TYPE_CHECKING:
-    from explore_instruct.llm.openai_compat import ModeMemory
+from explore_instruct.llm.base import (
+    LLM,
+    Backend,
+    Capabilities,
+    Completion,
+    CompletionRequest,
+    FatalLLMError,
+    ModeMemory,
+    RetryReason,
+    TransientLLMError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +73,7 @@ class Member:
         return self.in_flight / (self.limit * self.weight)
 
 
-class EndpointPool:
+class EndpointPool(Backend):
     """An LLM backend over several backends serving the same model."""
 
     def __init__(
@@ -89,6 +95,10 @@ class EndpointPool:
         self.max_cooldown = max_cooldown
         self.dead_after = dead_after
         self._changed = asyncio.Condition()
+        # Checked before a run; structured output when every endpoint has it; one batch goes to one server.
+        self.capabilities = Capabilities(
+            check=True, structured_output=all(m.backend.capabilities.structured_output for m in members)
+        )
 
     def __repr__(self) -> str:
         return f"EndpointPool({', '.join(m.name for m in self.members)})"
@@ -129,23 +139,20 @@ class EndpointPool:
     def remember_modes(self, memory: ModeMemory) -> None:
         """Each endpoint keeps its own structured-output mode in `memory` (see OpenAICompatLLM)."""
         for member in self.members:
-            remember = getattr(member.backend, "remember_modes", None)
-            if remember is not None:
-                remember(memory)
+            member.backend.remember_modes(memory)
 
     async def aclose(self) -> None:
         await asyncio.gather(*(m.backend.aclose() for m in self.members), return_exceptions=True)
 
     async def check(self) -> None:
         """Check every endpoint before the run; the ones that fail are cooled, and all failing is fatal."""
-        checks = [getattr(m.backend, "check", None) for m in self.members]
-        results = await asyncio.gather(*(c() for c in checks if c is not None), return_exceptions=True)
-        members = [m for m, c in zip(self.members, checks, strict=True) if c is not None]
-        failed = [(m, r) for m, r in zip(members, results, strict=True) if isinstance(r, BaseException)]
+        # An endpoint whose backend has no check of its own passes (its `check` does nothing).
+        results = await asyncio.gather(*(m.backend.check() for m in self.members), return_exceptions=True)
+        failed = [(m, r) for m, r in zip(self.members, results, strict=True) if isinstance(r, BaseException)]
         for _, result in failed:
             if not isinstance(result, Exception):
                 raise result
-        if members and len(failed) == len(members):
+        if len(failed) == len(self.members):
             raise FatalLLMError(f"no endpoint of the pool answered: {failed[0][1]}")
         for member, result in failed:
             log.warning("endpoint %s is left out for now: %s", member.name, result)

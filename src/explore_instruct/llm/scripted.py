@@ -6,17 +6,18 @@ import asyncio
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from explore_instruct.llm.base import Completion, CompletionRequest, Usage
+from explore_instruct.llm.base import Backend, Capabilities, Completion, CompletionRequest, Usage
 
 Reply = str | Completion | BaseException
 Responder = Callable[[CompletionRequest], Reply]
 
 
-class ScriptedLLM:
+class ScriptedLLM(Backend):
     """Answers each request with `responder(request)` (or the next item of a list).
 
     A reply that is an exception is raised instead, which is how tests simulate 429s, 5xx and
     timeouts. Every request received is kept in `requests`, in order, so tests can count calls.
+    `capabilities` lets a test stand in for a backend that has some (e.g. structured output).
     """
 
     def __init__(
@@ -25,6 +26,7 @@ class ScriptedLLM:
         *,
         model_id: str = "scripted",
         latency: float = 0.0,
+        capabilities: Capabilities | None = None,
     ) -> None:
         if callable(responder):
             self._responder: Responder = responder
@@ -38,6 +40,7 @@ class ScriptedLLM:
 
             self._responder = next_reply
         self.model_id = model_id
+        self.capabilities = capabilities or Capabilities()
         self.latency = latency
         self.requests: list[CompletionRequest] = []
 
@@ -53,6 +56,3 @@ class ScriptedLLM:
         text = str(reply)
         prompt_tokens = sum(len(m.content.split()) for m in request.messages)
         return Completion(text, Usage(prompt_tokens, len(text.split())), "stop")
-
-    async def aclose(self) -> None:
-        return None

@@ -5,7 +5,7 @@ and demonstrations sampled from the parent's examples (the root uses its own). A
 short after its first batch gets top-up calls, up to `max_extra_calls`. With `bootstrap` (the
 self-instruct baseline) demonstrations come from the task's growing pool instead, batch by batch.
 With `llm.batch` enabled, the calls of a round (every task's first calls, then every task's top-ups)
-go out as one provider batch first (`llm/batch.py`), and each call then finds its reply in the cache.
+go through the batch transport (`llm/batch.py`) as one provider batch, under the same client rules.
 
 Every request is a function of the tree and the run's seed, and each example's key names the call
 and position it came from, so the outcome does not depend on the order replies arrive in. Replies
@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from explore_instruct.config import per_depth
 from explore_instruct.context import RunContext
 from explore_instruct.llm.base import Completion, CompletionRequest
-from explore_instruct.llm.batch import BatchRunner, RoundCollector
+from explore_instruct.llm.batch import BatchTransport
+from explore_instruct.llm.client import Transport
 from explore_instruct.parse import examples_schema, parse_examples
 from explore_instruct.quality import PromptText, drop_reason, exact_key
 from explore_instruct.start import LiveNode, insert_start, load_live_tree
@@ -92,7 +93,12 @@ def parse_reply(completion: Completion) -> list[Example]:
 
 
 async def _call(
-    ctx: RunContext, work: NodeWork, call_index: int, request: CompletionRequest, pool: list[Example]
+    ctx: RunContext,
+    work: NodeWork,
+    call_index: int,
+    request: CompletionRequest,
+    pool: list[Example],
+    transport: Transport | None,
 ) -> None:
     node = work.node
     prompt = PromptText.of(request, pool, node.path())
@@ -107,11 +113,12 @@ async def _call(
         stage=STAGE,
         parse=parse_reply,
         commit=commit,
+        transport=transport,
     )
     ctx.progress.advance(STAGE)
 
 
-async def _enrich(ctx: RunContext, work: NodeWork, rounds: RoundCollector | None) -> None:
+async def _enrich(ctx: RunContext, work: NodeWork, rounds: BatchTransport | None) -> None:
     try:
         await _enrich_rounds(ctx, work, rounds)
     finally:
@@ -119,7 +126,7 @@ async def _enrich(ctx: RunContext, work: NodeWork, rounds: RoundCollector | None
             rounds.leave()
 
 
-async def _enrich_rounds(ctx: RunContext, work: NodeWork, rounds: RoundCollector | None) -> None:
+async def _enrich_rounds(ctx: RunContext, work: NodeWork, rounds: BatchTransport | None) -> None:
     cfg = ctx.config.generate
     per_call = cfg.per_call
     batch_limit = ctx.config.llm.max_concurrency if cfg.bootstrap else None
@@ -148,14 +155,13 @@ async def _enrich_rounds(ctx: RunContext, work: NodeWork, rounds: RoundCollector
         start = work.calls_made
         work.calls_made += calls
         requests = [build_request(ctx, work, start + i, count, pool) for i, count in enumerate(counts)]
-        given_up: set[str] = set()
+        transport = None
         if rounds is not None and (not topping_up or ctx.config.llm.batch.top_ups == "batch"):
-            # Batch mode: the round's replies land in the call log, where each call below finds them.
-            given_up = await rounds.fetch(requests)
-        model = ctx.require_client().backend.model_id
-        sent = [(i, r) for i, r in enumerate(requests) if r.key(model) not in given_up]
-        ctx.progress.advance(STAGE, len(requests) - len(sent))
-        await asyncio.gather(*(_call(ctx, work, start + i, request, pool) for i, request in sent))
+            await rounds.round(requests)  # batch mode: the calls go out with every other task's of this round
+            transport = rounds
+        await asyncio.gather(
+            *(_call(ctx, work, start + i, request, pool, transport) for i, request in enumerate(requests))
+        )
 
 
 async def run(ctx: RunContext) -> dict[str, int]:
@@ -172,12 +178,11 @@ async def run(ctx: RunContext) -> dict[str, int]:
         if not ctx.config.llm.batch.enabled:
             await asyncio.gather(*(_enrich(ctx, w, None) for w in works))
         else:
-            runner = BatchRunner(ctx.store, ctx.require_client(), ctx.config.llm, stage=STAGE, parse=parse_reply)
+            rounds = BatchTransport(ctx.store, ctx.require_client(), ctx.config.llm, stage=STAGE, workers=len(works))
             try:
-                rounds = RoundCollector(len(works), runner.fetch)
                 await asyncio.gather(*(_enrich(ctx, w, rounds) for w in works))
             finally:
-                await runner.aclose()
+                await rounds.aclose()
     finally:  # a stopped stage stores what it got, so its exports show it
         store_results(ctx, works)
     mark_exact_duplicates(ctx)

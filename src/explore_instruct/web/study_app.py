@@ -30,7 +30,7 @@ def create_app(study: Study) -> FastAPI:
     csrf = CsrfGuard(study.secret)
 
     def rater_for(token: str) -> Rater:
-        rater = find_token(token, study.rater_digests())
+        rater: Rater | None = find_token(token, study.rater_digests())
         if rater is None:
             raise not_found()
         return rater
@@ -87,7 +87,7 @@ def create_app(study: Study) -> FastAPI:
         items = study.assignments(rater)
         after = [a.position for a in items[n:] if a.choice is None]
         before = [a.position for a in items[: n - 1] if a.choice is None]
-        following = (after or before or [None])[0]
+        following = next(iter(after or before), None)
         target = f"/r/{token}/{following}" if following is not None else f"/r/{token}/done"
         return RedirectResponse(target, status_code=303)
 
@@ -99,7 +99,7 @@ def create_app(study: Study) -> FastAPI:
         return render(
             "owner.html",
             progress=progress,
-            items=len(study.rows("SELECT id FROM items")),
+            items=study.db.item_count(),
             min_votes=study.meta.get("min_votes", ""),
             study=study.path.name,
         )

@@ -159,6 +159,14 @@ def test_a_dry_run_reads_a_0_1_0_experiment_db_without_writing_it(tmp_path: Path
     finally:
         db.close()
     assert path.read_bytes() == before and not backup_path(path, 0).exists()
+    empty = tmp_path / "empty.db"
+    empty.write_bytes(b"")  # a folder where a run was killed before its first step
+    db = ExperimentDB(empty, readonly=True)
+    try:
+        assert db.step_rows() == {} and db.artefact("k-data") is None and db.events() == []
+    finally:
+        db.close()
+    assert empty.read_bytes() == b""
 
 
 @pytest.mark.parametrize("readonly", [False, True])

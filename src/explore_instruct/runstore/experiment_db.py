@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from explore_instruct.db import connect, connect_readonly, transaction
-from explore_instruct.runstore.migrate import Migration, refuse_newer, statements, upgrade
+from explore_instruct.runstore.migrate import Migration, latest_version, refuse_newer, statements, upgrade
 
 # Version 1 is the layout 0.1.0 wrote (with user_version 0), statement for statement: every table is
 # created only if missing, so such a file reaches version 1 unchanged and matches a new one.
@@ -91,23 +91,45 @@ def _artefact(row: sqlite3.Row) -> ArtefactRow:
     )  # fmt: skip
 
 
+def _read_latest(path: Path) -> sqlite3.Connection:
+    """The file opened read-only; an older (or empty) one is copied into memory and brought to the latest
+    layout there, so the queries below hold for it and the file itself is left as it is."""
+    conn = connect_readonly(path)
+    try:
+        found = refuse_newer(conn, path, MIGRATIONS)
+    except BaseException:
+        conn.close()
+        raise
+    if found == latest_version(MIGRATIONS):
+        return conn
+    memory = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+    memory.row_factory = sqlite3.Row
+    try:
+        conn.backup(memory)
+    finally:
+        conn.close()
+    for step in MIGRATIONS[found:]:
+        step.apply(memory)
+    return memory
+
+
 class ExperimentDB:
     """The open database; every method is safe to call from several threads at once.
 
-    `readonly` (a dry run or a results pass) opens the file without writing to it: an older schema is
-    read as it is, a newer one is refused all the same.
+    `readonly` (a dry run or a results pass) never writes the file: an older (or empty) one is read
+    through an upgraded copy in memory, a newer one is refused all the same.
     """
 
     def __init__(self, path: Path, *, readonly: bool = False) -> None:
-        self.conn = connect_readonly(path) if readonly else connect(path)
-        try:
-            if readonly:
-                refuse_newer(self.conn, path, MIGRATIONS)
-            else:
+        if readonly:
+            self.conn = _read_latest(path)
+        else:
+            self.conn = connect(path)
+            try:
                 upgrade(self.conn, path, MIGRATIONS)
-        except BaseException:
-            self.conn.close()
-            raise
+            except BaseException:
+                self.conn.close()
+                raise
         self.lock = threading.Lock()
 
     def close(self) -> None:

@@ -26,6 +26,7 @@ from explore_instruct.experiment.plan import judge_id
 from explore_instruct.experiment.runner import DB_FILE, ExperimentDB, training_runs
 from explore_instruct.llm.base import TransientLLMError
 from explore_instruct.llm.scripted import ScriptedLLM
+from explore_instruct.runstore.experiment_db import EventRow
 from tests.test_experiment_helpers import QUESTIONS, backends, judge_reply, write_study
 
 pytest.importorskip("trl")
@@ -69,7 +70,7 @@ def _copy_with_axis(
     return spec, out
 
 
-def _events(out: Path, event: str) -> list[dict[str, Any]]:
+def _events(out: Path, event: str) -> list[EventRow]:
     db = ExperimentDB(out / DB_FILE)
     try:
         return db.events(event)
@@ -299,7 +300,7 @@ def test_kill_and_resume_at_each_step_kind(tiny_model: Path, tmp_path: Path, mon
     assert set(killed) == set(KINDS)
     _plan, _states, result = run_experiment(spec, out, resume=True, backends=backends())
     assert all(r["status"] == "ok" for r in result["cells"])
-    ran = [e["key"] for e in _events(out, "ran")]
+    ran = [e.key for e in _events(out, "ran")]
     assert len(ran) == len(set(ran)), "a finished step ran twice"
     assert not list((out / "artefacts").glob("*/.*.partial"))
 
@@ -543,7 +544,7 @@ def test_sigkill_mid_study_then_resume(tiny_model: Path, tmp_path: Path) -> None
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and child.poll() is None:
-            if (out / DB_FILE).exists() and any(e["step_id"].startswith("train:") for e in _events(out, "ran")):
+            if (out / DB_FILE).exists() and any(e.step_id.startswith("train:") for e in _events(out, "ran")):
                 break
             time.sleep(0.2)
         assert child.poll() is None, "the study finished before it could be killed"
@@ -552,10 +553,10 @@ def test_sigkill_mid_study_then_resume(tiny_model: Path, tmp_path: Path) -> None
     finally:
         if child.poll() is None:
             child.kill()
-    ran_before = {e["key"] for e in _events(out, "ran")}
+    ran_before = {e.key for e in _events(out, "ran")}
     _plan, states, result = run_experiment(spec, out, resume=True, backends=backends())
     assert all(r["status"] == "ok" for r in result["cells"])
-    ran = [e["key"] for e in _events(out, "ran")]
+    ran = [e.key for e in _events(out, "ran")]
     assert len(ran) == len(set(ran)), "a finished step ran twice"
     assert ran_before and all(states[s].status == "cached" for s in states if states[s].key in ran_before)
 

@@ -27,9 +27,7 @@ def vote(study: Study, rater_id: int, question_id: str, outcome: str) -> None:
     """Vote as rater `rater_id` so that the candidate gets `outcome`, whichever side it is shown on."""
     rater = Rater(rater_id, f"rater-{rater_id}")
     item = next(a for a in study.assignments(rater) if a.question_id == question_id)
-    candidate_side = study.rows(
-        "SELECT candidate_side FROM assignments WHERE rater_id = ? AND item_id = ?", (rater_id, item.item_id)
-    )[0][0]
+    candidate_side = next(a.candidate_side for a in study.db.assignments(rater_id) if a.item_id == item.item_id)
     other = "right" if candidate_side == "left" else "left"
     choice = {"win": candidate_side, "lose": other}.get(outcome, outcome)
     assert study.vote(rater, item.position, choice)

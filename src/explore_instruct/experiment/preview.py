@@ -15,7 +15,8 @@ from pathlib import Path
 from explore_instruct.config import RunConfig, per_depth
 from explore_instruct.evaluate.questions import read_questions
 from explore_instruct.experiment.plan import Plan, Step, generation_config
-from explore_instruct.experiment.runner import DB_FILE, ExperimentDB, Runner
+from explore_instruct.experiment.runner import DB_FILE, Runner
+from explore_instruct.runstore.experiment_db import ExperimentDB
 
 
 @dataclass
@@ -58,7 +59,7 @@ def _requested(plan: Plan, step: Step) -> int:
 def preview(plan: Plan, out_dir: str | Path, only: list[str] | None = None) -> Preview:
     runner = Runner(plan, out_dir, only=only, read_only=True)
     db_path = Path(runner.out_dir) / DB_FILE
-    runner.db = ExperimentDB(db_path) if db_path.is_file() else None
+    runner.db = ExperimentDB(db_path, readonly=True) if db_path.is_file() else None
     out = Preview()
     question_counts = [len(read_questions(q)) for q in plan.spec.evaluate.questions]
     math_count = len(read_questions(plan.spec.evaluate.math_questions)) if plan.spec.evaluate.math_questions else 0

@@ -2,9 +2,10 @@
 
 A step writes into `artefacts/<kind>/.<key>.partial`, puts a `step.json` (its key and numbers) inside,
 and renames the folder to `artefacts/<kind>/<key>`: the rename is the commit point. The step is then
-recorded in the experiment's database (`explore_instruct.db`). A process killed at any moment
-(SIGKILL included) loses at most the steps in flight: on resume a finished folder is adopted even
-if the database never heard of it, and a `.partial` folder is removed and its step run again.
+recorded in the experiment's database (`explore_instruct.db`, kept by `runstore/experiment_db.py`). A
+process killed at any moment (SIGKILL included) loses at most the steps in flight: on resume a finished
+folder is adopted even if the database never heard of it, and a `.partial` folder is removed and its
+step run again.
 The generation steps are resumable run directories themselves (`run.db` caches every LLM call).
 
 Scheduling: steps whose inputs are ready run in a thread pool; each holds named resources while it
@@ -18,16 +19,14 @@ import fcntl
 import json
 import shutil
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from explore_instruct.datafile import atomic_write_text
-from explore_instruct.db import connect, transaction
 from explore_instruct.errors import UserError
 from explore_instruct.experiment.plan import DEVICE, LLM, Plan, Step, file_digest, select_cells, step_key, steps_for
 from explore_instruct.experiment.spec import spec_yaml
@@ -40,38 +39,12 @@ from explore_instruct.experiment.steps import (
     StepFailed,
     StepInput,
 )
+from explore_instruct.runstore.experiment_db import ExperimentDB
 
 DB_FILE = "explore_instruct.db"
 STEP_FILE = "step.json"
 SPEC_FILE = "spec.resolved.yaml"
 ARTEFACTS = "artefacts"
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS artefacts (
-    key TEXT PRIMARY KEY,
-    kind TEXT NOT NULL,
-    path TEXT NOT NULL,
-    digest TEXT NOT NULL,
-    info TEXT NOT NULL,
-    weights_deleted INTEGER NOT NULL DEFAULT 0,
-    created_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS steps (
-    step_id TEXT PRIMARY KEY,
-    key TEXT,
-    status TEXT NOT NULL,
-    reason TEXT,
-    updated_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY,
-    step_id TEXT NOT NULL,
-    key TEXT,
-    event TEXT NOT NULL,
-    reason TEXT,
-    at REAL NOT NULL
-);
-"""
 
 # math-verify's time limits need the main thread (elsewhere each grading spawns a process): math
 # steps are short, so they run there, between the other steps' completions.
@@ -94,63 +67,6 @@ class StepState:
 
 
 ProgressHook = Callable[[StepState], None]
-
-
-class ExperimentDB:
-    """The experiment's SQLite file: finished artefacts by key, each step's latest status, an event log."""
-
-    def __init__(self, path: Path) -> None:
-        self.conn = connect(path)
-        self.conn.executescript(SCHEMA)
-        self.lock = threading.Lock()
-
-    def close(self) -> None:
-        self.conn.close()
-
-    def artefact(self, key: str) -> dict[str, Any] | None:
-        with self.lock:
-            row = self.conn.execute("SELECT * FROM artefacts WHERE key = ?", (key,)).fetchone()
-        if row is None:
-            return None
-        return {**dict(row), "info": json.loads(row["info"])}
-
-    def add_artefact(self, key: str, kind: str, path: Path, digest: str, info: dict[str, Any]) -> None:
-        with self.lock, transaction(self.conn):
-            self.conn.execute(
-                "INSERT OR REPLACE INTO artefacts (key, kind, path, digest, info, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (key, kind, str(path), digest, json.dumps(info), time.time()),
-            )
-
-    def forget_artefact(self, key: str) -> None:
-        with self.lock, transaction(self.conn):
-            self.conn.execute("DELETE FROM artefacts WHERE key = ?", (key,))
-
-    def mark_weights_deleted(self, key: str) -> None:
-        with self.lock, transaction(self.conn):
-            self.conn.execute("UPDATE artefacts SET weights_deleted = 1 WHERE key = ?", (key,))
-
-    def set_step(self, state: StepState, event: str | None = None) -> None:
-        now = time.time()
-        with self.lock, transaction(self.conn):
-            self.conn.execute(
-                "INSERT OR REPLACE INTO steps (step_id, key, status, reason, updated_at) VALUES (?, ?, ?, ?, ?)",
-                (state.step.id, state.key, state.status, state.reason, now),
-            )
-            if event:
-                self.conn.execute(
-                    "INSERT INTO events (step_id, key, event, reason, at) VALUES (?, ?, ?, ?, ?)",
-                    (state.step.id, state.key, event, state.reason, now),
-                )
-
-    def step_rows(self) -> dict[str, dict[str, Any]]:
-        with self.lock:
-            return {r["step_id"]: dict(r) for r in self.conn.execute("SELECT * FROM steps")}
-
-    def events(self, event: str | None = None) -> list[dict[str, Any]]:
-        sql = "SELECT * FROM events" + (" WHERE event = ?" if event else "") + " ORDER BY id"
-        with self.lock:
-            return [dict(r) for r in self.conn.execute(sql, (event,) if event else ())]
 
 
 @contextmanager
@@ -222,7 +138,7 @@ class Runner:
         row = self.db.artefact(key)
         path = artefact_dir(self.out_dir, step.kind, key)  # not the stored path: the folder may have moved
         if row is not None and path.is_dir():
-            return {**row, "path": str(path)}
+            return {**asdict(row), "path": str(path)}
         marker = path / STEP_FILE
         if marker.is_file():  # renamed into place, then killed before the database write
             saved = json.loads(marker.read_text(encoding="utf-8"))
@@ -250,7 +166,7 @@ class Runner:
     def _set(self, state: StepState, status: str, reason: str | None = None, event: str | None = None) -> None:
         state.status, state.reason = status, reason
         assert self.db is not None
-        self.db.set_step(state, event)
+        self.db.set_step(state.step.id, state.key, state.status, state.reason, event)
         self.progress(state)
 
     def _adopt(self, state: StepState, row: dict[str, Any]) -> None:
@@ -426,7 +342,7 @@ def recorded_states(plan: Plan, out_dir: str | Path) -> dict[str, StepState]:
     """Every step of the plan as the output folder records it, without running anything: finished
     artefacts are `cached`, a step that failed last time keeps its reason, the rest are `pending`."""
     runner = Runner(plan, out_dir, read_only=True)
-    runner.db = ExperimentDB(runner.out_dir / DB_FILE)
+    runner.db = ExperimentDB(runner.out_dir / DB_FILE, readonly=True)
     try:
         last = runner.db.step_rows()
         for state in runner.states.values():
@@ -436,8 +352,8 @@ def recorded_states(plan: Plan, out_dir: str | Path) -> dict[str, StepState]:
             if row is not None:
                 runner._adopt(state, row)
                 state.status = "cached"
-            elif state.step.id in last and last[state.step.id]["status"] in ("failed", "blocked"):
-                state.status, state.reason = last[state.step.id]["status"], last[state.step.id]["reason"]
+            elif state.step.id in last and last[state.step.id].status in ("failed", "blocked"):
+                state.status, state.reason = last[state.step.id].status, last[state.step.id].reason
     finally:
         runner.db.close()
     return runner.states
@@ -447,6 +363,6 @@ def training_runs(out_dir: str | Path) -> int:
     """How many training jobs this output folder has run (for tests and the summary)."""
     db = ExperimentDB(Path(out_dir) / DB_FILE)
     try:
-        return sum(1 for e in db.events("ran") if e["step_id"].startswith("train:"))
+        return sum(1 for e in db.events("ran") if e.step_id.startswith("train:"))
     finally:
         db.close()

@@ -12,59 +12,21 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import sqlite3
 import tempfile
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-from explore_instruct.db import connect, transaction
 from explore_instruct.errors import UserError
 from explore_instruct.evaluate.questions import match_answers, read_answers, read_questions
 from explore_instruct.evaluate.stages import _label as answers_label
+from explore_instruct.runstore.study_db import ItemRow, Placement, RaterProgress, RaterRow, StudyDB, write_study_db
 from explore_instruct.web.common import new_token, token_digest
 
 STUDY_DB = "study.db"
 LINKS_FILE = "links.txt"
 CHOICES = ("left", "right", "tie", "both_bad")
 CHOICE_LABELS = {"left": "Left is better", "right": "Right is better", "tie": "Tie", "both_bad": "Both are bad"}
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS items (
-    id INTEGER PRIMARY KEY,
-    question_id TEXT NOT NULL UNIQUE,
-    cls TEXT NOT NULL DEFAULT '',
-    question TEXT NOT NULL,
-    baseline TEXT NOT NULL,
-    candidate TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS raters (
-    id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
-    token_sha256 TEXT NOT NULL UNIQUE
-);
-CREATE TABLE IF NOT EXISTS assignments (
-    rater_id INTEGER NOT NULL REFERENCES raters(id),
-    position INTEGER NOT NULL,             -- 1-based place in the rater's list
-    item_id INTEGER NOT NULL REFERENCES items(id),
-    candidate_side TEXT NOT NULL CHECK (candidate_side IN ('left', 'right')),
-    PRIMARY KEY (rater_id, position),
-    UNIQUE (rater_id, item_id)
-);
-CREATE TABLE IF NOT EXISTS votes (
-    rater_id INTEGER NOT NULL REFERENCES raters(id),
-    item_id INTEGER NOT NULL REFERENCES items(id),
-    choice TEXT NOT NULL CHECK (choice IN ('left', 'right', 'tie', 'both_bad')),
-    comment TEXT NOT NULL DEFAULT '',
-    voted_at TEXT NOT NULL,
-    PRIMARY KEY (rater_id, item_id)
-);
-"""
 
 
 @dataclass(frozen=True)
@@ -153,37 +115,27 @@ def create_study(
     out.parent.mkdir(parents=True, exist_ok=True)
     build = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        conn = connect(build / STUDY_DB)
-        conn.executescript(SCHEMA)
-        with transaction(conn):
-            meta = {
-                "secret": new_token() + new_token(),
-                "owner_sha256": token_digest(tokens[0]),
-                "seed": str(seed),
-                "created": datetime.now(UTC).isoformat(timespec="seconds"),
-                "baseline_name": names["baseline"],
-                "candidate_name": names["candidate"],
-                "min_votes": str(votes),
-            }
-            conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", list(meta.items()))
-            conn.executemany(
-                "INSERT INTO items (id, question_id, cls, question, baseline, candidate) VALUES (?, ?, ?, ?, ?, ?)",
-                [
-                    (i + 1, q.question_id, q.cls, q.question, baseline[q.question_id].answer,
-                     candidate[q.question_id].answer)
-                    for i, q in enumerate(questions)
-                ],
-            )  # fmt: skip
-            for r, items in enumerate(lists, start=1):
-                conn.execute(
-                    "INSERT INTO raters (id, name, token_sha256) VALUES (?, ?, ?)",
-                    (r, f"rater-{r}", token_digest(tokens[r])),
-                )
-                conn.executemany(
-                    "INSERT INTO assignments (rater_id, position, item_id, candidate_side) VALUES (?, ?, ?, ?)",
-                    [(r, pos, i + 1, side) for pos, (i, side) in enumerate(items, start=1)],
-                )
-        conn.close()
+        meta = {
+            "secret": new_token() + new_token(),
+            "owner_sha256": token_digest(tokens[0]),
+            "seed": str(seed),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "baseline_name": names["baseline"],
+            "candidate_name": names["candidate"],
+            "min_votes": str(votes),
+        }
+        items = [
+            ItemRow(i + 1, q.question_id, q.cls, q.question, baseline[q.question_id].answer,
+                    candidate[q.question_id].answer)
+            for i, q in enumerate(questions)
+        ]  # fmt: skip
+        rater_rows = [RaterRow(r, f"rater-{r}", token_digest(tokens[r])) for r in range(1, raters + 1)]
+        placements = [
+            Placement(r, pos, i + 1, side)
+            for r, picked in enumerate(lists, start=1)
+            for pos, (i, side) in enumerate(picked, start=1)
+        ]
+        write_study_db(build / STUDY_DB, meta, items, rater_rows, placements)
         links = [("owner", f"/owner/{tokens[0]}")] + [(f"rater-{r}", f"/r/{tokens[r]}") for r in range(1, raters + 1)]
         _write_private(build / LINKS_FILE, "".join(f"{who}\t{path}\n" for who, path in links))
         for leftover in ("-wal", "-shm"):
@@ -228,21 +180,12 @@ class Study:
         self.path = Path(path)
         if not (self.path / STUDY_DB).is_file():
             raise UserError(f"{self.path}: not a study folder (no {STUDY_DB}); make one with 'human-eval create'")
-        self._conn = connect(self.path / STUDY_DB)
-        self._conn.execute("PRAGMA synchronous=FULL")  # an acknowledged vote survives a crash
-        self._lock = threading.Lock()
-        self.meta = {r["key"]: r["value"] for r in self._conn.execute("SELECT key, value FROM meta")}
-        self._raters = {
-            r["token_sha256"]: Rater(r["id"], r["name"]) for r in self._conn.execute("SELECT * FROM raters")
-        }
+        self.db = StudyDB(self.path / STUDY_DB)
+        self.meta = self.db.meta()
+        self._raters = {r.token_sha256: Rater(r.id, r.name) for r in self.db.raters()}
 
     def close(self) -> None:
-        self._conn.close()
-
-    @contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            yield self._conn
+        self.db.close()
 
     @property
     def secret(self) -> bytes:
@@ -256,56 +199,20 @@ class Study:
 
     def assignments(self, rater: Rater) -> list[Assignment]:
         """The rater's items in order, each with the two answers on the rater's sides and any vote."""
-        with self._db() as db:
-            rows = db.execute(
-                "SELECT a.position, a.item_id, a.candidate_side, i.question_id, i.cls, i.question, i.baseline,"
-                " i.candidate, v.choice, v.comment FROM assignments a JOIN items i ON i.id = a.item_id"
-                " LEFT JOIN votes v ON v.rater_id = a.rater_id AND v.item_id = a.item_id"
-                " WHERE a.rater_id = ? ORDER BY a.position",
-                (rater.id,),
-            ).fetchall()
         out = []
-        for r in rows:
-            left, right = (
-                (r["candidate"], r["baseline"]) if r["candidate_side"] == "left" else (r["baseline"], r["candidate"])
-            )
+        for r in self.db.assignments(rater.id):
+            left, right = (r.candidate, r.baseline) if r.candidate_side == "left" else (r.baseline, r.candidate)
             out.append(
-                Assignment(
-                    r["position"], r["item_id"], r["question_id"], r["cls"], r["question"], left, right,
-                    r["choice"], r["comment"] or "",
-                )
-            )  # fmt: skip
+                Assignment(r.position, r.item_id, r.question_id, r.cls, r.question, left, right, r.choice, r.comment)
+            )
         return out
 
     def vote(self, rater: Rater, position: int, choice: str, comment: str = "") -> bool:
         """Store (or replace) the rater's vote on their `position`-th item; False if no such item."""
         if choice not in CHOICES:
             raise ValueError(choice)
-        now = datetime.now(UTC).isoformat(timespec="milliseconds")
-        with self._db() as db, transaction(db):
-            row = db.execute(
-                "SELECT item_id FROM assignments WHERE rater_id = ? AND position = ?", (rater.id, position)
-            ).fetchone()
-            if row is None:
-                return False
-            db.execute(
-                "INSERT INTO votes (rater_id, item_id, choice, comment, voted_at) VALUES (?, ?, ?, ?, ?)"
-                " ON CONFLICT(rater_id, item_id) DO UPDATE SET choice = excluded.choice,"
-                " comment = excluded.comment, voted_at = excluded.voted_at",
-                (rater.id, row["item_id"], choice, comment, now),
-            )
-        return True
+        return self.db.vote(rater.id, position, choice, comment, datetime.now(UTC).isoformat(timespec="milliseconds"))
 
-    def progress(self) -> list[dict[str, Any]]:
+    def progress(self) -> list[RaterProgress]:
         """Per rater: name, items assigned, items voted, time of the last vote."""
-        with self._db() as db:
-            rows = db.execute(
-                "SELECT r.name, (SELECT COUNT(*) FROM assignments a WHERE a.rater_id = r.id) AS assigned,"
-                " COUNT(v.item_id) AS voted, MAX(v.voted_at) AS last_vote FROM raters r"
-                " LEFT JOIN votes v ON v.rater_id = r.id GROUP BY r.id ORDER BY r.id"
-            ).fetchall()
-        return [dict(r) for r in rows]
-
-    def rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
-        with self._db() as db:
-            return db.execute(sql, args).fetchall()
+        return self.db.progress()

@@ -30,7 +30,7 @@ def create_app(study: Study) -> FastAPI:
     csrf = CsrfGuard(study.secret)
 
     def rater_for(token: str) -> Rater:
-        rater = find_token(token, study.rater_digests())
+        rater: Rater | None = find_token(token, study.rater_digests())
         if rater is None:
             raise not_found()
         return rater
@@ -100,7 +100,7 @@ def create_app(study: Study) -> FastAPI:
         return render(
             "owner.html",
             progress=progress,
-            items=len(study.rows("SELECT id FROM items")),
+            items=study.db.item_count(),
             min_votes=study.meta.get("min_votes", ""),
             study=study.path.name,
         )

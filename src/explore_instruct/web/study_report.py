@@ -57,12 +57,10 @@ def outcome(choice: str, candidate_side: str) -> str:
 
 
 def study_votes(study: Study) -> list[Vote]:
-    rows = study.rows(
-        "SELECT r.name, v.item_id, i.question_id, i.cls, v.choice, a.candidate_side, v.comment FROM votes v"
-        " JOIN raters r ON r.id = v.rater_id JOIN items i ON i.id = v.item_id"
-        " JOIN assignments a ON a.rater_id = v.rater_id AND a.item_id = v.item_id ORDER BY r.id, v.item_id"
-    )
-    return [Vote(r[0], r[1], r[2], r[3], outcome(r[4], r[5]), r[6]) for r in rows]
+    return [
+        Vote(v.rater, v.item_id, v.question_id, v.cls, outcome(v.choice, v.candidate_side), v.comment)
+        for v in study.db.votes()
+    ]
 
 
 def tally(name: str, outcomes: Sequence[str], *, resamples: int, seed: int) -> Tally:
@@ -180,7 +178,7 @@ def build_report(
         for c in classes
     ]
     per_class.append(tally(OVERALL, [m for _, _, m in majorities.values()], resamples=resamples, seed=seed))
-    items = len(study.rows("SELECT id FROM items"))
+    items = study.db.item_count()
     report: dict[str, Any] = {
         "study": str(study.path),
         "baseline": study.meta.get("baseline_name", "baseline"),

@@ -17,7 +17,7 @@ from explore_instruct.cli import main
 from explore_instruct.errors import RunStopped, UserError
 from explore_instruct.llm.batch import split_lines
 from explore_instruct.pipeline import run_stages
-from explore_instruct.store import RunStore
+from explore_instruct.runstore import RunStore
 from tests.batch_api import MODEL, FakeOpenAI, vllm_run_batch
 from tests.helpers import make_config
 

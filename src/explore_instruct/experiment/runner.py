@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 from explore_instruct.datafile import atomic_write_text
-from explore_instruct.db import connect, transaction
 from explore_instruct.errors import UserError
 from explore_instruct.experiment.plan import DEVICE, LLM, Plan, Step, file_digest, select_cells, step_key, steps_for
 from explore_instruct.experiment.spec import spec_yaml
@@ -40,6 +39,7 @@ from explore_instruct.experiment.steps import (
     StepFailed,
     StepInput,
 )
+from explore_instruct.runstore.connection import connect, transaction
 
 DB_FILE = "explore_instruct.db"
 STEP_FILE = "step.json"

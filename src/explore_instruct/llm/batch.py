@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from explore_instruct.datafile import atomic_write, read_records
-from explore_instruct.db import transaction
 from explore_instruct.errors import RunStopped, UserError
 from explore_instruct.llm.base import (
     Completion,
@@ -39,15 +38,14 @@ from explore_instruct.llm.base import (
     RetryReason,
     Usage,
 )
-from explore_instruct.llm.batch_store import BatchRow, BatchStore, Failures, custom_id_for
-from explore_instruct.llm.cache import CallLog
 from explore_instruct.llm.client import _RESEED_STEP
+from explore_instruct.runstore import BatchRow, BatchStore, CallLog, Failures, custom_id_for, transaction
 
 if TYPE_CHECKING:
     from explore_instruct.config import LLMConfig
     from explore_instruct.llm.client import LLMClient
     from explore_instruct.llm.openai_compat import OpenAICompatLLM
-    from explore_instruct.store import RunStore
+    from explore_instruct.runstore import RunStore
 
 log = logging.getLogger(__name__)
 
@@ -161,11 +159,11 @@ def apply_results(
     """
     ok = failed = 0
     for line in store.pending_lines(row.id):
-        record = results.get(line["custom_id"])
+        record = results.get(line.custom_id)
         outcome = judge_line(record, parse) if record is not None else missing
         if outcome.completion is None:
             store.mark_failed(
-                line["custom_id"],
+                line.custom_id,
                 str(outcome.reason or RetryReason.SERVER_ERROR),
                 outcome.error or "no reply",
                 outcome.usage.prompt_tokens,
@@ -173,21 +171,21 @@ def apply_results(
             )
             failed += 1
             continue
-        before = store.failures(line["cache_key"])
+        before = store.failures(line.cache_key)
         usage = Usage(before.prompt_tokens, before.completion_tokens)
         usage += outcome.usage
         completion = dataclasses.replace(outcome.completion, usage=usage)
         call_id = calls.record(
-            key=line["cache_key"],
+            key=line.cache_key,
             stage=row.stage,
             model=row.model,
-            request=request_from_json(line["request"]),
+            request=request_from_json(line.request),
             completion=completion,
             attempts=before.count + 1,
             retry_reasons=before.reasons,
         )
-        store.mark_ok(line["custom_id"], outcome.usage.prompt_tokens, outcome.usage.completion_tokens)
-        store.settle(line["cache_key"])
+        store.mark_ok(line.custom_id, outcome.usage.prompt_tokens, outcome.usage.completion_tokens)
+        store.settle(line.cache_key)
         if on_logged is not None:
             on_logged(row.stage, call_id, completion, before.count + 1, before.reasons or Counter())
         ok += 1
@@ -262,12 +260,12 @@ def import_results(store: RunStore, path: Path, parses: dict[str, Parse]) -> Imp
             raise UserError(
                 f"{where}: custom_id {cid!r} is not a request of this run (results of another run?); nothing imported"
             )
-        if line["status"] != "pending" or line["batch_status"] == "done":
+        if line.status != "pending" or line.batch_status == "done":
             raise UserError(
-                f"{where}: custom_id {cid!r} was already imported (batch {line['batch_row']}); nothing imported"
+                f"{where}: custom_id {cid!r} was already imported (batch {line.batch_row}); nothing imported"
             )
         results[cid], first_seen[cid] = record, n
-        touched.add(int(line["batch_row"]))
+        touched.add(int(line.batch_row))
     ok = failed = 0
     missing = LineOutcome(None, RetryReason.TIMEOUT, f"no result line in {path.name}")
     with transaction(store.conn):

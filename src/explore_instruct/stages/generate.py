@@ -27,8 +27,8 @@ from explore_instruct.llm.base import Completion, CompletionRequest
 from explore_instruct.llm.batch import BatchRunner, RoundCollector
 from explore_instruct.parse import examples_schema, parse_examples
 from explore_instruct.quality import PromptText, drop_reason, exact_key
+from explore_instruct.runstore import NewExample
 from explore_instruct.start import LiveNode, insert_start, load_live_tree
-from explore_instruct.store import NewExample
 from explore_instruct.tree import Example
 
 STAGE = "generate"

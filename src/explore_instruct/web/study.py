@@ -22,10 +22,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from explore_instruct.db import connect, transaction
 from explore_instruct.errors import UserError
 from explore_instruct.evaluate.questions import match_answers, read_answers, read_questions
 from explore_instruct.evaluate.stages import _label as answers_label
+from explore_instruct.runstore.connection import connect, transaction
 from explore_instruct.web.common import new_token, token_digest
 
 STUDY_DB = "study.db"

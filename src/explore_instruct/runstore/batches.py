@@ -14,6 +14,7 @@ import sqlite3
 import time
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 from explore_instruct.llm.base import RetryReason
 
@@ -103,7 +104,9 @@ class BatchStore:
         """The id the next batch row gets (names its input file before the row exists)."""
         return int(self.conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM batches").fetchone()[0])
 
-    def add_request(self, *, custom_id: str, batch_row: int, cache_key: str, attempt: int, request: dict) -> None:
+    def add_request(
+        self, *, custom_id: str, batch_row: int, cache_key: str, attempt: int, request: dict[str, Any]
+    ) -> None:
         self.conn.execute(
             "INSERT INTO batch_requests (custom_id, batch_row, cache_key, attempt, request) VALUES (?, ?, ?, ?, ?)",
             (custom_id, batch_row, cache_key, attempt, json.dumps(request, ensure_ascii=False)),
@@ -125,7 +128,7 @@ class BatchStore:
     def batch(self, row: int) -> BatchRow:
         return self._batches("WHERE id = ?", (row,))[0]
 
-    def _batches(self, where: str, args: tuple) -> list[BatchRow]:
+    def _batches(self, where: str, args: tuple[object, ...]) -> list[BatchRow]:
         rows = self.conn.execute(
             "SELECT id, provider, stage, model, input_file, input_file_id, batch_id, tag, status, requests"
             f" FROM batches {where} ORDER BY id",

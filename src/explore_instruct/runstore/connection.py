@@ -77,5 +77,5 @@ def in_memory(migrations: Sequence[Migration]) -> sqlite3.Connection:
     """An empty database in memory with the tables of `migrations` (a cache that nothing keeps)."""
     conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
     conn.row_factory = sqlite3.Row
-    upgrade(conn, Path(":memory:"), migrations)
+    upgrade(conn, Path(":memory:"), migrations, backup=False)
     return conn

@@ -8,7 +8,6 @@ rebuilds exactly the same rows without duplicating any.
 from __future__ import annotations
 
 import sqlite3
-import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from explore_instruct.runlock import lock_run_dir, unlock_run_dir
 from explore_instruct.runstore.calls import CallLog
 from explore_instruct.runstore.connection import connect, connect_readonly, open_database, transaction
 from explore_instruct.runstore.embeddings import VectorCache
-from explore_instruct.runstore.migrate import latest_version, refuse_newer, schema_version, upgrade
+from explore_instruct.runstore.migrate import SchemaTooNew, latest_version, refuse_newer, schema_version, upgrade
 from explore_instruct.runstore.ratings import load_ratings
 from explore_instruct.runstore.schema import RUN_MIGRATIONS
 from explore_instruct.tree import DomainTree, Example, TaskNode, slugify
@@ -173,7 +172,12 @@ def _read_run_db(run_dir: Path) -> sqlite3.Connection:
         return _upgraded_copy(conn, path)
     try:
         conn.close()
-        _upgraded(connect(path), path).close()
+        try:
+            _upgraded(connect(path), path).close()
+        except SchemaTooNew:
+            raise
+        except UserError:  # the folder is writable, run.db is not
+            return _upgraded_copy(connect_readonly(path), path)
     finally:
         unlock_run_dir(lock)
     return connect_readonly(path)
@@ -186,8 +190,12 @@ def _upgraded_copy(conn: sqlite3.Connection, path: Path) -> sqlite3.Connection:
         conn.backup(copy)
     finally:
         conn.close()
-    with tempfile.TemporaryDirectory(prefix="explore-instruct-") as tmp:  # the copy's backup goes nowhere
-        return _upgraded(copy, Path(tmp) / path.name)
+    try:
+        upgrade(copy, path, RUN_MIGRATIONS, backup=False)
+    except BaseException:
+        copy.close()
+        raise
+    return copy
 
 
 def _not_a_file(run_dir: Path) -> Path:
@@ -200,7 +208,9 @@ class RunStore:
     """A run directory: `config.yaml`, `run.db` and the exports written from it.
 
     Opened for writing (`create`, `open(write=True)`), the process holds the directory's lock until
-    the store is closed; opened for reading (the default of `open`), nothing in it is touched.
+    the store is closed; opened for reading (the default of `open`), nothing in it is touched, except
+    that a run written by an older version is brought to the latest schema once (`_read_run_db`).
+    Either way the schema is the latest: every table exists.
     """
 
     def __init__(
@@ -375,7 +385,8 @@ class RunStore:
         origins: Iterable[str] | None = None,
     ) -> list[ExampleRow]:
         """Examples in insertion order, optionally of one node / status / origins."""
-        where, args = [], []
+        where: list[str] = []
+        args: list[object] = []
         if node_id is not None:
             where.append("node_id = ?")
             args.append(node_id)

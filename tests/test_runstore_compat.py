@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -24,6 +25,7 @@ from explore_instruct.runstore import RUN_MIGRATIONS
 from explore_instruct.runstore.migrate import backup_path, latest_version
 from explore_instruct.web.review_data import RunReview
 from tests.fakes import fake_model
+from tests.test_reliability import _in_read_only_folder, _unshare_works
 
 FIXTURE = Path(__file__).parent / "fixtures" / "run-0.1.0"
 LATEST = latest_version(RUN_MIGRATIONS)
@@ -213,3 +215,12 @@ def test_a_0_1_0_run_without_the_tables_it_created_as_it_went_is_read_in_full(
         assert review.stats() == {}
     finally:
         review.close()
+
+
+@pytest.mark.skipif(os.geteuid() == 0 and not _unshare_works(), reason="no way to make a folder read-only for root")
+def test_a_0_1_0_run_in_a_read_only_folder_is_read_as_it_is(old_run: Path) -> None:
+    before = data_files(old_run)
+    stats = _in_read_only_folder(old_run, "stats", "--run-dir", str(old_run), "--json")
+    assert stats.returncode == 0, stats.stderr
+    assert json.loads(stats.stdout) == json.loads((FIXTURE / "exports" / "stats.json").read_text())
+    assert data_files(old_run) == before

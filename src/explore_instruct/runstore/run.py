@@ -134,14 +134,13 @@ def _run_db(conn: sqlite3.Connection, run_dir: Path, *, write: bool) -> sqlite3.
     A run written by a newer explore-instruct is refused (one line naming both versions).
     """
     try:
-        refuse_newer(conn, run_dir / DB_FILE, RUN_MIGRATIONS)
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "nodes" not in tables and (tables or not write):
+            raise UserError(f"{run_dir / DB_FILE}: not a run database (it has no nodes table)")
+        refuse_newer(conn, run_dir / DB_FILE, RUN_MIGRATIONS)
     except BaseException:
         conn.close()
         raise
-    if "nodes" not in tables and (tables or not write):
-        conn.close()
-        raise UserError(f"{run_dir / DB_FILE}: not a run database (it has no nodes table)")
     return conn
 
 

@@ -35,8 +35,8 @@ from explore_instruct.config import build_config
 from explore_instruct.errors import RunStopped
 from explore_instruct.llm.batch import import_results
 from explore_instruct.pipeline import run_stages
+from explore_instruct.runstore import RunStore
 from explore_instruct.stages import generate
-from explore_instruct.store import RunStore
 
 
 def config_dict(fake: FakeOpenAI, args: argparse.Namespace, **batch: Any) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from explore_instruct.config import build_config
 from explore_instruct.estimate import estimate_run
 from explore_instruct.llm.base import CompletionRequest
 from explore_instruct.pipeline import run_stages
-from explore_instruct.store import RunStore
+from explore_instruct.runstore import RunStore
 
 SLOTS = 8
 LLM_STAGES = ("explore", "prune", "generate")

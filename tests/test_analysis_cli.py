@@ -107,7 +107,7 @@ def test_spec_parsing(tmp_path: Path):
 
 
 def test_run_seeds_are_the_config_seeds_only(tmp_path: Path, capsys):
-    from explore_instruct.store import RunStore
+    from explore_instruct.runstore import RunStore
     from tests.helpers import BASE, run_fake
 
     run_dir = tmp_path / "run"

@@ -28,7 +28,7 @@ from explore_instruct.cli import main
 from explore_instruct.config import build_config
 from explore_instruct.datafile import format_for_path, read_records
 from explore_instruct.errors import UserError
-from explore_instruct.store import RunStore
+from explore_instruct.runstore import RunStore
 from explore_instruct.tree import MAX_TREE_DEPTH, load_upstream
 from tests.helpers import BASE, fake_backend, merge
 

@@ -17,7 +17,7 @@ from explore_instruct.cli import main
 from explore_instruct.errors import RunStopped, UserError
 from explore_instruct.llm.batch import split_lines
 from explore_instruct.pipeline import run_stages
-from explore_instruct.store import RunStore
+from explore_instruct.runstore import RunStore
 from tests.batch_api import MODEL, FakeOpenAI, vllm_run_batch
 from tests.helpers import make_config
 
@@ -367,9 +367,10 @@ def test_batches_written_by_a_resumed_process_use_the_mode_online_calls_found(tm
 def test_a_run_from_before_the_modes_table_still_opens_and_resumes(tmp_path: Path, fake: FakeOpenAI) -> None:
     run_dir = tmp_path / "r"
     run(run_dir, fake, llm=llm(fake))
-    with sqlite3.connect(run_dir / "run.db") as conn:
+    with sqlite3.connect(run_dir / "run.db") as conn:  # as 0.1.0 left it: no schema version, no modes yet
         conn.execute("DROP TABLE structured_modes")
-    store = RunStore.open(run_dir)  # read-only: the table is not created, and nothing is remembered
+        conn.execute("PRAGMA user_version = 0")
+    store = RunStore.open(run_dir)  # read-only: the run is upgraded (the table is created), nothing is remembered
     try:
         assert store.calls.structured_mode(fake.base_url, MODEL) is None
     finally:

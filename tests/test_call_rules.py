@@ -15,9 +15,9 @@ import pytest
 
 from explore_instruct.llm import client as client_module
 from explore_instruct.llm.base import Backend, Capabilities, Completion, CompletionRequest, ErrorKind, Usage
-from explore_instruct.llm.cache import CallLog
 from explore_instruct.llm.client import LLMClient, RetryPolicy
 from explore_instruct.llm.scripted import ScriptedLLM
+from explore_instruct.runstore import CallLog
 from tests.batch_api import FakeOpenAI, chat_completion
 from tests.test_batch import KEY_ENV, SECRET, data_of, llm, run
 

@@ -12,9 +12,9 @@ from explore_instruct.llm.base import (
     TransientLLMError,
     Usage,
 )
-from explore_instruct.llm.cache import CallLog
 from explore_instruct.llm.client import LLMClient, RetryPolicy
 from explore_instruct.llm.scripted import ScriptedLLM
+from explore_instruct.runstore import CallLog
 
 FAST = RetryPolicy(retries=3, base_delay=0.0, max_delay=0.0)
 

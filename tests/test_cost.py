@@ -17,10 +17,9 @@ from explore_instruct.cost import Budget, BudgetReached, estimate_tokens, price,
 from explore_instruct.errors import RunStopped
 from explore_instruct.estimate import estimate_run, load_estimate
 from explore_instruct.llm.base import Completion, CompletionRequest, Usage
-from explore_instruct.llm.cache import CallLog
 from explore_instruct.llm.client import LLMClient
 from explore_instruct.llm.scripted import ScriptedLLM
-from explore_instruct.store import RunStore
+from explore_instruct.runstore import CallLog, RunStore
 from tests.fakes import fake_model
 from tests.helpers import BASE, make_config, merge, run_fake
 from tests.test_llm_backends import FakeServer

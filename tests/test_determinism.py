@@ -17,7 +17,7 @@ from explore_instruct.export import export
 from explore_instruct.llm.base import Completion, CompletionRequest
 from explore_instruct.llm.scripted import ScriptedLLM
 from explore_instruct.pipeline import run_stages
-from explore_instruct.store import RunStore
+from explore_instruct.runstore import RunStore
 from tests.fakes import fake_model
 from tests.helpers import make_config
 

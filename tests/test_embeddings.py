@@ -11,18 +11,16 @@ import pytest
 
 from explore_instruct.config import build_config
 from explore_instruct.cost import Budget, BudgetReached
-from explore_instruct.db import connect
 from explore_instruct.errors import RunStopped, UserError
 from explore_instruct.estimate import estimate_run
 from explore_instruct.llm.base import FatalLLMError, RetryReason, TransientLLMError, Usage
-from explore_instruct.llm.cache import CallLog
 from explore_instruct.llm.client import RetryPolicy
-from explore_instruct.llm.embed_client import EmbeddingClient, EmbeddingFailed, VectorCache
+from explore_instruct.llm.embed_client import EmbeddingClient, EmbeddingFailed
 from explore_instruct.llm.embeddings import EmbedResult, HashEmbedder, build_embedder
 from explore_instruct.llm.openai_compat import OpenAICompatEmbedder
 from explore_instruct.llm.scripted import ScriptedLLM
 from explore_instruct.pipeline import run_stages
-from explore_instruct.store import RunStore
+from explore_instruct.runstore import CallLog, RunStore, VectorCache
 from explore_instruct.summary import run_summary
 from tests.batch_api import MODEL, FakeOpenAI
 from tests.fakes import fake_model
@@ -31,8 +29,8 @@ NO_WAIT = RetryPolicy(retries=2, base_delay=0.0, max_delay=0.0)
 
 
 def client(tmp_path: Path, embedder: HashEmbedder, **kwargs: object) -> EmbeddingClient:
-    conn = connect(tmp_path / "cache.db")
-    return EmbeddingClient(embedder, VectorCache(conn), CallLog(conn), retry=NO_WAIT, **kwargs)  # type: ignore[arg-type]
+    log = CallLog.open(tmp_path / "cache.db")
+    return EmbeddingClient(embedder, VectorCache(log.conn), log, retry=NO_WAIT, **kwargs)  # type: ignore[arg-type]
 
 
 def test_vectors_are_unit_rows_in_order_and_a_second_call_sends_nothing(tmp_path: Path) -> None:

@@ -24,12 +24,11 @@ from explore_instruct.llm.base import (
     TransientLLMError,
     Usage,
 )
-from explore_instruct.llm.cache import CallLog
 from explore_instruct.llm.factory import backend_from_config
 from explore_instruct.llm.openai_compat import OpenAICompatLLM
 from explore_instruct.llm.pool import EndpointPool, Member
 from explore_instruct.llm.scripted import ScriptedLLM
-from explore_instruct.store import RunStore
+from explore_instruct.runstore import CallLog, RunStore
 from tests.fakes import fake_model
 from tests.helpers import BASE, make_config, merge, run_fake
 from tests.test_llm_backends import SCHEMA, FakeServer, chat_reply, free_port, llama_cpp_like

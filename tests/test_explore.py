@@ -6,7 +6,7 @@ from explore_instruct.context import RunContext
 from explore_instruct.errors import RunStopped
 from explore_instruct.llm.base import FatalLLMError
 from explore_instruct.llm.scripted import ScriptedLLM
-from explore_instruct.store import RunStore
+from explore_instruct.runstore import RunStore
 from explore_instruct.summary import run_summary
 from explore_instruct.tree import normalise_task_name
 from tests.fakes import fake_model

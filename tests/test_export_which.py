@@ -10,7 +10,7 @@ import pytest
 
 from explore_instruct.cli import main
 from explore_instruct.llm.scripted import ScriptedLLM
-from explore_instruct.store import RunStore
+from explore_instruct.runstore import RunStore
 from explore_instruct.tree import load_upstream
 from tests.fakes import fake_model
 from tests.helpers import BASE, make_config, run_fake

@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from explore_instruct.export import tree_json
-from explore_instruct.store import RunStore
+from explore_instruct.runstore import RunStore
 from tests.helpers import BASE, merge
 
 REPO = Path(__file__).resolve().parents[1]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from explore_instruct.db import connect
+from explore_instruct.runstore.connection import connect
 from explore_instruct.runstore.migrate import Migration, SchemaTooNew, backup_path, schema_version, statements, upgrade
 
 STEPS = [

@@ -13,7 +13,7 @@ from explore_instruct import pipeline
 from explore_instruct.cli import main
 from explore_instruct.llm.scripted import ScriptedLLM
 from explore_instruct.pipeline import run_stages
-from explore_instruct.store import RunStore
+from explore_instruct.runstore import RunStore
 from tests.fakes import fake_model
 from tests.helpers import BASE, fake_backend, make_config, merge, run_fake
 

@@ -13,7 +13,7 @@ import yaml
 from explore_instruct.cli import main
 from explore_instruct.llm.openai_compat import OpenAICompatLLM
 from explore_instruct.pipeline import run_stages
-from explore_instruct.store import RunStore
+from explore_instruct.runstore import RunStore
 from tests.helpers import BASE, make_config, merge
 from tests.llm_server import LlamaServer, free_port
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from explore_instruct.store import RunStore
+from explore_instruct.runstore import RunStore
 from explore_instruct.tree import Example
 
 

@@ -14,7 +14,7 @@ from explore_instruct.experiment.card import study_card
 from explore_instruct.installation import install_command
 from explore_instruct.publish.frontmatter import read_front_matter
 from explore_instruct.review import decide
-from explore_instruct.store import RunStore
+from explore_instruct.runstore import RunStore
 from tests.fake_hub import FakeHub
 from tests.helpers import make_config, run_fake
 

@@ -17,9 +17,8 @@ from explore_instruct.llm.base import CompletionRequest, ParseError
 from explore_instruct.llm.scripted import ScriptedLLM
 from explore_instruct.parse import parse_rating
 from explore_instruct.pipeline import run_stages
-from explore_instruct.ratings import load_ratings
+from explore_instruct.runstore import RunStore, load_ratings
 from explore_instruct.stages.sample import pool
-from explore_instruct.store import RunStore
 from explore_instruct.summary import run_summary
 from tests.fakes import fake_model, rating_reply
 from tests.helpers import BASE, make_config, merge, run_fake
@@ -231,7 +230,8 @@ def test_rate_command_alone_rates_a_finished_run(tmp_path: Path) -> None:
 def test_review_app_shows_the_rating_and_sorts_a_task_by_it(tmp_path: Path) -> None:
     from fastapi.testclient import TestClient
 
-    from explore_instruct.ratings import Rating, save_rating
+    from explore_instruct.ratings import Rating
+    from explore_instruct.runstore import save_rating
     from explore_instruct.web.review_app import create_app
     from explore_instruct.web.review_data import RunReview
     from tests.web_support import make_run

@@ -20,7 +20,7 @@ from explore_instruct.errors import UserError
 from explore_instruct.export import tree_json
 from explore_instruct.llm.scripted import ScriptedLLM
 from explore_instruct.pipeline import open_run, run_stages
-from explore_instruct.store import RunStore
+from explore_instruct.runstore import RunStore
 from explore_instruct.summary import run_summary
 from tests.fakes import fake_model
 from tests.faults import FlakyLLM
@@ -68,7 +68,7 @@ def assert_exports_match_database(run_dir: Path) -> None:
 
 HOLD_RUN = """
 import sys, time
-from explore_instruct.store import RunStore
+from explore_instruct.runstore import RunStore
 RunStore.open(sys.argv[1], write=True)
 print("holding", flush=True)
 time.sleep(120)
@@ -98,7 +98,7 @@ def test_a_second_process_on_a_run_dir_exits_2_naming_the_holder(tmp_path, capsy
         holder.wait()
     # the kernel released the killed holder's lock: no stale lock
     holder_gone = python(
-        "import sys; from explore_instruct.store import RunStore; RunStore.open(sys.argv[1], write=True)",
+        "import sys; from explore_instruct.runstore import RunStore; RunStore.open(sys.argv[1], write=True)",
         str(tmp_path / "run"),
     )
     assert holder_gone.wait(timeout=60) == 0, holder_gone.stderr.read() if holder_gone.stderr else ""
@@ -321,8 +321,8 @@ def test_a_read_only_run_folder_reads_and_refuses_writes_in_one_line(tmp_path):
 async def test_judging_two_equal_answers_sends_one_request_per_order(tmp_path):
     from explore_instruct.evaluate.judge import JudgeSettings, judge_pairs
     from explore_instruct.evaluate.questions import Answer, Question
-    from explore_instruct.llm.cache import CallLog
     from explore_instruct.llm.client import LLMClient
+    from explore_instruct.runstore import CallLog
 
     # Equal answers make both orders the same request: sent once, both orders get its verdict.
     backend = ScriptedLLM(lambda r: "Both fine.\nAssistant 1 = Assistant 2", model_id="judge", latency=0.02)

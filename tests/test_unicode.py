@@ -25,14 +25,12 @@ from hypothesis import strategies as st
 
 from explore_instruct.cli import main
 from explore_instruct.config import build_config
-from explore_instruct.db import connect
 from explore_instruct.errors import UserError
 from explore_instruct.llm.base import Completion, CompletionRequest, Usage
-from explore_instruct.llm.cache import CallLog
 from explore_instruct.llm.scripted import ScriptedLLM
 from explore_instruct.pipeline import run_stages
 from explore_instruct.review import decide, reviewable
-from explore_instruct.store import RunStore
+from explore_instruct.runstore import CallLog, RunStore
 from explore_instruct.text import invalid_char, repair
 from explore_instruct.web.review_app import create_app as review_app
 from explore_instruct.web.review_data import RunReview
@@ -123,7 +121,7 @@ def test_a_task_name_with_a_lone_surrogate_is_dropped_and_a_reason_is_repaired(t
 
 
 def test_the_call_log_stores_any_reply_and_error_text(tmp_path: Path) -> None:
-    log = CallLog(connect(tmp_path / "c.db"))
+    log = CallLog.open(tmp_path / "c.db")
     request = CompletionRequest.chat("hi")
     log.record(
         key="k",

@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from explore_instruct.cli import main
 from explore_instruct.cli import web as web_cli
 from explore_instruct.review import decide
-from explore_instruct.store import RunStore
+from explore_instruct.runstore import RunStore
 from explore_instruct.web import review_app, study_app
 from explore_instruct.web.guard import BODY_LIMIT
 from explore_instruct.web.markdown import render_markdown

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from explore_instruct.cli import main
 from explore_instruct.review import decide
-from explore_instruct.store import RunStore
+from explore_instruct.runstore import RunStore
 from explore_instruct.web.review_app import create_app
 from explore_instruct.web.review_data import RunReview
 from tests.web_support import SCRIPT, form_token, make_run

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from explore_instruct.store import RunStore
+from explore_instruct.runstore import RunStore
 from explore_instruct.tree import Example
 
 SRC = Path(__file__).resolve().parents[1] / "src"

@@ -12,7 +12,7 @@ from explore_instruct.llm.client import LLMClient
 from explore_instruct.llm.embed_client import EmbeddingClient
 from explore_instruct.llm.embeddings import Embedder
 from explore_instruct.profiles import Profile, load_profile, render_prompt
-from explore_instruct.store import RunStore
+from explore_instruct.runstore import RunStore
 
 
 class Progress(Protocol):

@@ -26,10 +26,9 @@ from typing import Any
 from explore_instruct.config import PricingConfig, RunConfig, per_depth
 from explore_instruct.context import RunContext
 from explore_instruct.cost import estimate_tokens, price, prompt_tokens
-from explore_instruct.db import table_exists, transaction
 from explore_instruct.llm.base import CompletionRequest, Usage
+from explore_instruct.runstore import EstimateRow, RunStore, load_estimate_rows, save_estimate_rows
 from explore_instruct.start import LiveNode, insert_start
-from explore_instruct.store import RunStore
 from explore_instruct.tree import Example
 
 # A typical subtask as the model writes it: a name of a few words and a one-sentence reason.
@@ -41,16 +40,6 @@ PLACEHOLDER_RATING = (
 )
 # JSON keys and punctuation around one subtask ({"name": ..., "reason": ..., "examples": [...]}).
 SUBTASK_JSON_CHARS = 40
-
-ESTIMATE_SCHEMA = """
-CREATE TABLE IF NOT EXISTS cost_estimate (
-    stage TEXT PRIMARY KEY,
-    calls INTEGER NOT NULL,
-    prompt_tokens INTEGER NOT NULL,
-    completion_tokens INTEGER NOT NULL,
-    cost REAL NOT NULL
-);
-"""
 
 
 @dataclass
@@ -247,21 +236,12 @@ def _embed_estimate(config: RunConfig, texts: int, seeds: list[Example]) -> Stag
 
 def save_estimate(conn: sqlite3.Connection, estimate: RunEstimate) -> None:
     """Keep the estimate in the run's database for `stats` (a stage's first estimate stays)."""
-    conn.executescript(ESTIMATE_SCHEMA)
-    with transaction(conn):
-        conn.executemany(
-            "INSERT OR IGNORE INTO cost_estimate (stage, calls, prompt_tokens, completion_tokens, cost)"
-            " VALUES (?, ?, ?, ?, ?)",
-            [(s.stage, s.calls, s.prompt_tokens, s.completion_tokens, s.cost) for s in estimate.stages],
-        )
+    save_estimate_rows(conn, [EstimateRow(**asdict(s)) for s in estimate.stages])
 
 
 def load_estimate(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
     """The stored estimate per stage (empty for a run started before estimates were kept)."""
-    if not table_exists(conn, "cost_estimate"):
-        return {}
-    rows = conn.execute("SELECT stage, calls, prompt_tokens, completion_tokens, cost FROM cost_estimate")
-    return {r[0]: asdict(StageEstimate(*r)) for r in rows}
+    return {r.stage: asdict(StageEstimate(**asdict(r))) for r in load_estimate_rows(conn)}
 
 
 def estimate_vs_spent(store: RunStore) -> list[dict[str, Any]]:
@@ -271,7 +251,7 @@ def estimate_vs_spent(store: RunStore) -> list[dict[str, Any]]:
     """
     from explore_instruct.config import load_config
     from explore_instruct.errors import UserError
-    from explore_instruct.store import CONFIG_FILE
+    from explore_instruct.runstore import CONFIG_FILE
 
     estimate = load_estimate(store.conn)
     if not estimate:

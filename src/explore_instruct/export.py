@@ -16,7 +16,7 @@ from explore_instruct.datafile import atomic_write_text, write_records
 from explore_instruct.errors import UserError
 from explore_instruct.publish.options import CardOptions
 from explore_instruct.runlock import LOCK_FILE
-from explore_instruct.store import CONFIG_FILE, DB_FILE, NodeRow, RunStore, Which, task_node
+from explore_instruct.runstore import CONFIG_FILE, DB_FILE, NodeRow, RunStore, Which, task_node
 from explore_instruct.tree import DomainTree, Example, save_upstream
 
 ExportFormat = Literal["upstream", "alpaca", "jsonl", "messages", "sharegpt", "hf"]

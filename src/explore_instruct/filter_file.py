@@ -17,9 +17,10 @@ from typing import Any
 
 from explore_instruct.datafile import format_for_path, read_records, text_field, write_records
 from explore_instruct.errors import UserError
-from explore_instruct.llm.embed_client import EmbeddingClient, VectorCache
+from explore_instruct.llm.embed_client import EmbeddingClient
 from explore_instruct.llm.embeddings import Embedder, build_embedder
 from explore_instruct.rouge import TOKENIZERS, FilterResult, diversity_filter
+from explore_instruct.runstore import VectorCache
 from explore_instruct.semantic import semantic_filter
 
 

@@ -20,10 +20,10 @@ from explore_instruct.export import write_run_exports
 from explore_instruct.llm.base import LLM, FatalLLMError, Usage
 from explore_instruct.llm.client import LLMClient, RetryPolicy
 from explore_instruct.llm.embeddings import Embedder
+from explore_instruct.runstore import CONFIG_FILE, RunStore
 from explore_instruct.stages import ALL_STAGES, BY_NAME
 from explore_instruct.stages.rate import STAGE as RATE_STAGE
 from explore_instruct.start import insert_start, starting_tree
-from explore_instruct.store import CONFIG_FILE, RunStore
 
 log = logging.getLogger(__name__)
 

@@ -1,26 +1,8 @@
-"""The `ratings` table of run.db: the judge's score (1 to 10) and one-sentence reason per example.
-
-Keyed by the example's key, so a rating survives the renumbering of rows and a replay writes the same
-row again. The table is derived from the call log (the rate stage rebuilds it from cached replies),
-which is why the stage may clear it before it rates. Run stores opened for writing create it, so an
-older run gains it on open; a read-only open of such a run finds no ratings.
-"""
+"""A judge's rating of one example: a score from 1 to 10 and a one-sentence reason (stored by `runstore.ratings`)."""
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
-
-from explore_instruct.db import table_exists
-
-RATINGS_SCHEMA = """
-CREATE TABLE IF NOT EXISTS ratings (
-    example_key TEXT PRIMARY KEY,
-    score INTEGER NOT NULL,
-    reason TEXT NOT NULL,
-    call_id INTEGER
-);
-"""
 
 
 @dataclass(frozen=True)
@@ -31,25 +13,3 @@ class Rating:
     def as_record(self) -> dict[str, int | str]:
         """The `rating` field of an exported record."""
         return {"score": self.score, "reason": self.reason}
-
-
-def save_rating(conn: sqlite3.Connection, example_key: str, rating: Rating, call_id: int | None) -> None:
-    """Store (or replace) one example's rating; the caller owns the transaction."""
-    conn.execute(
-        "INSERT INTO ratings (example_key, score, reason, call_id) VALUES (?, ?, ?, ?)"
-        " ON CONFLICT (example_key) DO UPDATE SET score = excluded.score, reason = excluded.reason,"
-        " call_id = excluded.call_id",
-        (example_key, rating.score, rating.reason, call_id),
-    )
-
-
-def clear_ratings(conn: sqlite3.Connection) -> None:
-    conn.execute("DELETE FROM ratings")
-
-
-def load_ratings(conn: sqlite3.Connection) -> dict[str, Rating]:
-    """Every stored rating by example key (empty for a run that has none)."""
-    if not table_exists(conn, "ratings"):
-        return {}
-    rows = conn.execute("SELECT example_key, score, reason FROM ratings")
-    return {r[0]: Rating(int(r[1]), r[2]) for r in rows}

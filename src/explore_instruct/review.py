@@ -1,4 +1,5 @@
-"""A reviewer's decisions on a run's examples: accept, reject or edit, stored in the run's database.
+"""A reviewer's decisions on a run's examples: accept, reject or edit, stored in the run's database
+(`runstore.review`).
 
 The examples table is never changed: an edit lives beside the original, and every decision is
 also appended to a history with its time and reviewer. Exports read the current decisions through
@@ -9,12 +10,12 @@ with provenance naming the reviewer and keeping the original text.
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from explore_instruct.db import table_exists, transaction
 from explore_instruct.errors import UserError
+from explore_instruct.runstore.connection import transaction
+from explore_instruct.runstore.review import decisions, origin_and_status, record_decision
 from explore_instruct.text import invalid_char
 
 Decision = Literal["accept", "reject", "edit"]
@@ -22,58 +23,11 @@ DECISIONS: tuple[str, ...] = ("accept", "reject", "edit")
 # How a decision reads in an exported record's provenance.
 EXPORTED_AS = {"accept": "accepted", "edit": "edited"}
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS review (
-    example_id INTEGER PRIMARY KEY REFERENCES examples(id),
-    decision TEXT NOT NULL CHECK (decision IN ('accept', 'reject', 'edit')),
-    instruction TEXT,              -- the edited text (NULL unless decision = 'edit')
-    input TEXT,
-    output TEXT,
-    reviewer TEXT NOT NULL,
-    decided_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS review_history (
-    id INTEGER PRIMARY KEY,
-    example_id INTEGER NOT NULL REFERENCES examples(id),
-    decision TEXT NOT NULL,        -- accept | reject | edit | undo
-    instruction TEXT,
-    input TEXT,
-    output TEXT,
-    reviewer TEXT NOT NULL,
-    decided_at TEXT NOT NULL
-);
-"""
-
-
-@dataclass(frozen=True)
-class ReviewDecision:
-    example_id: int
-    decision: str
-    instruction: str | None
-    input: str | None
-    output: str | None
-    reviewer: str
-    decided_at: str
-
 
 def reviewable(origin: str, status: str) -> bool:
     """Only generated examples the filters kept take a decision: seeds are the user's own examples
     and never exported, dropped ones never reach a training file."""
     return origin != "seed" and status == "ok"
-
-
-def ensure_schema(conn: sqlite3.Connection) -> None:
-    conn.executescript(SCHEMA)
-
-
-def decisions(conn: sqlite3.Connection) -> dict[int, ReviewDecision]:
-    """Current decision per example id (empty for a run nobody has reviewed)."""
-    if not table_exists(conn, "review"):
-        return {}
-    rows = conn.execute(
-        "SELECT example_id, decision, instruction, input, output, reviewer, decided_at FROM review"
-    ).fetchall()
-    return {r["example_id"]: ReviewDecision(**dict(r)) for r in rows}
 
 
 def decide(
@@ -103,31 +57,16 @@ def decide(
         if (bad := invalid_char(value)) is not None:
             why = "a control character, or bytes that were not UTF-8"
             raise UserError(f"the {name} holds U+{ord(bad):04X}, which is not valid text ({why})")
-    ensure_schema(conn)
     text: tuple[str | None, str | None, str | None] = edited if decision == "edit" else (None, None, None)  # type: ignore[assignment]
     now = datetime.now(UTC).isoformat(timespec="seconds")
     with transaction(conn):
-        row = conn.execute("SELECT origin, status FROM examples WHERE id = ?", (example_id,)).fetchone()
-        if row is None:
+        found = origin_and_status(conn, example_id)
+        if found is None:
             raise UserError(f"example {example_id}: no such example in this run")
-        if not reviewable(row[0], row[1]):
-            what = "a seed example" if row[0] == "seed" else "a dropped example"
+        if not reviewable(*found):
+            what = "a seed example" if found[0] == "seed" else "a dropped example"
             raise UserError(f"example {example_id}: {what} takes no review decision; only kept, generated ones do")
-        if decision == "undo":
-            conn.execute("DELETE FROM review WHERE example_id = ?", (example_id,))
-        else:
-            conn.execute(
-                "INSERT INTO review (example_id, decision, instruction, input, output, reviewer, decided_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(example_id) DO UPDATE SET decision = excluded.decision,"
-                " instruction = excluded.instruction, input = excluded.input, output = excluded.output,"
-                " reviewer = excluded.reviewer, decided_at = excluded.decided_at",
-                (example_id, decision, *text, reviewer, now),
-            )
-        conn.execute(
-            "INSERT INTO review_history (example_id, decision, instruction, input, output, reviewer, decided_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (example_id, decision, *text, reviewer, now),
-        )
+        record_decision(conn, example_id, decision, text, reviewer, now)
 
 
 def apply_review(

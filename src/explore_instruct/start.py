@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from explore_instruct.config import RunConfig
-from explore_instruct.store import NodeRow, RunStore
+from explore_instruct.runstore import NodeRow, RunStore
 from explore_instruct.tree import DomainTree, Example, TaskNode, load_upstream
 
 

@@ -11,8 +11,7 @@ from typing import Any
 
 from explore_instruct.estimate import estimate_vs_spent
 from explore_instruct.llm.client import ClientStats
-from explore_instruct.ratings import load_ratings
-from explore_instruct.store import ExampleRow, RunStore
+from explore_instruct.runstore import ExampleRow, RunStore, load_ratings
 
 
 def run_summary(store: RunStore, session: ClientStats | None = None) -> dict[str, Any]:

@@ -104,7 +104,7 @@ class _OpenedRun:
 
 
 def _open_run(path: Path) -> _OpenedRun:
-    from explore_instruct.store import RunStore  # the run store is only needed for run directories
+    from explore_instruct.runstore import RunStore  # the run store is only needed for run directories
 
     store = RunStore.open(path)
     try:

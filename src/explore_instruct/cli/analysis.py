@@ -65,10 +65,10 @@ def analyze(
     from explore_instruct.analysis.report import analyze as run_analysis
     from explore_instruct.analysis.verbnoun import load_nlp
     from explore_instruct.cli.progress import hook_progress
-    from explore_instruct.db import connect
     from explore_instruct.errors import UserError
-    from explore_instruct.llm.embed_client import BlockingEmbeddings, EmbeddingClient, VectorCache
+    from explore_instruct.llm.embed_client import BlockingEmbeddings, EmbeddingClient
     from explore_instruct.llm.embeddings import build_embedder
+    from explore_instruct.runstore import VectorCache
 
     if top_verbs < 1 or top_nouns < 1 or batch_size < 1 or workers < 1:
         raise UserError("--top-verbs, --top-nouns, --batch-size and --workers must be at least 1")
@@ -88,8 +88,8 @@ def analyze(
         seed_texts, note = (found[0], f"{len(found[0])} seed instructions: {found[1]}") if found else (None, None)
     options = AnalysisOptions(top_verbs=top_verbs, top_nouns=top_nouns, batch_size=batch_size, n_process=workers)
     out_dir.mkdir(parents=True, exist_ok=True)
-    cache = connect(out_dir / "embeddings.db")
-    embed = BlockingEmbeddings(EmbeddingClient(embedder, VectorCache(cache)))
+    cache = VectorCache.open(out_dir / "embeddings.db")
+    embed = BlockingEmbeddings(EmbeddingClient(embedder, cache))
     try:
         with hook_progress() as progress:
             summary = run_analysis(
@@ -104,7 +104,7 @@ def analyze(
             )
     finally:
         embed.close()
-        cache.close()
+        cache.conn.close()
     table = Table(title=f"analysis → {out_dir / 'report.html'}", title_justify="left")
     for col in (
         "dataset",

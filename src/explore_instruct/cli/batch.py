@@ -13,8 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from explore_instruct.cli.vocabulary import AliasedCommand, Group, OldRunDir, RunDirOption, run_dir_given
-from explore_instruct.db import table_exists
-from explore_instruct.store import RunStore
+from explore_instruct.runstore import BatchStore, RunStore
 
 console = Console(stderr=True)
 
@@ -59,16 +58,7 @@ def status_cmd(run_dir: RunDirOption = None, old_run_dir: OldRunDir = None) -> N
     run_dir = run_dir_given(run_dir, old_run_dir)
     store = RunStore.open(run_dir)
     try:
-        have = table_exists(store.conn, "batches")
-        rows = (
-            store.conn.execute(
-                "SELECT b.id, b.provider, b.input_file, b.batch_id, b.status, b.outcome, b.requests,"
-                " SUM(r.status = 'ok') AS ok FROM batches b LEFT JOIN batch_requests r ON r.batch_row = b.id"
-                " GROUP BY b.id ORDER BY b.id"
-            ).fetchall()
-            if have
-            else []
-        )
+        rows = BatchStore(store.conn).overview()
     finally:
         store.close()
     if not rows:
@@ -78,15 +68,8 @@ def status_cmd(run_dir: RunDirOption = None, old_run_dir: OldRunDir = None) -> N
     for column in ("#", "provider", "input file", "batch id", "state", "requests", "replies"):
         table.add_column(column)
     for r in rows:
-        state = r["outcome"] or r["status"]
         table.add_row(
-            str(r["id"]),
-            r["provider"],
-            r["input_file"],
-            r["batch_id"] or "",
-            state,
-            str(r["requests"]),
-            str(r["ok"] or 0),
+            str(r.id), r.provider, r.input_file, r.batch_id or "", r.outcome or r.status, str(r.requests), str(r.ok)
         )
     console.print(table)
 

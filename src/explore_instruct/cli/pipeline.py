@@ -15,8 +15,8 @@ from explore_instruct.cli.vocabulary import AliasedCommand, api_key_env_option
 from explore_instruct.config import RunConfig, load_config, parse_override
 from explore_instruct.errors import UserError
 from explore_instruct.pipeline import ALL_STAGES, import_tree, run_stages, stored_config
+from explore_instruct.runstore import CONFIG_FILE, RunStore
 from explore_instruct.stages import BY_NAME
-from explore_instruct.store import CONFIG_FILE, RunStore
 from explore_instruct.summary import run_summary
 
 console = Console(stderr=True)
@@ -330,7 +330,7 @@ def register(app: typer.Typer) -> None:
         from explore_instruct.export import default_export_name
         from explore_instruct.export import export as do_export
         from explore_instruct.publish.options import CardOptions
-        from explore_instruct.review import decisions
+        from explore_instruct.runstore import decisions
 
         check_which(which)
         store = RunStore.open(run_dir)

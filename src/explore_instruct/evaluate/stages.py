@@ -33,8 +33,8 @@ from explore_instruct.evaluate.questions import (
     read_questions,
 )
 from explore_instruct.llm.base import LLM, FatalLLMError, StructuredSetting
-from explore_instruct.llm.cache import CallLog
 from explore_instruct.llm.client import LLMClient, RetryPolicy
+from explore_instruct.runstore import CallLog
 
 
 def default_cache(out: str | Path) -> Path:

@@ -369,7 +369,7 @@ def _configured(llm: LLMConfig) -> str:
 
 def _generators(plan: Plan, states: dict[str, StepState]) -> str:
     """The models whose replies the generated pools hold (as the run stores record them)."""
-    from explore_instruct.store import RunStore
+    from explore_instruct.runstore import RunStore
 
     models: list[str] = []
     for s in states.values():

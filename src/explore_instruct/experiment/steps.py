@@ -84,9 +84,9 @@ def _run_records(step: Step, ctx: StepContext, size: int) -> list[dict[str, str]
     """The cell's filter decision and sample, drawn again on the shared generated pool."""
     from explore_instruct.context import RunContext
     from explore_instruct.export import alpaca_record
+    from explore_instruct.runstore import RunStore
     from explore_instruct.stages import filter as filter_stage
     from explore_instruct.stages import sample as sample_stage
-    from explore_instruct.store import RunStore
 
     p = step.params
     base = generation_config(ctx.plan.spec, ctx.plan.config, _dataset_of(step, ctx))
@@ -104,7 +104,7 @@ def _run_records(step: Step, ctx: StepContext, size: int) -> list[dict[str, str]
 
 
 def _pool_size(ctx: StepContext) -> int:
-    from explore_instruct.store import RunStore
+    from explore_instruct.runstore import RunStore
 
     store = RunStore.open(ctx.input("generate").path)
     try:
@@ -234,8 +234,9 @@ def run_analysis(step: Step, ctx: StepContext) -> dict[str, Any]:
 
 def _embeddings(work: Path) -> Any:
     """The embedded embedding model, its vectors cached for this step only (the step's folder is its artefact)."""
-    from explore_instruct.llm.embed_client import BlockingEmbeddings, EmbeddingClient, VectorCache
+    from explore_instruct.llm.embed_client import BlockingEmbeddings, EmbeddingClient
     from explore_instruct.llm.embeddings import build_embedder
+    from explore_instruct.runstore import VectorCache
 
     return BlockingEmbeddings(EmbeddingClient(build_embedder("local"), VectorCache.in_memory()))
 

@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from explore_instruct.datafile import atomic_write, read_records
-from explore_instruct.db import transaction
 from explore_instruct.errors import RunStopped, UserError
 from explore_instruct.llm.base import (
     BatchAPI,
@@ -45,13 +44,13 @@ from explore_instruct.llm.base import (
     TransientLLMError,
     Usage,
 )
-from explore_instruct.llm.batch_store import BatchRow, BatchStore, custom_id_for
 from explore_instruct.llm.client import Attempt, Fault, PastAttempts, judge_reply
+from explore_instruct.runstore import BatchRow, BatchStore, custom_id_for, transaction
 
 if TYPE_CHECKING:
     from explore_instruct.config import LLMConfig
     from explore_instruct.llm.client import LLMClient
-    from explore_instruct.store import RunStore
+    from explore_instruct.runstore import RunStore
 
 log = logging.getLogger(__name__)
 
@@ -195,12 +194,12 @@ def import_results(store: RunStore, path: Path, parses: dict[str, Parse]) -> Imp
             raise UserError(
                 f"{where}: custom_id {cid!r} is not a request of this run (results of another run?); nothing imported"
             )
-        if line["status"] != "pending" or line["batch_status"] == "done":
+        if line.status != "pending" or line.batch_status == "done":
             raise UserError(
-                f"{where}: custom_id {cid!r} was already imported (batch {line['batch_row']}); nothing imported"
+                f"{where}: custom_id {cid!r} was already imported (batch {line.batch_row}); nothing imported"
             )
         results[cid], first_seen[cid] = record, n
-        rows.setdefault(int(line["batch_row"]), []).append(record)
+        rows.setdefault(int(line.batch_row), []).append(record)
     for row_id in rows:
         stage = batches.batch(row_id).stage
         if stage not in parses:
@@ -210,7 +209,7 @@ def import_results(store: RunStore, path: Path, parses: dict[str, Parse]) -> Imp
         parse = parses[batches.batch(row_id).stage]
         lines = batches.pending_lines(row_id)
         sent += len(lines)
-        ok += sum(_usable(results[line["custom_id"]], parse) for line in lines if line["custom_id"] in results)
+        ok += sum(_usable(results[line.custom_id], parse) for line in lines if line.custom_id in results)
         atomic_write(output_path(store.run_dir, row_id), "".join(json.dumps(r) + "\n" for r in answered))
     with transaction(store.conn):
         for row_id in rows:
@@ -410,7 +409,7 @@ class BatchTransport:
         waiting.row = self.store.pending_batch_of(attempt.key)  # a line an earlier process sent
         if waiting.row is not None:
             waiting.custom_id = next(
-                line["custom_id"] for line in self.store.pending_lines(waiting.row) if line["cache_key"] == attempt.key
+                line.custom_id for line in self.store.pending_lines(waiting.row) if line.cache_key == attempt.key
             )
         self._open.add(attempt.key)
         self._queued[attempt.key] = waiting
@@ -563,7 +562,7 @@ class BatchTransport:
             with transaction(self.conn):  # each line was an attempt that got no reply; the resume sends it again
                 for line in self.store.pending_lines(row.id):
                     self.store.mark_failed(
-                        line["custom_id"], str(RetryReason.SERVER_ERROR), f"batch {row.batch_id} failed"
+                        line.custom_id, str(RetryReason.SERVER_ERROR), f"batch {row.batch_id} failed"
                     )
                 self.store.set_done(row.id, batch.status)
             raise FatalLLMError(f"the Batch API failed batch {row.batch_id}: {detail or 'no reason given'}")

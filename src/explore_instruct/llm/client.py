@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 from explore_instruct.cost import Budget
-from explore_instruct.db import transaction
 from explore_instruct.llm.base import (
     LLM,
     Completion,
@@ -41,8 +40,9 @@ from explore_instruct.llm.base import (
     TransientLLMError,
     Usage,
 )
-from explore_instruct.llm.cache import CachedCall, CallLog
 from explore_instruct.llm.concurrency import AdaptiveLimit
+from explore_instruct.runstore import CachedCall, CallLog
+from explore_instruct.runstore.connection import transaction
 
 T = TypeVar("T")
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -24,68 +23,17 @@ from typing import Any
 import numpy as np
 
 from explore_instruct.cost import Budget, estimate_tokens
-from explore_instruct.db import table_exists, transaction
 from explore_instruct.errors import RunStopped
 from explore_instruct.llm.base import Completion, TransientLLMError, Usage
-from explore_instruct.llm.cache import CallLog
 from explore_instruct.llm.client import ClientStats, RetryPolicy
 from explore_instruct.llm.embeddings import Embedder
+from explore_instruct.runstore import CallLog, VectorCache, transaction
 
 STAGE = "embed"
-
-EMBEDDINGS_SCHEMA = """
-CREATE TABLE IF NOT EXISTS embeddings (
-    key TEXT PRIMARY KEY,          -- sha256(model + NUL + text)
-    model TEXT NOT NULL,
-    dims INTEGER NOT NULL,
-    vector BLOB NOT NULL,          -- float32, little-endian, length 1
-    tokens INTEGER NOT NULL DEFAULT 0
-);
-"""
 
 
 def vector_key(model_id: str, text: str) -> str:
     return hashlib.sha256(f"{model_id}\0{text}".encode()).hexdigest()
-
-
-class VectorCache:
-    """The `embeddings` table over an open connection (created on open: an older run gains it)."""
-
-    def __init__(self, conn: sqlite3.Connection, *, readonly: bool = False) -> None:
-        self.conn = conn
-        self.readonly = readonly
-        if not readonly:
-            conn.executescript(EMBEDDINGS_SCHEMA)
-        self._exists = table_exists(conn, "embeddings")
-
-    @classmethod
-    def in_memory(cls) -> VectorCache:
-        conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
-        conn.row_factory = sqlite3.Row
-        return cls(conn)
-
-    def lookup(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
-        if not self._exists:
-            return {}
-        found: dict[str, np.ndarray] = {}
-        for start in range(0, len(keys), 500):  # SQLite's bound-parameter limit
-            chunk = list(keys[start : start + 500])
-            marks = ",".join("?" * len(chunk))
-            for row in self.conn.execute(f"SELECT key, vector FROM embeddings WHERE key IN ({marks})", chunk):
-                found[row[0]] = np.frombuffer(row[1], dtype="<f4")
-        return found
-
-    def store(self, model_id: str, keys: Sequence[str], vectors: np.ndarray, tokens: Sequence[int]) -> None:
-        """Insert vectors (caller owns the transaction); a key stored meanwhile keeps its first vector."""
-        if self.readonly:
-            return
-        self.conn.executemany(
-            "INSERT OR IGNORE INTO embeddings (key, model, dims, vector, tokens) VALUES (?, ?, ?, ?, ?)",
-            [
-                (k, model_id, int(v.shape[0]), np.asarray(v, dtype="<f4").tobytes(), t)
-                for k, v, t in zip(keys, vectors, tokens, strict=True)
-            ],
-        )
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from explore_instruct.cost import price
 from explore_instruct.llm.base import Usage
 from explore_instruct.publish.frontmatter import CITATION, card_text, fenced, portable, size_category
 from explore_instruct.publish.options import CardOptions
-from explore_instruct.store import CONFIG_FILE, RunStore
+from explore_instruct.runstore import CONFIG_FILE, RunStore
 from explore_instruct.summary import run_summary
 
 WHICH_MEANS = {

@@ -21,7 +21,7 @@ from explore_instruct.errors import UserError
 from explore_instruct.publish.card import run_card
 from explore_instruct.publish.options import CardOptions
 from explore_instruct.publish.parquet import parquet_bytes
-from explore_instruct.store import RunStore, Which
+from explore_instruct.runstore import RunStore, Which
 
 CARD_FILE = "README.md"
 DATA_DIR = "data"

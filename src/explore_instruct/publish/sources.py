@@ -8,7 +8,7 @@ from explore_instruct.errors import UserError
 from explore_instruct.export import default_export_name
 from explore_instruct.publish.folder import hf_files, write_folder
 from explore_instruct.publish.options import CardOptions
-from explore_instruct.store import RunStore
+from explore_instruct.runstore import RunStore
 
 
 def is_experiment(folder: Path) -> bool:

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from explore_instruct.db import connect, connect_readonly, transaction
-from explore_instruct.runstore.migrate import Migration, latest_version, refuse_newer, statements, upgrade
+from explore_instruct.runstore.connection import connect_readonly, open_database, transaction, upgraded_copy
+from explore_instruct.runstore.migrate import Migration, latest_version, refuse_newer, statements
 
 # Version 1 is the layout 0.1.0 wrote (with user_version 0), statement for statement: every table is
 # created only if missing, so such a file reaches version 1 unchanged and matches a new one.
@@ -102,15 +102,7 @@ def _read_latest(path: Path) -> sqlite3.Connection:
         raise
     if found == latest_version(MIGRATIONS):
         return conn
-    memory = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
-    memory.row_factory = sqlite3.Row
-    try:
-        conn.backup(memory)
-    finally:
-        conn.close()
-    for step in MIGRATIONS[found:]:
-        step.apply(memory)
-    return memory
+    return upgraded_copy(conn, path, MIGRATIONS)
 
 
 class ExperimentDB:
@@ -124,12 +116,7 @@ class ExperimentDB:
         if readonly:
             self.conn = _read_latest(path)
         else:
-            self.conn = connect(path)
-            try:
-                upgrade(self.conn, path, MIGRATIONS)
-            except BaseException:
-                self.conn.close()
-                raise
+            self.conn = open_database(path, MIGRATIONS)
         self.lock = threading.Lock()
 
     def close(self) -> None:

@@ -80,18 +80,19 @@ def backup_path(path: Path, version: int) -> Path:
     return path.with_name(f"{path.name}.v{version}.bak")
 
 
-def upgrade(conn: sqlite3.Connection, path: Path, migrations: Sequence[Migration]) -> int:
+def upgrade(conn: sqlite3.Connection, path: Path, migrations: Sequence[Migration], *, backup: bool = True) -> int:
     """Apply the migrations `conn` lacks; returns the version it had. `conn` must be writable (autocommit mode).
 
     A database that already holds tables is first copied to `<name>.v<old>.bak` beside it (SQLite's
-    online backup, so the copy is consistent even in WAL mode); a new, empty one is not.
+    online backup, so the copy is consistent even in WAL mode); a new, empty one is not, and neither
+    is a copy nothing keeps (`backup=False`: a database in memory).
     """
     check_order(migrations)
     found = refuse_newer(conn, path, migrations)
     pending = [m for m in migrations if m.version > found]
     if not pending:
         return found
-    if _holds_data(conn):
+    if backup and _holds_data(conn):
         target = backup_path(path, found)
         copy = sqlite3.connect(str(target))
         try:

@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from explore_instruct.db import connect, transaction
-from explore_instruct.runstore.migrate import Migration, statements, upgrade
+from explore_instruct.runstore.connection import open_database, transaction
+from explore_instruct.runstore.migrate import Migration, statements
 
 # Version 1 is the layout 0.1.0 wrote (with user_version 0), statement for statement: every table is
 # created only if missing, so such a file reaches version 1 unchanged and matches a new one.
@@ -127,9 +127,8 @@ def write_study_db(
     placements: Sequence[Placement],
 ) -> None:
     """Create a new study database holding everything at once (one transaction)."""
-    conn = connect(path)
+    conn = open_database(path, MIGRATIONS)
     try:
-        upgrade(conn, path, MIGRATIONS)
         with transaction(conn):
             conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", list(meta.items()))
             conn.executemany(
@@ -152,13 +151,8 @@ class StudyDB:
     """An open study database; every method is safe to call from several threads at once."""
 
     def __init__(self, path: Path) -> None:
-        self.conn = connect(path)
-        try:
-            self.conn.execute("PRAGMA synchronous=FULL")  # an acknowledged vote survives a crash
-            upgrade(self.conn, path, MIGRATIONS)
-        except BaseException:
-            self.conn.close()
-            raise
+        self.conn = open_database(path, MIGRATIONS)
+        self.conn.execute("PRAGMA synchronous=FULL")  # an acknowledged vote survives a crash
         self._lock = threading.Lock()
 
     def close(self) -> None:

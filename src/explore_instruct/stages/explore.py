@@ -22,8 +22,8 @@ from explore_instruct.context import RunContext
 from explore_instruct.llm.base import CompletionRequest
 from explore_instruct.parse import Subtask, parse_subtasks, subtasks_schema
 from explore_instruct.quality import PromptText, drop_reason, task_name_drop_reason
+from explore_instruct.runstore import NewExample
 from explore_instruct.start import LiveNode, insert_start
-from explore_instruct.store import NewExample
 from explore_instruct.tree import Example
 
 STAGE = "explore"

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from explore_instruct.context import RunContext
 from explore_instruct.rouge import FilterResult, diversity_filter
+from explore_instruct.runstore import ExampleRow
 from explore_instruct.stages import sample
-from explore_instruct.store import ExampleRow
 
 STAGE = "filter"
 SEMANTIC_STAGE = "semantic"  # the stage after this one (stages/semantic.py)

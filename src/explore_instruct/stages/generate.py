@@ -28,8 +28,8 @@ from explore_instruct.llm.batch import BatchTransport
 from explore_instruct.llm.client import Transport
 from explore_instruct.parse import examples_schema, parse_examples
 from explore_instruct.quality import PromptText, drop_reason, exact_key
+from explore_instruct.runstore import NewExample
 from explore_instruct.start import LiveNode, insert_start, load_live_tree
-from explore_instruct.store import NewExample
 from explore_instruct.tree import Example
 
 STAGE = "generate"

@@ -19,9 +19,9 @@ import asyncio
 from explore_instruct.context import RunContext
 from explore_instruct.llm.base import Completion, CompletionRequest
 from explore_instruct.parse import RATING_SCHEMA, parse_rating
-from explore_instruct.ratings import Rating, clear_ratings, save_rating
+from explore_instruct.ratings import Rating
+from explore_instruct.runstore import ExampleRow, clear_ratings, save_rating
 from explore_instruct.stages import sample
-from explore_instruct.store import ExampleRow
 from explore_instruct.tree import Example
 
 STAGE = "rate"

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from explore_instruct.context import RunContext
-from explore_instruct.ratings import load_ratings
+from explore_instruct.runstore import load_ratings
 
 STAGE = "sample"
 

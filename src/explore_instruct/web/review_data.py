@@ -8,24 +8,16 @@ import threading
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from explore_instruct.ratings import Rating, load_ratings
-from explore_instruct.review import ReviewDecision, decide, decisions, ensure_schema, reviewable
-from explore_instruct.store import ExampleRow, NodeRow, RunStore, TreeView
+from explore_instruct.ratings import Rating
+from explore_instruct.review import decide, reviewable
+from explore_instruct.runstore import ExampleRow, NodeRow, ReviewDecision, RunStore, TreeView, decisions, load_ratings
+from explore_instruct.runstore import review as review_table
 
 SEARCH_LIMIT = 200
-_EXAMPLE_COLUMNS = ", ".join(f.name for f in fields(ExampleRow))
-
-
-def _rows_by_id(store: RunStore, ids: list[int]) -> list[ExampleRow]:
-    if not ids:
-        return []
-    marks = ",".join("?" * len(ids))
-    sql = f"SELECT {_EXAMPLE_COLUMNS} FROM examples WHERE id IN ({marks}) ORDER BY id"
-    return [ExampleRow(**dict(r)) for r in store.conn.execute(sql, ids)]
 
 
 @dataclass
@@ -68,7 +60,6 @@ class RunReview:
         self._lock = threading.Lock()
         with self._db():
             self.store.require_tree()
-            ensure_schema(self.store.conn)
 
     def close(self) -> None:
         self.store.close()
@@ -81,39 +72,25 @@ class RunReview:
     def tree(self) -> tuple[TreeView, dict[int, TaskCounts]]:
         with self._db() as store:
             view = store.tree_view()
-            conn = store.conn
             counts: dict[int, TaskCounts] = defaultdict(TaskCounts)
-            for r in conn.execute(
-                "SELECT node_id, status, drop_stage, drop_reason, COUNT(*) AS n FROM examples"
-                " WHERE origin != 'seed' GROUP BY node_id, status, drop_stage, drop_reason"
-            ):
-                c = counts[r["node_id"]]
-                c.written += r["n"]
-                if r["status"] == "ok":
-                    c.kept += r["n"]
+            for r in review_table.example_counts(store.conn):
+                c = counts[r.node_id]
+                c.written += r.n
+                if r.status == "ok":
+                    c.kept += r.n
                 else:
-                    c.dropped[f"{r['drop_stage']}: {r['drop_reason']}"] += r["n"]
-            for r in conn.execute(
-                "SELECT e.node_id, COUNT(*) AS n FROM sample s JOIN examples e ON e.id = s.example_id"
-                " GROUP BY e.node_id"
-            ):
-                counts[r["node_id"]].sampled = r["n"]
-            for r in conn.execute(
-                "SELECT e.node_id, v.decision, COUNT(*) AS n FROM review v JOIN examples e ON e.id = v.example_id"
-                " GROUP BY e.node_id, v.decision"
-            ):
-                counts[r["node_id"]].review[r["decision"]] = r["n"]
+                    c.dropped[f"{r.drop_stage}: {r.drop_reason}"] += r.n
+            for node_id, n in review_table.sampled_per_task(store.conn).items():
+                counts[node_id].sampled = n
+            for node_id, per_decision in review_table.decisions_per_task(store.conn).items():
+                counts[node_id].review.update(per_decision)
         return view, counts
 
     def _views(self, store: RunStore, rows: list[ExampleRow]) -> list[ExampleView]:
         current = decisions(store.conn)
         sampled = set(store.sample_ids())
         dup_ids = [r.dup_of for r in rows if r.dup_of is not None]
-        collided: dict[int, str] = {}
-        if dup_ids:
-            marks = ",".join("?" * len(dup_ids))
-            for r in store.conn.execute(f"SELECT id, instruction FROM examples WHERE id IN ({marks})", dup_ids):
-                collided[r["id"]] = r["instruction"]
+        collided = {r.id: r.instruction for r in store.examples_by_id(dup_ids)}
         ratings = load_ratings(store.conn)
         return [
             ExampleView(
@@ -136,23 +113,16 @@ class RunReview:
 
     def example(self, example_id: int) -> tuple[TreeView, ExampleView] | None:
         with self._db() as store:
-            rows = _rows_by_id(store, [example_id])
+            rows = store.examples_by_id([example_id])
             if not rows:
                 return None
             return store.tree_view(), self._views(store, rows)[0]
 
     def search(self, query: str) -> tuple[TreeView, list[ExampleView], bool]:
         """Examples whose instruction contains `query` (case-insensitive), at most SEARCH_LIMIT of them."""
-        pattern = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         with self._db() as store:
-            ids = [
-                r[0]
-                for r in store.conn.execute(
-                    "SELECT id FROM examples WHERE instruction LIKE ? ESCAPE '\\' ORDER BY id LIMIT ?",
-                    (pattern, SEARCH_LIMIT + 1),
-                )
-            ]
-            rows = _rows_by_id(store, ids[:SEARCH_LIMIT])
+            ids = review_table.search_instructions(store.conn, query, SEARCH_LIMIT + 1)
+            rows = store.examples_by_id(ids[:SEARCH_LIMIT])
             return store.tree_view(), self._views(store, rows), len(ids) > SEARCH_LIMIT
 
     def decide(self, example_id: int, action: str, edited: tuple[str, str, str] | None = None) -> None:

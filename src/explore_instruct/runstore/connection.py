@@ -1,13 +1,14 @@
-"""SQLite helpers shared by the run store and the call log: one way to open a file, one transaction."""
+"""One way to open a SQLite file (for writing, or for reading only) and one transaction, for every database."""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from explore_instruct.errors import UserError
+from explore_instruct.runstore.migrate import Migration, upgrade
 
 
 def connect(path: str | Path) -> sqlite3.Connection:
@@ -25,11 +26,6 @@ def connect(path: str | Path) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=ON")
     return conn
-
-
-def table_exists(conn: sqlite3.Connection, name: str) -> bool:
-    """Whether the database holds table `name` (an older run, or one opened read-only, may lack it)."""
-    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
 
 
 def connect_readonly(path: str | Path) -> sqlite3.Connection:
@@ -64,3 +60,41 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+def open_database(path: str | Path, migrations: Sequence[Migration]) -> sqlite3.Connection:
+    """A database opened for writing and brought to the latest version of `migrations` (newer: refused)."""
+    conn = connect(path)
+    try:
+        upgrade(conn, Path(path), migrations)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def in_memory(migrations: Sequence[Migration]) -> sqlite3.Connection:
+    """An empty database in memory with the tables of `migrations` (a cache that nothing keeps)."""
+    conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+    conn.row_factory = sqlite3.Row
+    upgrade(conn, Path(":memory:"), migrations, backup=False)
+    return conn
+
+
+def upgraded_copy(conn: sqlite3.Connection, path: Path, migrations: Sequence[Migration]) -> sqlite3.Connection:
+    """`conn`'s database copied into memory and brought to the latest version there; `conn` is closed.
+
+    How a reader sees an older file it may not write: the queries hold, and the file stays as it is.
+    """
+    copy = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+    copy.row_factory = sqlite3.Row
+    try:
+        conn.backup(copy)
+    finally:
+        conn.close()
+    try:
+        upgrade(copy, path, migrations, backup=False)
+    except BaseException:
+        copy.close()
+        raise
+    return copy

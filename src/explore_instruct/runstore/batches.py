@@ -1,4 +1,4 @@
-"""The batch tables of a run's database: every batch written or submitted, and every line in it.
+"""The `batches` and `batch_requests` tables of run.db: every batch written or submitted, and every line in it.
 
 A batch's row (with its input file, and for the OpenAI Batch API the uploaded file's id and the
 batch's id) is committed before anything is sent or polled, so a killed run finds the batches it
@@ -14,43 +14,12 @@ import sqlite3
 import time
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 from explore_instruct.llm.base import RetryReason
 
-BATCH_SCHEMA = """
-CREATE TABLE IF NOT EXISTS batches (
-    id INTEGER PRIMARY KEY,
-    provider TEXT NOT NULL,        -- openai | files
-    stage TEXT NOT NULL,
-    model TEXT NOT NULL,           -- the model id replies are logged under (part of the cache key)
-    input_file TEXT NOT NULL,      -- relative to the run directory
-    input_file_id TEXT,            -- openai: the uploaded file
-    batch_id TEXT,                 -- openai: the batch
-    tag TEXT NOT NULL,             -- sent as metadata: finds a batch whose id was never saved
-    status TEXT NOT NULL CHECK (status IN ('written', 'uploaded', 'submitted', 'done')),
-    outcome TEXT,                  -- once done: completed | expired | cancelled | failed | imported
-    requests INTEGER NOT NULL,
-    created_at REAL NOT NULL,
-    finished_at REAL
-);
-CREATE TABLE IF NOT EXISTS batch_requests (
-    custom_id TEXT PRIMARY KEY,
-    batch_row INTEGER NOT NULL REFERENCES batches(id),
-    cache_key TEXT NOT NULL,
-    attempt INTEGER NOT NULL,
-    request TEXT NOT NULL,         -- the request as the call log keeps it (before any reseed)
-    status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'ok', 'failed', 'settled')),
-    reason TEXT,                   -- failed: why (a RetryReason)
-    error TEXT,
-    prompt_tokens INTEGER NOT NULL DEFAULT 0,
-    completion_tokens INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS batch_requests_key ON batch_requests(cache_key, status);
-CREATE INDEX IF NOT EXISTS batch_requests_batch ON batch_requests(batch_row, status);
-"""
 
-
-@dataclass
+@dataclass(frozen=True)
 class BatchRow:
     id: int
     provider: str
@@ -62,6 +31,41 @@ class BatchRow:
     tag: str
     status: str
     requests: int
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    """A batch as `batch status` lists it."""
+
+    id: int
+    provider: str
+    input_file: str
+    batch_id: str | None
+    status: str
+    outcome: str | None
+    requests: int
+    ok: int
+
+
+@dataclass(frozen=True)
+class PendingLine:
+    """A line of a batch that has no result yet."""
+
+    custom_id: str
+    cache_key: str
+    attempt: int
+    request: str  # JSON, as the call log keeps it
+
+
+@dataclass(frozen=True)
+class LineState:
+    """Where a line stands, and its batch."""
+
+    custom_id: str
+    batch_row: int
+    status: str
+    batch_status: str
+    provider: str
 
 
 @dataclass
@@ -85,10 +89,8 @@ def custom_id_for(cache_key: str, attempt: int) -> str:
 class BatchStore:
     """The `batches` and `batch_requests` tables over an open connection (callers own transactions)."""
 
-    def __init__(self, conn: sqlite3.Connection, *, readonly: bool = False) -> None:
+    def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
-        if not readonly:
-            conn.executescript(BATCH_SCHEMA)
 
     def add_batch(self, *, provider: str, stage: str, model: str, input_file: str, tag: str, requests: int) -> int:
         cur = self.conn.execute(
@@ -102,7 +104,9 @@ class BatchStore:
         """The id the next batch row gets (names its input file before the row exists)."""
         return int(self.conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM batches").fetchone()[0])
 
-    def add_request(self, *, custom_id: str, batch_row: int, cache_key: str, attempt: int, request: dict) -> None:
+    def add_request(
+        self, *, custom_id: str, batch_row: int, cache_key: str, attempt: int, request: dict[str, Any]
+    ) -> None:
         self.conn.execute(
             "INSERT INTO batch_requests (custom_id, batch_row, cache_key, attempt, request) VALUES (?, ?, ?, ?, ?)",
             (custom_id, batch_row, cache_key, attempt, json.dumps(request, ensure_ascii=False)),
@@ -124,7 +128,7 @@ class BatchStore:
     def batch(self, row: int) -> BatchRow:
         return self._batches("WHERE id = ?", (row,))[0]
 
-    def _batches(self, where: str, args: tuple) -> list[BatchRow]:
+    def _batches(self, where: str, args: tuple[object, ...]) -> list[BatchRow]:
         rows = self.conn.execute(
             "SELECT id, provider, stage, model, input_file, input_file_id, batch_id, tag, status, requests"
             f" FROM batches {where} ORDER BY id",
@@ -139,19 +143,30 @@ class BatchStore:
         ).fetchone()
         return None if row is None else int(row[0])
 
-    def pending_lines(self, batch_row: int) -> list[sqlite3.Row]:
-        return self.conn.execute(
+    def pending_lines(self, batch_row: int) -> list[PendingLine]:
+        rows = self.conn.execute(
             "SELECT custom_id, cache_key, attempt, request FROM batch_requests"
             " WHERE batch_row = ? AND status = 'pending'",
             (batch_row,),
-        ).fetchall()
+        )
+        return [PendingLine(**dict(r)) for r in rows]
 
-    def line(self, custom_id: str) -> sqlite3.Row | None:
-        return self.conn.execute(
+    def line(self, custom_id: str) -> LineState | None:
+        row = self.conn.execute(
             "SELECT r.custom_id, r.batch_row, r.status, b.status AS batch_status, b.provider FROM batch_requests r"
             " JOIN batches b ON b.id = r.batch_row WHERE r.custom_id = ?",
             (custom_id,),
         ).fetchone()
+        return None if row is None else LineState(**dict(row))
+
+    def overview(self) -> list[BatchSummary]:
+        """Every batch with its counts of lines and of replies received (`batch status`)."""
+        rows = self.conn.execute(
+            "SELECT b.id, b.provider, b.input_file, b.batch_id, b.status, b.outcome, b.requests,"
+            " COALESCE(SUM(r.status = 'ok'), 0) AS ok FROM batches b LEFT JOIN batch_requests r ON r.batch_row = b.id"
+            " GROUP BY b.id ORDER BY b.id"
+        )
+        return [BatchSummary(**dict(r)) for r in rows]
 
     def attempts_made(self, cache_key: str) -> int:
         return int(

@@ -1,4 +1,4 @@
-"""The run store: one SQLite file per run holding the tree, every example, every LLM call.
+"""The run store: one SQLite file per run (`run.db`) holding the tree, every example, every LLM call.
 
 Keys are deterministic (a node's key is its path of child positions, an example's key names the
 call and position it came from), and inserts are idempotent, so replaying a run after a kill
@@ -14,70 +14,34 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from explore_instruct.db import connect, connect_readonly, transaction
 from explore_instruct.errors import UserError
-from explore_instruct.llm.cache import CallLog
-from explore_instruct.llm.embed_client import VectorCache
-from explore_instruct.ratings import RATINGS_SCHEMA, load_ratings
 from explore_instruct.runlock import lock_run_dir, unlock_run_dir
+from explore_instruct.runstore.calls import CallLog
+from explore_instruct.runstore.connection import connect, connect_readonly, open_database, transaction, upgraded_copy
+from explore_instruct.runstore.embeddings import VectorCache
+from explore_instruct.runstore.migrate import SchemaTooNew, latest_version, refuse_newer, schema_version, upgrade
+from explore_instruct.runstore.ratings import load_ratings
+from explore_instruct.runstore.schema import RUN_MIGRATIONS
 from explore_instruct.tree import DomainTree, Example, TaskNode, slugify
 
 DB_FILE = "run.db"
 CONFIG_FILE = "config.yaml"
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS nodes (
-    id INTEGER PRIMARY KEY,
-    key TEXT NOT NULL UNIQUE,
-    parent_id INTEGER REFERENCES nodes(id),
-    position INTEGER NOT NULL,
-    depth INTEGER NOT NULL,
-    name TEXT NOT NULL,
-    slug TEXT NOT NULL,
-    reason TEXT NOT NULL DEFAULT '',
-    call_id INTEGER,
-    pruned INTEGER NOT NULL DEFAULT 0,
-    pruned_by INTEGER REFERENCES nodes(id),
-    pruned_score REAL
-);
-CREATE TABLE IF NOT EXISTS examples (
-    id INTEGER PRIMARY KEY,
-    key TEXT NOT NULL UNIQUE,
-    node_id INTEGER NOT NULL REFERENCES nodes(id),
-    origin TEXT NOT NULL,          -- seed | explore | generate | import
-    instruction TEXT NOT NULL,
-    input TEXT NOT NULL DEFAULT '',
-    output TEXT NOT NULL DEFAULT '',
-    call_id INTEGER,
-    status TEXT NOT NULL DEFAULT 'ok' CHECK (status IN ('ok', 'dropped')),
-    drop_stage TEXT,               -- quality | duplicate | filter | decontaminate | rate
-    drop_reason TEXT,
-    dup_of INTEGER REFERENCES examples(id),
-    score REAL
-);
-CREATE INDEX IF NOT EXISTS examples_node ON examples(node_id, status);
--- Subtask names exploration rejected: they take no child position, so node keys stay the same.
-CREATE TABLE IF NOT EXISTS dropped_tasks (
-    id INTEGER PRIMARY KEY,
-    key TEXT NOT NULL UNIQUE,      -- parent key, round and place in the reply: a replay inserts nothing
-    parent_id INTEGER NOT NULL REFERENCES nodes(id),
-    name TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    call_id INTEGER
-);
-CREATE TABLE IF NOT EXISTS sample (position INTEGER PRIMARY KEY, example_id INTEGER NOT NULL REFERENCES examples(id));
-"""
 
 # The stages that drop examples, in the order a run takes them. A stage judges the examples that
 # reached it: kept ones, and those that it or a later stage dropped, so rerunning it (or a resume)
 # makes the decisions it made the first time.
 DROP_ORDER = ("quality", "duplicate", "filter", "semantic", "decontaminate", "rate")
 
+_SELECT_EXAMPLES = (
+    "SELECT id, key, node_id, origin, instruction, input, output, status, drop_stage, drop_reason, dup_of, score"
+    " FROM examples"
+)
+
 Which = Literal["sample", "kept", "all", "dropped", "reviewed"]
 T = TypeVar("T")
 
 
-@dataclass
+@dataclass(frozen=True)
 class NodeRow:
     id: int
     key: str
@@ -92,7 +56,7 @@ class NodeRow:
     pruned_score: float | None
 
 
-@dataclass
+@dataclass(frozen=True)
 class ExampleRow:
     id: int
     key: str
@@ -167,12 +131,55 @@ def _run_db(conn: sqlite3.Connection, run_dir: Path, *, write: bool) -> sqlite3.
     """`conn` if it holds a run; another program's SQLite file is refused, never given our tables.
 
     For writing, an empty file (a run killed as it was created) is fine: the schema goes in next.
+    A run written by a newer explore-instruct is refused (one line naming both versions).
     """
-    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    if "nodes" not in tables and (tables or not write):
+    try:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "nodes" not in tables and (tables or not write):
+            raise UserError(f"{run_dir / DB_FILE}: not a run database (it has no nodes table)")
+        refuse_newer(conn, run_dir / DB_FILE, RUN_MIGRATIONS)
+    except BaseException:
         conn.close()
-        raise UserError(f"{run_dir / DB_FILE}: not a run database (it has no nodes table)")
+        raise
     return conn
+
+
+def _upgraded(conn: sqlite3.Connection, path: Path) -> sqlite3.Connection:
+    """`conn` (writable) brought to the latest schema, after a backup copy when it held an older one."""
+    try:
+        upgrade(conn, path, RUN_MIGRATIONS)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _read_run_db(run_dir: Path) -> sqlite3.Connection:
+    """run.db for reading, at the latest schema.
+
+    An older run is upgraded in place once, under the run's lock (with the backup `run.db.v<n>.bak`),
+    and then read. When it cannot be (a writer holds the lock, or the folder is not writable), it is
+    read from an upgraded copy in memory: the file stays as it is.
+    """
+    path = run_dir / DB_FILE
+    conn = _run_db(connect_readonly(path), run_dir, write=False)
+    if schema_version(conn) == latest_version(RUN_MIGRATIONS):
+        return conn
+    try:
+        lock = lock_run_dir(run_dir)
+    except UserError:
+        return upgraded_copy(conn, path, RUN_MIGRATIONS)
+    try:
+        conn.close()
+        try:
+            _upgraded(connect(path), path).close()
+        except SchemaTooNew:
+            raise
+        except UserError:  # the folder is writable, run.db is not
+            return upgraded_copy(connect_readonly(path), path, RUN_MIGRATIONS)
+    finally:
+        unlock_run_dir(lock)
+    return connect_readonly(path)
 
 
 def _not_a_file(run_dir: Path) -> Path:
@@ -185,7 +192,9 @@ class RunStore:
     """A run directory: `config.yaml`, `run.db` and the exports written from it.
 
     Opened for writing (`create`, `open(write=True)`), the process holds the directory's lock until
-    the store is closed; opened for reading (the default of `open`), nothing in it is touched.
+    the store is closed; opened for reading (the default of `open`), nothing in it is touched, except
+    that a run written by an older version is brought to the latest schema once (`_read_run_db`).
+    Either way the schema is the latest: every table exists.
     """
 
     def __init__(
@@ -194,8 +203,6 @@ class RunStore:
         self.run_dir = run_dir
         self.conn = conn
         self._lock = lock
-        if not readonly:
-            conn.executescript(SCHEMA + RATINGS_SCHEMA)
         self.calls = CallLog(conn, readonly=readonly)
         self.vectors = VectorCache(conn, readonly=readonly)  # embeddings, keyed by model and text
 
@@ -213,7 +220,7 @@ class RunStore:
             raise UserError(f"run dir {d} cannot be created ({exc.strerror})") from None
         lock = lock_run_dir(d)
         try:
-            store = cls(d, connect(d / DB_FILE), lock=lock)
+            store = cls(d, open_database(d / DB_FILE, RUN_MIGRATIONS), lock=lock)
         except BaseException:
             unlock_run_dir(lock)
             raise
@@ -227,10 +234,10 @@ class RunStore:
         if not (d / DB_FILE).is_file():
             raise UserError(f"{d}: not a run directory (no {DB_FILE}); start one with 'explore-instruct run'")
         if not write:
-            return cls(d, _run_db(connect_readonly(d / DB_FILE), d, write=False), readonly=True)
+            return cls(d, _read_run_db(d), readonly=True)
         lock = lock_run_dir(d)
         try:
-            return cls(d, _run_db(connect(d / DB_FILE), d, write=True), lock=lock)
+            return cls(d, _upgraded(_run_db(connect(d / DB_FILE), d, write=True), d / DB_FILE), lock=lock)
         except BaseException:
             unlock_run_dir(lock)
             raise
@@ -362,7 +369,8 @@ class RunStore:
         origins: Iterable[str] | None = None,
     ) -> list[ExampleRow]:
         """Examples in insertion order, optionally of one node / status / origins."""
-        where, args = [], []
+        where: list[str] = []
+        args: list[object] = []
         if node_id is not None:
             where.append("node_id = ?")
             args.append(node_id)
@@ -373,10 +381,7 @@ class RunStore:
             origins = list(origins)
             where.append(f"origin IN ({','.join('?' * len(origins))})")
             args.extend(origins)
-        sql = (
-            "SELECT id, key, node_id, origin, instruction, input, output, status, drop_stage, drop_reason,"
-            " dup_of, score FROM examples"
-        )
+        sql = _SELECT_EXAMPLES
         if where:
             sql += " WHERE " + " AND ".join(where)
         return [ExampleRow(**dict(r)) for r in self.conn.execute(sql + " ORDER BY id", args)]
@@ -403,6 +408,18 @@ class RunStore:
     def set_sample(self, example_ids: list[int]) -> None:
         self.conn.execute("DELETE FROM sample")
         self.conn.executemany("INSERT INTO sample (position, example_id) VALUES (?, ?)", list(enumerate(example_ids)))
+
+    def examples_by_id(self, ids: Iterable[int]) -> list[ExampleRow]:
+        """The examples with these ids, in row order (ids the run lacks are left out)."""
+        wanted = list(ids)
+        found: list[ExampleRow] = []
+        for start in range(0, len(wanted), 500):  # SQLite's bound-parameter limit
+            chunk = wanted[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            found += [
+                ExampleRow(**dict(r)) for r in self.conn.execute(f"{_SELECT_EXAMPLES} WHERE id IN ({marks})", chunk)
+            ]
+        return sorted(found, key=lambda r: r.id)
 
     def sample_ids(self) -> list[int]:
         return [r[0] for r in self.conn.execute("SELECT example_id FROM sample ORDER BY position")]
@@ -482,7 +499,7 @@ class RunStore:
                 rec["rating"] = rating.as_record()
             out.append(rec)
         if which in ("sample", "kept", "reviewed"):  # a reviewer's rejections and edits (review.py)
-            from explore_instruct.review import apply_review
+            from explore_instruct.review import apply_review  # the review's rules are not the store's
 
             out = apply_review(self.conn, out, only_reviewed=which == "reviewed")
         return out

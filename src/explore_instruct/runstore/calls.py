@@ -1,4 +1,4 @@
-"""Request-keyed response cache and call log, kept in SQLite.
+"""The call log: the `llm_calls` and `structured_modes` tables, which double as the request-keyed reply cache.
 
 Every call the client makes is logged here (stage, request, reply, tokens, status). A successful
 reply doubles as the cache entry for its request, so a resumed run never pays twice for it. The
@@ -22,41 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from explore_instruct.db import connect, table_exists
 from explore_instruct.llm.base import Completion, CompletionRequest, Usage
+from explore_instruct.runstore.connection import open_database
+from explore_instruct.runstore.schema import CACHE_MIGRATIONS
 from explore_instruct.text import repair
-
-CALLS_SCHEMA = """
-CREATE TABLE IF NOT EXISTS llm_calls (
-    id INTEGER PRIMARY KEY,
-    key TEXT NOT NULL,
-    stage TEXT NOT NULL,
-    model TEXT NOT NULL,
-    request TEXT NOT NULL,
-    response TEXT,
-    finish_reason TEXT,
-    prompt_tokens INTEGER NOT NULL DEFAULT 0,
-    completion_tokens INTEGER NOT NULL DEFAULT 0,
-    attempts INTEGER NOT NULL DEFAULT 1,
-    status TEXT NOT NULL CHECK (status IN ('ok', 'failed')),
-    error TEXT,
-    seconds REAL,
-    created_at REAL NOT NULL,
-    retry_reasons TEXT,
-    error_kind TEXT,
-    endpoint TEXT
-);
-CREATE UNIQUE INDEX IF NOT EXISTS llm_calls_ok_key ON llm_calls(key) WHERE status = 'ok';
-CREATE INDEX IF NOT EXISTS llm_calls_stage ON llm_calls(stage);
-CREATE TABLE IF NOT EXISTS structured_modes (
-    endpoint TEXT NOT NULL,        -- redacted base URL
-    model TEXT NOT NULL,
-    mode TEXT NOT NULL,            -- json_schema | json_object | text
-    PRIMARY KEY (endpoint, model)
-);
-"""
-# Columns added after the first release: (name, SQL type). Older run.db files gain them on open.
-ADDED_COLUMNS = (("retry_reasons", "TEXT"), ("error_kind", "TEXT"), ("endpoint", "TEXT"))
 
 
 class LoggedRequest(Protocol):
@@ -75,27 +44,17 @@ class CachedCall:
 
 
 class CallLog:
-    """The `llm_calls` table over an open connection."""
+    """The `llm_calls` table over a connection whose schema is up to date (a run store's, or `open`'s)."""
 
     def __init__(self, conn: sqlite3.Connection, *, readonly: bool = False) -> None:
         self.conn = conn
         self.readonly = readonly
-        if not readonly:
-            conn.executescript(CALLS_SCHEMA)
-            self._migrate()
-        self._columns = {row["name"] for row in conn.execute("PRAGMA table_info(llm_calls)")}
-        self._has_modes = table_exists(conn, "structured_modes")
-
-    def _migrate(self) -> None:
-        have = {row["name"] for row in self.conn.execute("PRAGMA table_info(llm_calls)")}
-        for name, sql_type in ADDED_COLUMNS:
-            if name not in have:
-                self.conn.execute(f"ALTER TABLE llm_calls ADD COLUMN {name} {sql_type}")
 
     @classmethod
     def open(cls, path: str | Path) -> CallLog:
+        """A call log in a file of its own (commands without a run), created or upgraded on open."""
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        return cls(connect(path))
+        return cls(open_database(path, CACHE_MIGRATIONS))
 
     def lookup(self, key: str) -> CachedCall | None:
         row = self.conn.execute(
@@ -158,8 +117,6 @@ class CallLog:
 
     def structured_mode(self, endpoint: str, model: str) -> str | None:
         """The structured-output mode `endpoint` was found to take for `model` (None: not probed yet)."""
-        if not self._has_modes:  # a read-only open of a run.db from before the table
-            return None
         row = self.conn.execute(
             "SELECT mode FROM structured_modes WHERE endpoint = ? AND model = ?", (endpoint, model)
         ).fetchone()
@@ -177,8 +134,6 @@ class CallLog:
 
     def usage_by_endpoint(self) -> dict[str, dict[str, Any]]:
         """Per endpoint of a pool: ok and failed calls and mean seconds per ok call (empty without a pool)."""
-        if "endpoint" not in self._columns:
-            return {}
         out: dict[str, dict[str, Any]] = {}
         for row in self.conn.execute(
             "SELECT endpoint, status, COUNT(*) AS n, AVG(seconds) AS s FROM llm_calls"
@@ -229,9 +184,8 @@ class CallLog:
             s["prompt_tokens"] += row["p"] or 0
             s["completion_tokens"] += row["c"] or 0
             reasons.setdefault(row["stage"], Counter())
-        if "retry_reasons" in self._columns:  # a read-only open of a run.db from before the column
-            for row in self.conn.execute("SELECT stage, retry_reasons FROM llm_calls WHERE retry_reasons IS NOT NULL"):
-                reasons[row["stage"]].update(json.loads(row["retry_reasons"]))
+        for row in self.conn.execute("SELECT stage, retry_reasons FROM llm_calls WHERE retry_reasons IS NOT NULL"):
+            reasons[row["stage"]].update(json.loads(row["retry_reasons"]))
         for stage, counted in reasons.items():
             out[stage]["retry_reasons"] = dict(sorted(counted.items()))
         return out

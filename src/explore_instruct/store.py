@@ -7,6 +7,7 @@ rebuilds exactly the same rows without duplicating any.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -16,6 +17,7 @@ from typing import Any, Literal, TypeVar
 
 from explore_instruct.db import connect, connect_readonly, transaction
 from explore_instruct.errors import UserError
+from explore_instruct.llm.base import Message
 from explore_instruct.llm.cache import CallLog
 from explore_instruct.llm.embed_client import VectorCache
 from explore_instruct.ratings import RATINGS_SCHEMA, load_ratings
@@ -106,6 +108,7 @@ class ExampleRow:
     drop_reason: str | None
     dup_of: int | None
     score: float | None
+    call_id: int | None = None  # the logged call it came from (None: a seed or an imported example)
 
 
 @dataclass(frozen=True)
@@ -342,9 +345,16 @@ class RunStore:
             ),
         )
 
-    def add_examples(self, found: Iterable[NewExample]) -> None:
-        """Insert examples in the order given (that order numbers their rows); idempotent by key."""
+    def add_examples(self, found: Iterable[NewExample]) -> int:
+        """Store examples in the order given (that order numbers new rows), idempotent by key.
+
+        An example stored before keeps its row, but takes the quality verdict (and the text) given now:
+        the stage judged it again with the current rules, and the stored verdict must be that same one.
+        Returns how many stored rows changed.
+        """
+        changed = 0
         for new in found:
+            inserted = self.conn.total_changes
             self.add_example(
                 key=new.key,
                 node_id=new.node_id,
@@ -353,6 +363,46 @@ class RunStore:
                 call_id=new.call_id,
                 drop_reason=new.drop_reason,
             )
+            if self.conn.total_changes == inserted:  # already stored
+                changed += self._rejudge(new)
+        return changed
+
+    def _rejudge(self, new: NewExample) -> int:
+        """Give the stored row of `new.key` the verdict and text of `new`; 1 if that changed it.
+
+        Only a quality verdict is replaced: a keep leaves a later stage's drop for that stage to redo.
+        """
+        row = self.conn.execute(
+            "SELECT instruction, input, output, drop_stage, drop_reason FROM examples WHERE key = ?", (new.key,)
+        ).fetchone()
+        ex = new.example
+        same_text = (row["instruction"], row["input"], row["output"]) == (ex.instruction, ex.input, ex.output)
+        if same_text:
+            if new.drop_reason is None and row["drop_stage"] != "quality":
+                return 0  # still kept by quality (a later stage's drop stays for that stage to redo)
+            if new.drop_reason is not None and (row["drop_stage"], row["drop_reason"]) == ("quality", new.drop_reason):
+                return 0
+        self.conn.execute(
+            "UPDATE examples SET instruction = ?, input = ?, output = ?, call_id = ?, status = ?, drop_stage = ?,"
+            " drop_reason = ?, dup_of = NULL, score = NULL WHERE key = ?",
+            (
+                ex.instruction,
+                ex.input,
+                ex.output,
+                new.call_id,
+                "dropped" if new.drop_reason else "ok",
+                "quality" if new.drop_reason else None,
+                new.drop_reason,
+                new.key,
+            ),
+        )
+        return 1
+
+    def call_messages(self, call_id: int) -> tuple[Message, ...]:
+        """The messages of the logged call `call_id` (the prompt a stored example answered)."""
+        row = self.conn.execute("SELECT request FROM llm_calls WHERE id = ?", (call_id,)).fetchone()
+        messages = json.loads(row["request"])["messages"] if row is not None else []
+        return tuple(Message(m["role"], m["content"]) for m in messages)
 
     def examples(
         self,
@@ -362,7 +412,8 @@ class RunStore:
         origins: Iterable[str] | None = None,
     ) -> list[ExampleRow]:
         """Examples in insertion order, optionally of one node / status / origins."""
-        where, args = [], []
+        where: list[str] = []
+        args: list[Any] = []
         if node_id is not None:
             where.append("node_id = ?")
             args.append(node_id)
@@ -375,7 +426,7 @@ class RunStore:
             args.extend(origins)
         sql = (
             "SELECT id, key, node_id, origin, instruction, input, output, status, drop_stage, drop_reason,"
-            " dup_of, score FROM examples"
+            " dup_of, score, call_id FROM examples"
         )
         if where:
             sql += " WHERE " + " AND ".join(where)

@@ -12,10 +12,15 @@ from typing import Any
 from explore_instruct.estimate import estimate_vs_spent
 from explore_instruct.llm.client import ClientStats
 from explore_instruct.ratings import load_ratings
+from explore_instruct.stages import RunResults
 from explore_instruct.store import ExampleRow, RunStore
 
 
-def run_summary(store: RunStore, session: ClientStats | None = None) -> dict[str, Any]:
+def run_summary(
+    store: RunStore, session: ClientStats | None = None, results: RunResults | None = None
+) -> dict[str, Any]:
+    """The run's figures; with `session` (the client's stats) and `results` (what the stages that
+    just ran reported) also this session's calls and the quality verdicts a resume recomputed."""
     nodes = store.nodes()
     examples = store.examples()
     produced = [e for e in examples if e.origin != "seed"]
@@ -44,6 +49,8 @@ def run_summary(store: RunStore, session: ClientStats | None = None) -> dict[str
         "endpoints": store.calls.usage_by_endpoint(),
         "estimate_vs_spent": estimate_vs_spent(store),
     }
+    if results is not None and (changed := results.verdicts_changed()):
+        summary["quality_verdicts_recomputed"] = changed  # a quality rule changed since they were stored
     if session is not None:
         summary["this_session"] = {
             stage: {
@@ -86,7 +93,13 @@ def filter_collisions(
             seen_kept.add(r.dup_of)
         shown.append(r)
     return [
-        {"dropped": r.instruction, "kept": text.get(r.dup_of, ""), "score": r.score, "id": r.id, "dup_of": r.dup_of}
+        {
+            "dropped": r.instruction,
+            "kept": text.get(r.dup_of, "") if r.dup_of is not None else "",
+            "score": r.score,
+            "id": r.id,
+            "dup_of": r.dup_of,
+        }
         for r in shown
     ]
 

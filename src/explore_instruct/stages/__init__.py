@@ -1,8 +1,8 @@
 """The paper's stages, in the order a full run takes them.
 
 Each stage is a module with `run(ctx)` returning a result dataclass, and a row here that says what it
-needs: a stored tree (explore first, or a seed tree), the run's LLM client, embeddings. `pipeline.py`
-walks this table and provides (or checks) what each row asks for before running it.
+needs: a stored tree (explore first, or a seed tree) and the run's LLM client (and under which
+settings). `pipeline.py` walks this table and provides or checks what each row asks for before running it.
 Pruning needs only task names, so it comes before enrichment and no call is spent on a pruned task.
 Decontamination comes before rating for the same reason: no rating call on a contaminated example.
 """
@@ -32,7 +32,6 @@ class Needs:
     tree: bool = False  # a stored tree: exploration ran (or the run started from a seed tree)
     llm: bool = False  # the run's LLM client (the rate stage may have its own, `RunContext.stage_clients`)
     llm_if: Callable[[RunConfig], bool] | None = None  # when the LLM is needed only under some settings
-    embeddings: bool = False  # an embedder, built from the config's `embeddings` section when enabled
 
 
 @dataclass(frozen=True)
@@ -63,7 +62,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(prune.STAGE, _sync(prune.run)),
     Stage(generate.STAGE, generate.run, Needs(llm=True)),
     Stage(filter.STAGE, _sync(filter.run), Needs(tree=True)),
-    Stage(semantic.STAGE, semantic.run, Needs(tree=True, embeddings=True)),  # its embedding client is its own
+    Stage(semantic.STAGE, semantic.run, Needs(tree=True)),  # embeddings only: `RunContext.embedding_client`
     Stage(decontaminate.STAGE, _sync(decontaminate.run), Needs(tree=True)),
     Stage(rate.STAGE, rate.run, Needs(tree=True, llm=True, llm_if=lambda config: config.rate.enabled)),
     Stage(sample.STAGE, _sync(sample.run), Needs(tree=True)),

@@ -153,7 +153,7 @@ def test_a_run_against_the_fake_server_and_its_rerun_sends_no_request(tmp_path: 
         }
         cfg = build_config(data, "t")
         ctx, results = run_stages(cfg, tmp_path / "run")
-        kept, total = results["semantic"]
+        kept, total = results.semantic.kept, results.semantic.judged
         summary = run_summary(ctx.store, ctx.client.stats if ctx.client else None)
         ctx.store.close()
         chat_calls, embed_requests = server.chat_calls, len(server.embedding_inputs)
@@ -221,10 +221,10 @@ def test_every_quality_control_at_once_against_the_fake_server_and_a_rerun_sends
         summary = run_summary(ctx.store, ctx.client.stats if ctx.client else None)
         kept_ids = {r.id for r in ctx.store.examples(status="ok") if r.origin != "seed"}
         ctx.store.close()
-        assert {"semantic", "decontaminate", "rate"} <= results.keys()
-        semantic_kept, _ = results["semantic"]
-        _removed, judged = results["decontaminate"]
-        rated, _dropped = results["rate"]
+        assert results.semantic and results.decontaminate and results.rate
+        semantic_kept = results.semantic.kept
+        judged = results.decontaminate.judged
+        rated = results.rate.rated
         assert judged == semantic_kept and 0 < rated <= judged  # each control sees what the one before kept
         assert summary["calls"]["embed"]["calls"] > 0 and summary["calls"]["rate"]["calls"] == rated
         assert kept_ids and summary["examples"]["kept"] == len(kept_ids)

@@ -2,10 +2,10 @@ import json
 
 import pytest
 
-from explore_instruct.context import RunContext
 from explore_instruct.errors import RunStopped
 from explore_instruct.llm.base import FatalLLMError
 from explore_instruct.llm.scripted import ScriptedLLM
+from explore_instruct.prompting import PromptBuilder
 from explore_instruct.runstore import RunStore
 from explore_instruct.summary import run_summary
 from explore_instruct.tree import normalise_task_name
@@ -115,9 +115,9 @@ BAD_NAMES = ["Designated Task 1", "1.1.1.2.2", "{<em>improving the town's infras
 
 def first_rounds(cfg) -> set[int]:
     """The request seeds of every node's first round (keys are child-position paths)."""
-    ctx = RunContext(store=None, config=cfg)  # type: ignore[arg-type]  # only the seed is used
+    prompts = PromptBuilder.of(cfg)  # no run needed: a seed is a function of the config
     keys = ["root", *(f"root/{i}" for i in range(3)), *(f"root/{i}/{j}" for i in range(3) for j in range(2))]
-    return {ctx.stable_seed("explore", key, 0) for key in keys}
+    return {prompts.stable_seed("explore", key, 0) for key in keys}
 
 
 def junk_name_first(cfg):

@@ -101,7 +101,7 @@ def test_filter_drops_near_duplicates_and_explains(tmp_path):
         explore={"max_depth": 0}, generate={"examples_per_task": [6], "per_call": 3, "max_extra_calls": 0}
     )
     ctx, results, _ = run_fake(tmp_path / "run", cfg, backend=ScriptedLLM(similar))
-    kept, total = results["filter"]
+    kept, total = results.filter.kept, results.filter.judged
     assert kept < total
     dropped = [r for r in ctx.store.dataset("dropped") if r["drop_stage"] == "filter"]
     assert dropped and all(r["score"] > 0.7 and r["dup_of"] for r in dropped)

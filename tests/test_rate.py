@@ -58,7 +58,7 @@ def test_parse_rating_reads_json_and_labelled_text_and_refuses_the_rest() -> Non
 
 def test_rate_scores_every_kept_example_drops_the_low_ones_and_exports_ratings(tmp_path: Path) -> None:
     ctx, results, backend = run_fake(tmp_path / "run", rated_config())
-    rated, dropped = results["rate"]
+    rated, dropped = results.rate.rated, results.rate.dropped
     rating_requests = [r for r in backend.requests if r.schema_name == "rating"]
     assert rated == len(rating_requests) > 0 and dropped > 0
     # the rubric comes from the profile and the request is held to the rating schema
@@ -169,7 +169,7 @@ def test_a_judge_of_its_own_behind_an_openai_compatible_server(tmp_path: Path) -
         contaminated = [r for r in ctx.store.examples() if r.drop_stage == "decontaminate"]
         ctx.store.close()
         sent = len(judge.requests)
-        assert sent == results["rate"][0] > 0
+        assert sent == results.rate.rated > 0
         assert contaminated and all("g1" in (r.drop_reason or "") for r in contaminated)
         rated_texts = {m["content"] for body in judge.requests for m in body["messages"]}
         assert not any(r.instruction in text for r in contaminated for text in rated_texts)  # no call spent on them
@@ -223,7 +223,7 @@ def test_rate_command_alone_rates_a_finished_run(tmp_path: Path) -> None:
     run_fake(tmp_path / "run")[0].store.close()
     config = rated_config()
     ctx, results = run_stages(config, tmp_path / "run", ("rate", "sample"), backend=ScriptedLLM(fake_model))
-    assert results["rate"][0] > 0 and load_ratings(ctx.store.conn)
+    assert results.rate.rated > 0 and load_ratings(ctx.store.conn)
     ctx.store.close()
 
 

@@ -15,7 +15,7 @@ def test_self_instruct_baseline_is_the_root_alone_bootstrapped(tmp_path):
     assert not any(r.schema_name == "subtasks" for r in backend.requests)
     assert len(backend.requests) == 6  # 30 examples in calls of 5, in batches of max_concurrency
     sample = ctx.store.dataset("sample")
-    kept, _ = results["filter"]
+    kept = results.filter.kept
     assert len(sample) == kept <= 30 and all(r["depth"] == 0 for r in sample)
     # bootstrapping: later batches show generated examples as demonstrations
     generated = {e.instruction for e in ctx.store.examples(origins=["generate"])}

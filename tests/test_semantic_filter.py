@@ -106,7 +106,7 @@ def test_the_stage_records_what_each_drop_collided_with(tmp_path: Path) -> None:
     cfg = build_config(CONFIG, "t")
     embedder = HashEmbedder()
     ctx, results = run_stages(cfg, tmp_path / "run", backend=ScriptedLLM(fake_model), embedder=embedder)
-    kept, total = results["semantic"]
+    kept, total = results.semantic.kept, results.semantic.judged
     assert 0 < kept < total
     dropped = [json.loads(line) for line in (tmp_path / "run/data/dropped.jsonl").read_text().splitlines()]
     semantic = [r for r in dropped if r["drop_stage"] == "semantic"]
@@ -182,7 +182,7 @@ def test_filter_file_refuses_a_semantic_threshold_out_of_range(tmp_path: Path) -
 def test_a_run_with_the_embedded_embedding_model_offline_and_its_rerun(tmp_path: Path) -> None:
     cfg = build_config({**CONFIG, "filter": {"semantic": {"enabled": True, "threshold": 0.98}}}, "t")
     ctx, results = run_stages(cfg, tmp_path / "run", backend=ScriptedLLM(fake_model))  # embeddings: local
-    kept, total = results["semantic"]
+    kept, total = results.semantic.kept, results.semantic.judged
     assert total > 0 and 0 <= kept <= total
     requests = run_summary(ctx.store)["calls"]["embed"]["calls"]
     model = ctx.store.conn.execute("SELECT DISTINCT model FROM embeddings").fetchall()

@@ -52,7 +52,7 @@ def test_filter_bar_counts_what_the_summary_counts(tmp_path):
     ctx, results = run_stages(make_config(), tmp_path / "run", backend=ScriptedLLM(fake_model), progress=progress)
     e = run_summary(ctx.store)["examples"]
     judged = e["kept"] + e["dropped_filter"]
-    assert progress.total["filter"] == judged == results["filter"][1]
+    assert progress.total["filter"] == judged == results.filter.judged
     assert progress.done["filter"] == judged  # the three seeds ahead of them are not counted
 
 

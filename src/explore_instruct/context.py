@@ -1,17 +1,16 @@
-"""What every stage needs, bundled: the store, the LLM client, the config, the profile, progress."""
+"""What every stage needs, bundled: the store, the LLM client, the config, the prompt builder, progress."""
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
-from explore_instruct.config import LLMConfig, RunConfig
-from explore_instruct.llm.base import CompletionRequest
+from explore_instruct.config import RunConfig
 from explore_instruct.llm.client import LLMClient
 from explore_instruct.llm.embed_client import EmbeddingClient
 from explore_instruct.llm.embeddings import Embedder
-from explore_instruct.profiles import Profile, load_profile, render_prompt
+from explore_instruct.profiles import Profile
+from explore_instruct.prompting import PromptBuilder
 from explore_instruct.runstore import RunStore
 
 
@@ -46,6 +45,7 @@ class RunContext:
     stage_clients: dict[str, LLMClient] = field(default_factory=dict)
     embedder: Embedder | None = None  # None: built from the config's `embeddings` section when needed
     _embedding_client: EmbeddingClient | None = field(default=None, repr=False)
+    _prompts: PromptBuilder | None = field(default=None, repr=False)
 
     def embedding_client(self) -> EmbeddingClient:
         """The run's embedding client: vectors cached in the run, calls logged, under the same budget."""
@@ -75,13 +75,15 @@ class RunContext:
             self._embedding_client = None
 
     @property
-    def profile(self) -> Profile:
-        return load_profile(self.config.domain)
+    def prompts(self) -> PromptBuilder:
+        """The run's prompt builder (config and profile only: no store needed to render a request)."""
+        if self._prompts is None or self._prompts.config is not self.config:
+            self._prompts = PromptBuilder.of(self.config)
+        return self._prompts
 
     @property
-    def output_format(self) -> str:
-        """What the prompts ask for: JSON unless the config forces the labelled text format."""
-        return "text" if self.config.llm.structured_output == "text" else "json"
+    def profile(self) -> Profile:
+        return self.prompts.profile
 
     def require_client(self) -> LLMClient:
         if self.client is None:
@@ -91,39 +93,3 @@ class RunContext:
     def client_for(self, stage: str) -> LLMClient:
         """The client `stage` calls: its own when it has one, else the run's."""
         return self.stage_clients.get(stage) or self.require_client()
-
-    def prompt_request(
-        self,
-        template: str,
-        *,
-        seed: int,
-        json_schema: dict[str, Any],
-        schema_name: str,
-        llm: LLMConfig | None = None,
-        **context: Any,
-    ) -> CompletionRequest:
-        """Render a prompt template of the run's domain into a request with the sampling settings of
-        `llm` (default: the run's `llm` section)."""
-        llm = llm or self.config.llm
-        prompt = render_prompt(
-            self.config.domain,
-            template,
-            domain_summary=self.profile.summary,
-            input_rule=self.profile.input,
-            output_format="text" if llm.structured_output == "text" else "json",
-            **context,
-        )
-        return CompletionRequest.chat(
-            prompt,
-            temperature=llm.temperature,
-            top_p=llm.top_p,
-            max_tokens=llm.max_tokens,
-            json_schema=json_schema,
-            schema_name=schema_name,
-            seed=seed,
-        )
-
-    def stable_seed(self, *parts: Any) -> int:
-        """A seed derived from the run's seed and `parts`: the same on every run and resume."""
-        text = "\x1f".join(str(p) for p in (self.config.seed, *parts))
-        return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big") & 0x7FFFFFFF

@@ -4,7 +4,8 @@ Calls follow from the config: exploration asks each node for M subtasks a round 
 children, so a node at depth d takes ceil(B[d] / M) rounds, and enrichment takes ceil(N[depth] /
 per_call) calls per task. Prompt tokens come from prompts rendered by the stages' own `build_request`
 for a representative node at each depth (placeholder sibling and child names, the root's seed examples
-as demonstrations), over a throw-away store in a temporary directory. Completion tokens come from the
+as demonstrations): building a prompt needs only the config and the profile, so the dry run creates
+no file. Completion tokens come from the
 seed examples' length: per_call examples per enrichment call; per subtask, a name, a reason and
 `examples_per_subtask` examples. Tokens are counted by `cost.estimate_tokens` (one per four characters).
 With `rate` enabled, one rating call per example enrichment asks for (prompt rendered for a seed
@@ -18,17 +19,15 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
-import tempfile
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 from explore_instruct.config import PricingConfig, RunConfig, per_depth
-from explore_instruct.context import RunContext
 from explore_instruct.cost import estimate_tokens, price, prompt_tokens
 from explore_instruct.llm.base import CompletionRequest, Usage
+from explore_instruct.prompting import PromptBuilder
 from explore_instruct.runstore import EstimateRow, RunStore, load_estimate_rows, save_estimate_rows
-from explore_instruct.start import LiveNode, insert_start
+from explore_instruct.start import LiveNode, live_start
 from explore_instruct.tree import Example
 
 # A typical subtask as the model writes it: a name of a few words and a one-sentence reason.
@@ -142,52 +141,45 @@ def estimate_run(config: RunConfig) -> RunEstimate:
     from explore_instruct.stages import explore as explore_stage
     from explore_instruct.stages import generate as generate_stage
 
-    with tempfile.TemporaryDirectory(prefix="explore-instruct-estimate-") as tmp:
-        store = RunStore.create(Path(tmp) / "run", config.to_yaml())
-        try:
-            ctx = RunContext(store, config)
-            root = insert_start(store, config)
-            nodes, explore_calls = _level_counts(root, config)
-            seeds = root.examples or [ex for n in root.walk() for ex in n.examples]
-            example_tokens = _example_tokens(seeds)
-            chain = _representatives(LiveNode(root.id, root.key, root.name, root.reason, 0, None, [], seeds), config)
+    builder = PromptBuilder.of(config)
+    root = live_start(config)
+    nodes, explore_calls = _level_counts(root, config)
+    seeds = root.examples or [ex for n in root.walk() for ex in n.examples]
+    example_tokens = _example_tokens(seeds)
+    chain = _representatives(LiveNode(root.id, root.key, root.name, root.reason, 0, None, [], seeds), config)
 
-            explore = StageEstimate("explore")
-            cfg = config.explore
-            first: dict[str, CompletionRequest] = {}
-            for depth, node in enumerate(chain[: cfg.max_depth]):
-                breadth = per_depth(cfg.breadth, depth)
-                rounds = math.ceil(breadth / cfg.new_per_call)
-                per_node = nodes[depth] * rounds
-                share = explore_calls[depth] / per_node if per_node else 0.0
-                siblings_below = node.children  # the next depth's peers: put back after this depth's rounds
-                for round_no in range(rounds):
-                    want = min(cfg.new_per_call, breadth - round_no * cfg.new_per_call)
-                    node.children = [_placeholder(node, i, []) for i in range(round_no * cfg.new_per_call)]
-                    request = explore_stage.build_request(ctx, node, want, round_no)
-                    first.setdefault("explore", request)
-                    calls = round(nodes[depth] * share)
-                    explore.add(
-                        calls, prompt_tokens(request), want * _subtask_tokens(example_tokens, cfg.examples_per_subtask)
-                    )
-                node.children = siblings_below
+    explore = StageEstimate("explore")
+    cfg = config.explore
+    first: dict[str, CompletionRequest] = {}
+    for depth, node in enumerate(chain[: cfg.max_depth]):
+        breadth = per_depth(cfg.breadth, depth)
+        rounds = math.ceil(breadth / cfg.new_per_call)
+        per_node = nodes[depth] * rounds
+        share = explore_calls[depth] / per_node if per_node else 0.0
+        siblings_below = node.children  # the next depth's peers: put back after this depth's rounds
+        for round_no in range(rounds):
+            want = min(cfg.new_per_call, breadth - round_no * cfg.new_per_call)
+            node.children = [_placeholder(node, i, []) for i in range(round_no * cfg.new_per_call)]
+            request = explore_stage.build_request(builder, node, want, round_no)
+            first.setdefault("explore", request)
+            calls = round(nodes[depth] * share)
+            explore.add(calls, prompt_tokens(request), want * _subtask_tokens(example_tokens, cfg.examples_per_subtask))
+        node.children = siblings_below
 
-            generate = StageEstimate("generate")
-            gen = config.generate
-            written = sum(count * per_depth(gen.examples_per_task, depth) for depth, count in enumerate(nodes))
-            for depth, count in enumerate(nodes):
-                node = chain[min(depth, len(chain) - 1)]
-                work = generate_stage.NodeWork(node, per_depth(gen.examples_per_task, depth))
-                calls = count * math.ceil(work.target / gen.per_call)
-                if not calls:
-                    continue
-                pool = generate_stage.demonstration_pool(work, gen.bootstrap)
-                request = generate_stage.build_request(ctx, work, 0, gen.per_call, pool)
-                first.setdefault("generate", request)
-                generate.add(calls, prompt_tokens(request), gen.per_call * example_tokens)
-            rated = _rate_estimate(ctx, nodes, seeds, first)
-        finally:
-            store.close()
+    generate = StageEstimate("generate")
+    gen = config.generate
+    written = sum(count * per_depth(gen.examples_per_task, depth) for depth, count in enumerate(nodes))
+    for depth, count in enumerate(nodes):
+        node = chain[min(depth, len(chain) - 1)]
+        work = generate_stage.NodeWork(node, per_depth(gen.examples_per_task, depth))
+        calls = count * math.ceil(work.target / gen.per_call)
+        if not calls:
+            continue
+        pool = generate_stage.demonstration_pool(work, gen.bootstrap)
+        request = generate_stage.build_request(builder, work, 0, gen.per_call, pool)
+        first.setdefault("generate", request)
+        generate.add(calls, prompt_tokens(request), gen.per_call * example_tokens)
+    rated = _rate_estimate(builder, nodes, seeds, first)
 
     batch = getattr(config.llm, "batch", None)
     batch_generate = bool(getattr(batch, "enabled", False))
@@ -202,19 +194,19 @@ def estimate_run(config: RunConfig) -> RunEstimate:
 
 
 def _rate_estimate(
-    ctx: RunContext, nodes: list[int], seeds: list[Example], first: dict[str, CompletionRequest]
+    prompts: PromptBuilder, nodes: list[int], seeds: list[Example], first: dict[str, CompletionRequest]
 ) -> list[StageEstimate]:
     """The rate stage, when enabled: one call per example enrichment asks for (an upper bound, as
     quality drops, duplicates, the filter and decontamination leave fewer), priced with the judge's prices."""
     from explore_instruct.stages import rate as rate_stage
 
-    config = ctx.config
+    config = prompts.config
     if not config.rate.enabled:
         return []
     examples = sum(count * per_depth(config.generate.examples_per_task, d) for d, count in enumerate(nodes))
     sample = seeds[0] if seeds else Example(PLACEHOLDER_NAME, "", PLACEHOLDER_REASON)
     request = rate_stage.build_request(
-        ctx, "estimate", sample, [config.root.name if config.root else "", PLACEHOLDER_NAME]
+        prompts, "estimate", sample, [config.root.name if config.root else "", PLACEHOLDER_NAME]
     )
     first.setdefault("rate", request)
     stage = StageEstimate("rate")

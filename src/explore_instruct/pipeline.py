@@ -6,7 +6,6 @@ The CLI is a thin layer over these functions; so are the baselines.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -21,7 +20,7 @@ from explore_instruct.llm.base import LLM, FatalLLMError, Usage
 from explore_instruct.llm.client import LLMClient, RetryPolicy
 from explore_instruct.llm.embeddings import Embedder
 from explore_instruct.runstore import CONFIG_FILE, RunStore
-from explore_instruct.stages import ALL_STAGES, BY_NAME
+from explore_instruct.stages import ALL_STAGES, BY_NAME, RunResults
 from explore_instruct.stages.rate import STAGE as RATE_STAGE
 from explore_instruct.start import insert_start, starting_tree
 
@@ -129,20 +128,22 @@ async def _check_backend(client: LLMClient) -> None:
     await client.backend.check()
 
 
-async def run_stages_async(ctx: RunContext, stages: Sequence[str]) -> dict[str, Any]:
-    """Run `stages` in order on `ctx`; returns what each stage reported."""
+async def run_stages_async(ctx: RunContext, stages: Sequence[str]) -> RunResults:
+    """Run `stages` in order on `ctx`, each once what it needs is there; returns what they reported."""
     unknown = [s for s in stages if s not in ALL_STAGES]
     if unknown:
         raise UserError(f"unknown stage(s): {', '.join(unknown)}")
-    results: dict[str, Any] = {}
+    results = RunResults()
     try:
-        if any(BY_NAME[s].uses_llm for s in stages):
+        if calls_llm(ctx.config, stages):
             await _check_backend(ctx.require_client())
         for client in ctx.stage_clients.values():
             await _check_backend(client)
         for name in stages:
-            result = BY_NAME[name].run(ctx)
-            results[name] = await result if inspect.isawaitable(result) else result
+            stage = BY_NAME[name]
+            if stage.needs.tree:  # "run 'explore' first" when there is none
+                ctx.store.require_tree()
+            results.record(name, await stage.run(ctx))
     except FatalLLMError as exc:
         raise RunStopped(f"{exc} (finished work is saved; fix it and rerun with --resume)") from None
     finally:
@@ -162,7 +163,7 @@ def run_stages(
     allow_model_change: bool = False,
     stage_backends: Mapping[str, LLM] | None = None,
     embedder: Embedder | None = None,
-) -> tuple[RunContext, dict[str, Any]]:
+) -> tuple[RunContext, RunResults]:
     """Open (or resume) the run at `run_dir` and run `stages`. Returns the context and results.
 
     `stage_backends` replaces the backend a stage with an endpoint of its own would build (tests);
@@ -172,7 +173,7 @@ def run_stages(
         from explore_instruct.decontaminate import build_index
 
         build_index(config.decontaminate.against, config.decontaminate.ngram)
-    needs_llm = any(BY_NAME[s].uses_llm for s in stages if s in BY_NAME)
+    needs_llm = calls_llm(config, stages)
     if needs_llm and backend is None:
         backend = build_backend(config)  # a bad llm section fails here, before anything is written
     store = open_run(
@@ -182,16 +183,36 @@ def run_stages(
         model_id=backend.model_id if needs_llm and backend is not None else None,
         allow_model_change=allow_model_change,
     )
-    if needs_llm:
-        from explore_instruct.estimate import estimate_run, load_estimate, save_estimate
+    return run_on_store(
+        store, config, stages, backend=backend, progress=progress, stage_backends=stage_backends, embedder=embedder
+    )
 
-        if not load_estimate(store.conn):  # the first estimate stays, for `stats` to compare: a resume skips it
-            save_estimate(store.conn, estimate_run(config))
+
+def calls_llm(config: RunConfig, stages: Sequence[str]) -> bool:
+    """Whether any of `stages` calls the run's LLM under `config` (a disabled rate stage does not)."""
+    return any(BY_NAME[s].calls_llm(config) for s in stages if s in BY_NAME)
+
+
+def run_on_store(
+    store: RunStore,
+    config: RunConfig,
+    stages: Sequence[str],
+    *,
+    backend: LLM | None = None,
+    progress: Progress | None = None,
+    stage_backends: Mapping[str, LLM] | None = None,
+    embedder: Embedder | None = None,
+) -> tuple[RunContext, RunResults]:
+    """Run `stages` on a run this process opened for writing, with `config` (which may differ from
+    the stored one: a study draws each cell's filter and sample from one generated pool)."""
+    needs_llm = calls_llm(config, stages)
+    if needs_llm:  # for `stats` to show beside the spend
+        keep_estimate(store, config)
     client = make_client(config, store, backend) if needs_llm else None
     ctx = RunContext(store, config, client, progress or SilentProgress(), embedder=embedder)
     ctx.stage_clients = make_stage_clients(config, store, stages, stage_backends)
 
-    async def go() -> dict[str, Any]:
+    async def go() -> RunResults:
         try:
             return await run_stages_async(ctx, stages)
         finally:
@@ -201,6 +222,17 @@ def run_stages(
                     await one.aclose()
 
     return ctx, asyncio.run(go())
+
+
+def keep_estimate(store: RunStore, config: RunConfig) -> None:
+    """Store the dry run's estimate of `config` in the run, for `stats` to show beside the spend.
+
+    The first estimate stays: a resume, whose calls are partly done, does not replace it.
+    """
+    from explore_instruct.estimate import estimate_run, load_estimate, save_estimate
+
+    if not load_estimate(store.conn):
+        save_estimate(store.conn, estimate_run(config))
 
 
 def import_tree(source_dir: str | Path, run_dir: str | Path, *, domain: str = "generic") -> RunStore:

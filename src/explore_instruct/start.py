@@ -12,6 +12,8 @@ from explore_instruct.config import RunConfig
 from explore_instruct.runstore import NodeRow, RunStore
 from explore_instruct.tree import DomainTree, Example, TaskNode, load_upstream
 
+ROOT_KEY = "root"  # a child's key is its parent's plus "/<position>"
+
 
 @dataclass
 class LiveNode:
@@ -60,6 +62,18 @@ def starting_tree(config: RunConfig) -> DomainTree:
     )
 
 
+def live_start(config: RunConfig) -> LiveNode:
+    """The starting tree as live nodes, without a store (no ids: every id is -1); what the dry run
+    renders its prompts from. Keys are the ones `insert_start` stores."""
+
+    def build(node: TaskNode, key: str, depth: int, parent: LiveNode | None) -> LiveNode:
+        live = LiveNode(-1, key, node.name, node.reason, depth, parent, examples=list(node.examples))
+        live.children = [build(child, f"{key}/{j}", depth + 1, live) for j, child in enumerate(node.children)]
+        return live
+
+    return build(starting_tree(config).root, ROOT_KEY, 0, None)
+
+
 def insert_start(store: RunStore, config: RunConfig) -> LiveNode:
     """Insert the starting tree (once) and return its root as live nodes."""
     tree = starting_tree(config)
@@ -85,7 +99,7 @@ def insert_start(store: RunStore, config: RunConfig) -> LiveNode:
         return live
 
     with store.transaction():
-        return insert(tree.root, "root", 0, 0, None)
+        return insert(tree.root, ROOT_KEY, 0, 0, None)
 
 
 def load_live_tree(store: RunStore, *, origins: tuple[str, ...] = ("seed", "import", "explore")) -> LiveNode:

@@ -12,9 +12,14 @@ from typing import Any
 from explore_instruct.estimate import estimate_vs_spent
 from explore_instruct.llm.client import ClientStats
 from explore_instruct.runstore import ExampleRow, RunStore, load_ratings
+from explore_instruct.stages import RunResults
 
 
-def run_summary(store: RunStore, session: ClientStats | None = None) -> dict[str, Any]:
+def run_summary(
+    store: RunStore, session: ClientStats | None = None, results: RunResults | None = None
+) -> dict[str, Any]:
+    """The run's figures; with `session` (the client's stats) and `results` (what the stages that
+    just ran reported) also this session's calls and the quality verdicts a resume recomputed."""
     nodes = store.nodes()
     examples = store.examples()
     produced = [e for e in examples if e.origin != "seed"]
@@ -43,6 +48,8 @@ def run_summary(store: RunStore, session: ClientStats | None = None) -> dict[str
         "endpoints": store.calls.usage_by_endpoint(),
         "estimate_vs_spent": estimate_vs_spent(store),
     }
+    if results is not None and (changed := results.verdicts_changed()):
+        summary["quality_verdicts_recomputed"] = changed  # a quality rule changed since they were stored
     if session is not None:
         summary["this_session"] = {
             stage: {

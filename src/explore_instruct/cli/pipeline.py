@@ -14,9 +14,9 @@ from explore_instruct.cli.progress import LOCAL_FIRST_REPLY_HINT, REMOTE_FIRST_R
 from explore_instruct.cli.vocabulary import AliasedCommand, api_key_env_option
 from explore_instruct.config import RunConfig, load_config, parse_override
 from explore_instruct.errors import UserError
-from explore_instruct.pipeline import ALL_STAGES, import_tree, run_stages, stored_config
+from explore_instruct.pipeline import import_tree, run_stages, stored_config
 from explore_instruct.runstore import CONFIG_FILE, RunStore
-from explore_instruct.stages import BY_NAME
+from explore_instruct.stages import ALL_STAGES, BY_NAME, RunResults
 from explore_instruct.summary import run_summary
 
 console = Console(stderr=True)
@@ -78,8 +78,10 @@ def _later_drops(e: dict[str, int]) -> str:
     return "".join(parts)
 
 
-def print_summary(store: RunStore, session: Any = None, to: Console = console) -> None:
-    s = run_summary(store, session)
+def print_summary(
+    store: RunStore, session: Any = None, to: Console = console, *, results: RunResults | None = None
+) -> None:
+    s = run_summary(store, session, results)
     table = Table(title=f"run {store.run_dir}", show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
@@ -95,6 +97,8 @@ def print_summary(store: RunStore, session: Any = None, to: Console = console) -
         f"duplicates, {e['dropped_filter']} too similar{_later_drops(e)} → {e['kept']} kept → "
         f"{e['sampled']} sampled",
     )
+    if changed := s.get("quality_verdicts_recomputed"):
+        table.add_row("quality verdicts", f"recomputed with the current rules: {changed} changed")
     if s["ratings"]["rated"]:
         r = s["ratings"]
         spread = ", ".join(f"{score}: {n}" for score, n in r["scores"].items())
@@ -177,7 +181,7 @@ def _config(config_file: Path, run_dir: Path, resume: bool, overrides: dict[str,
 
 def _progress(config: RunConfig) -> StageProgress:
     hint = LOCAL_FIRST_REPLY_HINT if config.llm.backend == "local" else REMOTE_FIRST_REPLY_HINT
-    llm_stages = frozenset(name for name, stage in BY_NAME.items() if stage.uses_llm)
+    llm_stages = frozenset(name for name, stage in BY_NAME.items() if stage.needs.llm)
     return StageProgress(llm_stages=llm_stages, first_reply_hint=hint)
 
 
@@ -194,25 +198,23 @@ def _run(
             config, run_dir, stages, resume=resume, progress=progress, allow_model_change=allow_model_change
         )
     session = ctx.client.stats if ctx.client else None
-    print_summary(ctx.store, session)
-    redrawn = any(s in results for s in ("filter", "semantic", "decontaminate", "rate")) and ctx.store.sample_ids()
-    if "sample" in results or redrawn:  # a stage that drops examples redraws a sample
+    print_summary(ctx.store, session, results=results)
+    redrawn = results.ran("filter", "semantic", "decontaminate", "rate") and ctx.store.sample_ids()
+    if results.sample is not None or redrawn:  # a stage that drops examples redraws a sample
         from explore_instruct.stages.sample import shortfall
 
         if short := shortfall(ctx):
             console.print(short, style="yellow", highlight=False)
-    if "filter" in results:
-        kept, total = results["filter"]
-        console.print(f"diversity filter: kept {kept} / {total}")
-    if "semantic" in results and config.filter.semantic.enabled:
-        kept, total = results["semantic"]
-        console.print(f"semantic filter: kept {kept} / {total}")
-    if "decontaminate" in results and config.decontaminate.against:
-        removed, judged = results["decontaminate"]
-        console.print(f"decontamination: removed {removed} / {judged}")
-    if "rate" in results and config.rate.enabled:
-        rated, dropped = results["rate"]
-        console.print(f"rating: rated {rated}, dropped {dropped} below {config.rate.threshold}")
+    if results.filter is not None:
+        console.print(f"diversity filter: kept {results.filter.kept} / {results.filter.judged}")
+    if results.semantic is not None and config.filter.semantic.enabled:
+        console.print(f"semantic filter: kept {results.semantic.kept} / {results.semantic.judged}")
+    if results.decontaminate is not None and config.decontaminate.against:
+        removed = results.decontaminate
+        console.print(f"decontamination: removed {removed.removed} / {removed.judged}")
+    if results.rate is not None and config.rate.enabled:
+        rated = results.rate
+        console.print(f"rating: rated {rated.rated}, dropped {rated.dropped} below {config.rate.threshold}")
     exports = ", ".join(p for p in ("tree.json", "data/kept.jsonl", "data/sample.json") if (run_dir / p).exists())
     console.print(f"wrote {exports} in {run_dir}")
     ctx.store.close()

@@ -27,7 +27,8 @@ from explore_instruct.llm.base import LLM
 DATA_FILE = "data.json"
 ANSWERS_FILE = "answers.jsonl"
 MODEL_DIR = "model"
-GENERATION_STAGES = ("explore", "prune", "generate")
+GENERATION_STAGES = ("explore", "prune", "generate")  # the generate step: one pool shared by the cells
+DATA_STAGES = ("filter", "semantic", "decontaminate", "rate", "sample")  # each data step: the cell's settings
 
 
 class StepFailed(Exception):
@@ -81,23 +82,22 @@ def run_generate(step: Step, ctx: StepContext) -> dict[str, Any]:
 
 
 def _run_records(step: Step, ctx: StepContext, size: int) -> list[dict[str, str]]:
-    """The cell's filter decision and sample, drawn again on the shared generated pool."""
-    from explore_instruct.context import RunContext
+    """The cell's data: the stages after generation, as `run` takes them (with the cell's filter and
+    sample settings), on the shared generated pool."""
     from explore_instruct.export import alpaca_record
+    from explore_instruct.pipeline import calls_llm, run_on_store
     from explore_instruct.runstore import RunStore
-    from explore_instruct.stages import filter as filter_stage
-    from explore_instruct.stages import sample as sample_stage
 
     p = step.params
     base = generation_config(ctx.plan.spec, ctx.plan.config, _dataset_of(step, ctx))
     data = base.model_dump(mode="json")
     data.update(filter=p["filter"], sample={**p["sample"], "size": size})
     cfg = build_config(data, f"{step.id}")
+    backend = ctx.backends.generator(cfg) if ctx.backends.generator and calls_llm(cfg, DATA_STAGES) else None
     store = RunStore.open(ctx.input("generate").path, write=True)
     try:
-        run = RunContext(store, cfg)
-        filter_stage.run(run)
-        drawn = sample_stage.run(run)
+        _, results = run_on_store(store, cfg, DATA_STAGES, backend=backend)
+        drawn = results.sample is not None and results.sample.size
         return [alpaca_record(r) for r in store.dataset("sample")] if drawn else []
     finally:
         store.close()

@@ -7,6 +7,7 @@ rebuilds exactly the same rows without duplicating any.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from explore_instruct.errors import UserError
+from explore_instruct.llm.base import Message
 from explore_instruct.runlock import lock_run_dir, unlock_run_dir
 from explore_instruct.runstore.calls import CallLog
 from explore_instruct.runstore.connection import connect, connect_readonly, open_database, transaction, upgraded_copy
@@ -33,8 +35,8 @@ CONFIG_FILE = "config.yaml"
 DROP_ORDER = ("quality", "duplicate", "filter", "semantic", "decontaminate", "rate")
 
 _SELECT_EXAMPLES = (
-    "SELECT id, key, node_id, origin, instruction, input, output, status, drop_stage, drop_reason, dup_of, score"
-    " FROM examples"
+    "SELECT id, key, node_id, origin, instruction, input, output, status, drop_stage, drop_reason, dup_of, score,"
+    " call_id FROM examples"
 )
 
 Which = Literal["sample", "kept", "all", "dropped", "reviewed"]
@@ -70,6 +72,7 @@ class ExampleRow:
     drop_reason: str | None
     dup_of: int | None
     score: float | None
+    call_id: int | None = None  # the logged call it came from (None: a seed or an imported example)
 
 
 @dataclass(frozen=True)
@@ -349,9 +352,16 @@ class RunStore:
             ),
         )
 
-    def add_examples(self, found: Iterable[NewExample]) -> None:
-        """Insert examples in the order given (that order numbers their rows); idempotent by key."""
+    def add_examples(self, found: Iterable[NewExample]) -> int:
+        """Store examples in the order given (that order numbers new rows), idempotent by key.
+
+        An example stored before keeps its row, but takes the quality verdict (and the text) given now:
+        the stage judged it again with the current rules, and the stored verdict must be that same one.
+        Returns how many stored rows changed.
+        """
+        changed = 0
         for new in found:
+            inserted = self.conn.total_changes
             self.add_example(
                 key=new.key,
                 node_id=new.node_id,
@@ -360,6 +370,46 @@ class RunStore:
                 call_id=new.call_id,
                 drop_reason=new.drop_reason,
             )
+            if self.conn.total_changes == inserted:  # already stored
+                changed += self._rejudge(new)
+        return changed
+
+    def _rejudge(self, new: NewExample) -> int:
+        """Give the stored row of `new.key` the verdict and text of `new`; 1 if that changed it.
+
+        Only a quality verdict is replaced: a keep leaves a later stage's drop for that stage to redo.
+        """
+        row = self.conn.execute(
+            "SELECT instruction, input, output, drop_stage, drop_reason FROM examples WHERE key = ?", (new.key,)
+        ).fetchone()
+        ex = new.example
+        same_text = (row["instruction"], row["input"], row["output"]) == (ex.instruction, ex.input, ex.output)
+        if same_text:
+            if new.drop_reason is None and row["drop_stage"] != "quality":
+                return 0  # still kept by quality (a later stage's drop stays for that stage to redo)
+            if new.drop_reason is not None and (row["drop_stage"], row["drop_reason"]) == ("quality", new.drop_reason):
+                return 0
+        self.conn.execute(
+            "UPDATE examples SET instruction = ?, input = ?, output = ?, call_id = ?, status = ?, drop_stage = ?,"
+            " drop_reason = ?, dup_of = NULL, score = NULL WHERE key = ?",
+            (
+                ex.instruction,
+                ex.input,
+                ex.output,
+                new.call_id,
+                "dropped" if new.drop_reason else "ok",
+                "quality" if new.drop_reason else None,
+                new.drop_reason,
+                new.key,
+            ),
+        )
+        return 1
+
+    def call_messages(self, call_id: int) -> tuple[Message, ...]:
+        """The messages of the logged call `call_id` (the prompt a stored example answered)."""
+        row = self.conn.execute("SELECT request FROM llm_calls WHERE id = ?", (call_id,)).fetchone()
+        messages = json.loads(row["request"])["messages"] if row is not None else []
+        return tuple(Message(m["role"], m["content"]) for m in messages)
 
     def examples(
         self,

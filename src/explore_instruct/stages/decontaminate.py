@@ -7,6 +7,7 @@ stage's earlier decisions; a dropped example names the question (`drop_reason`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from explore_instruct.context import RunContext
@@ -16,9 +17,14 @@ from explore_instruct.stages import sample
 STAGE = "decontaminate"
 
 
-def run(ctx: RunContext) -> tuple[int, int]:
-    """Returns (removed, judged)."""
-    ctx.store.require_tree()
+@dataclass(frozen=True)
+class DecontaminateResult:
+    removed: int
+    judged: int
+
+
+def run(ctx: RunContext) -> DecontaminateResult:
+    """Drop the examples that reached the stage and share an n-gram with an evaluation question."""
     cfg = ctx.config.decontaminate
     rows = ctx.store.reached(STAGE)
     drops: list[tuple[int, str, int | None, float | None]] = []
@@ -32,4 +38,4 @@ def run(ctx: RunContext) -> tuple[int, int]:
     with ctx.store.transaction():
         ctx.store.mark_dropped(STAGE, drops)
         sample.redraw(ctx)
-    return len(drops), len(rows)
+    return DecontaminateResult(len(drops), len(rows))

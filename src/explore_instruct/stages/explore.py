@@ -21,6 +21,7 @@ from explore_instruct.config import per_depth
 from explore_instruct.context import RunContext
 from explore_instruct.llm.base import CompletionRequest
 from explore_instruct.parse import Subtask, parse_subtasks, subtasks_schema
+from explore_instruct.prompting import PromptBuilder
 from explore_instruct.quality import PromptText, drop_reason, task_name_drop_reason
 from explore_instruct.runstore import NewExample
 from explore_instruct.start import LiveNode, insert_start
@@ -38,10 +39,13 @@ class FoundExamples:
     def add(self, node: LiveNode, key: str, example: Example, reason: str | None, call_id: int) -> None:
         self.by_node.setdefault(node.key, {})[key] = NewExample(key, node.id, "explore", example, call_id, reason)
 
-    def store(self, ctx: RunContext, root: LiveNode) -> None:
-        """Insert them in tree order, then reply order (a replay inserts nothing new)."""
+    def store(self, ctx: RunContext, root: LiveNode) -> int:
+        """Store them in tree order, then reply order; returns how many stored verdicts the current
+        quality rules changed (a replay under the same rules inserts and changes nothing)."""
         with ctx.store.transaction():
-            ctx.store.add_examples(new for node in root.walk() for new in self.by_node.get(node.key, {}).values())
+            return ctx.store.add_examples(
+                new for node in root.walk() for new in self.by_node.get(node.key, {}).values()
+            )
 
 
 def expected_nodes(max_depth: int, breadth: list[int]) -> int:
@@ -53,12 +57,13 @@ def expected_nodes(max_depth: int, breadth: list[int]) -> int:
     return total
 
 
-def build_request(ctx: RunContext, node: LiveNode, want: int, round_no: int) -> CompletionRequest:
-    cfg = ctx.config
-    seed = ctx.stable_seed(STAGE, node.key, round_no)
+def build_request(prompts: PromptBuilder, node: LiveNode, want: int, round_no: int) -> CompletionRequest:
+    """The lookahead (round 0) or backtracking request for `node`: a function of the tree and the config."""
+    cfg = prompts.config
+    seed = prompts.stable_seed(STAGE, node.key, round_no)
     rng = random.Random(seed)
     demos = rng.sample(node.examples, min(cfg.explore.demonstrations, len(node.examples)))
-    return ctx.prompt_request(
+    return prompts.request(
         "explore.txt",
         seed=seed,
         json_schema=subtasks_schema(want, cfg.explore.examples_per_subtask),
@@ -91,7 +96,7 @@ async def _explore_round(ctx: RunContext, node: LiveNode, want: int, round_no: i
     """
     client = ctx.require_client()
     added: list[LiveNode] = []
-    request = build_request(ctx, node, want, round_no)
+    request = build_request(ctx.prompts, node, want, round_no)
     prompt = PromptText.of(request, node.examples, _names_shown(node))
 
     def commit(subtasks: list[Subtask], call_id: int) -> None:
@@ -164,8 +169,18 @@ async def _visit(ctx: RunContext, node: LiveNode, found: FoundExamples) -> None:
     await asyncio.gather(*(_visit(ctx, child, found) for child in node.children))
 
 
-async def run(ctx: RunContext) -> LiveNode:
-    """Grow the tree from the starting tree to max depth K; returns the live root."""
+@dataclass(frozen=True)
+class ExploreResult:
+    """The grown tree (its live root), how many tasks it holds below the root, and how many stored
+    quality verdicts of the subtasks' examples the current rules changed."""
+
+    root: LiveNode
+    tasks: int
+    verdicts_changed: int
+
+
+async def run(ctx: RunContext) -> ExploreResult:
+    """Grow the tree from the starting tree to max depth K."""
     root = insert_start(ctx.store, ctx.config)
     cfg = ctx.config.explore
     ctx.progress.start(STAGE, expected_nodes(cfg.max_depth, cfg.breadth))
@@ -175,6 +190,6 @@ async def run(ctx: RunContext) -> LiveNode:
     try:
         await _visit(ctx, root, found)
     finally:  # a stopped stage stores what it got, so its exports show it
-        found.store(ctx, root)
+        changed = found.store(ctx, root)
     ctx.progress.finish(STAGE)
-    return root
+    return ExploreResult(root, len(root.walk()) - 1, changed)

@@ -6,6 +6,8 @@ the filter's earlier decisions, so it can be re-run with other settings.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from explore_instruct.context import RunContext
 from explore_instruct.rouge import FilterResult, diversity_filter
 from explore_instruct.runstore import ExampleRow
@@ -37,12 +39,19 @@ def greedy_drops(pool: list[ExampleRow], seeds: int, result: FilterResult, reaso
     return drops
 
 
-def run(ctx: RunContext) -> tuple[int, int]:
+@dataclass(frozen=True)
+class DiversityResult:
+    """What a diversity filter (ROUGE-L or semantic) kept of the examples it judged."""
+
+    kept: int
+    judged: int
+
+
+def run(ctx: RunContext) -> DiversityResult:
     """Drop examples whose instruction's ROUGE-L F1 with a kept one exceeds the threshold.
 
-    Returns (kept, total). Dropped rows record the kept example they collided with and the score.
+    Dropped rows record the kept example they collided with and the score.
     """
-    ctx.store.require_tree()
     cfg = ctx.config.filter
     rows = filter_candidates(ctx)
     # As in self-instruct, the seed instructions count as already kept: a copy of a seed is dropped.
@@ -75,4 +84,4 @@ def run(ctx: RunContext) -> tuple[int, int]:
         # The semantic filter judged what this filter kept before: its decisions are redone after it.
         ctx.store.mark_dropped(SEMANTIC_STAGE, [])
         sample.redraw(ctx)
-    return len(rows) - len(drops), len(rows)
+    return DiversityResult(len(rows) - len(drops), len(rows))

@@ -27,8 +27,10 @@ from explore_instruct.llm.base import Completion, CompletionRequest
 from explore_instruct.llm.batch import BatchTransport
 from explore_instruct.llm.client import Transport
 from explore_instruct.parse import examples_schema, parse_examples
+from explore_instruct.prompting import PromptBuilder
 from explore_instruct.quality import PromptText, drop_reason, exact_key
 from explore_instruct.runstore import NewExample
+from explore_instruct.stages import sample
 from explore_instruct.start import LiveNode, insert_start, load_live_tree
 from explore_instruct.tree import Example
 
@@ -61,14 +63,14 @@ def example_key(node_key: str, call_index: int, position: int) -> str:
 
 
 def build_request(
-    ctx: RunContext, work: NodeWork, call_index: int, count: int, pool: list[Example]
+    prompts: PromptBuilder, work: NodeWork, call_index: int, count: int, pool: list[Example]
 ) -> CompletionRequest:
-    cfg = ctx.config
+    """Enrichment call `call_index` of a task: a function of the tree, the pool and the config."""
     node = work.node
-    seed = ctx.stable_seed(STAGE, node.key, call_index)
+    seed = prompts.stable_seed(STAGE, node.key, call_index)
     rng = random.Random(seed)
-    demos = rng.sample(pool, min(cfg.generate.demonstrations, len(pool)))
-    return ctx.prompt_request(
+    demos = rng.sample(pool, min(prompts.config.generate.demonstrations, len(pool)))
+    return prompts.request(
         "generate.txt",
         seed=seed,
         json_schema=examples_schema(count),
@@ -154,7 +156,7 @@ async def _enrich_rounds(ctx: RunContext, work: NodeWork, rounds: BatchTransport
         counts[-1] = max(1, min(per_call, missing - per_call * (calls - 1)))
         start = work.calls_made
         work.calls_made += calls
-        requests = [build_request(ctx, work, start + i, count, pool) for i, count in enumerate(counts)]
+        requests = [build_request(ctx.prompts, work, start + i, count, pool) for i, count in enumerate(counts)]
         transport = None
         if rounds is not None and (not topping_up or ctx.config.llm.batch.top_ups == "batch"):
             await rounds.round(requests)  # batch mode: the calls go out with every other task's of this round
@@ -164,8 +166,23 @@ async def _enrich_rounds(ctx: RunContext, work: NodeWork, rounds: BatchTransport
         )
 
 
-async def run(ctx: RunContext) -> dict[str, int]:
-    """Enrich every (unpruned) task; returns examples generated per task key."""
+@dataclass(frozen=True)
+class GenerateResult:
+    """Examples kept per task key; on a resume, how many stored quality verdicts the current rules
+    changed; and how many examples were exact duplicates."""
+
+    kept: dict[str, int]
+    verdicts_changed: int
+    duplicates: int
+
+
+async def run(ctx: RunContext) -> GenerateResult:
+    """Enrich every (unpruned) task.
+
+    Every reply's records are judged by the current quality rules as they arrive (a resume replays
+    the logged replies), and that one verdict decides the top-up calls and is what gets stored: a
+    rule changed since the records were first stored updates them (`RunStore.add_examples`).
+    """
     insert_start(ctx.store, ctx.config)
     root = load_live_tree(ctx.store)
     pruned = {row.id for row in ctx.store.nodes() if row.pruned}
@@ -184,16 +201,41 @@ async def run(ctx: RunContext) -> dict[str, int]:
             finally:
                 await rounds.aclose()
     finally:  # a stopped stage stores what it got, so its exports show it
-        store_results(ctx, works)
-    mark_exact_duplicates(ctx)
+        add_earlier_records(ctx, works)
+        changed = store_results(ctx, works)
+    duplicates = mark_exact_duplicates(ctx)
     ctx.progress.finish(STAGE)
-    return {w.node.key: len(w.kept()) for w in works}
+    return GenerateResult({w.node.key: len(w.kept()) for w in works}, changed, duplicates)
 
 
-def store_results(ctx: RunContext, works: list[NodeWork]) -> None:
-    """Insert every reply's examples in tree order, then key order (a replay inserts nothing new)."""
+def add_earlier_records(ctx: RunContext, works: list[NodeWork]) -> None:
+    """Stored records of calls this session did not make, judged by the current rules too.
+
+    They come from calls an earlier session made under other rules or settings (top-ups a looser rule
+    no longer needs): paid for and in the call log, so they stay, judged like every other record
+    against the prompt they answered. A replay under unchanged rules leaves none.
+    """
+    by_node = {w.node.id: w for w in works}
+    for row in ctx.store.examples(origins=["generate"]):
+        work = by_node.get(row.node_id)
+        if work is None or row.key in work.results or row.call_id is None:
+            continue
+        ex = Example(row.instruction, row.input, row.output)
+        pool = demonstration_pool(work, ctx.config.generate.bootstrap)
+        prompt = PromptText.of(CompletionRequest(ctx.store.call_messages(row.call_id)), pool, work.node.path())
+        work.results[row.key] = NewExample(
+            row.key, row.node_id, "generate", ex, row.call_id, drop_reason(ex, ctx.profile, prompt)
+        )
+
+
+def store_results(ctx: RunContext, works: list[NodeWork]) -> int:
+    """Store every reply's examples in tree order, then key order; returns how many stored verdicts
+    changed (a replay under the same rules inserts and changes nothing)."""
     with ctx.store.transaction():
-        ctx.store.add_examples(w.results[key] for w in works for key in sorted(w.results))  # works: level order
+        changed = ctx.store.add_examples(w.results[key] for w in works for key in sorted(w.results))  # level order
+        if changed:  # a sample drawn before may hold an example the current rules drop
+            sample.redraw(ctx)
+    return changed
 
 
 def mark_exact_duplicates(ctx: RunContext) -> int:

@@ -6,6 +6,8 @@ task that will be pruned. Each run replaces the earlier decisions, so it can be 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from explore_instruct.context import RunContext
 from explore_instruct.rouge import prune_names
 from explore_instruct.start import insert_start
@@ -13,7 +15,12 @@ from explore_instruct.start import insert_start
 STAGE = "prune"
 
 
-def run(ctx: RunContext) -> int:
+@dataclass(frozen=True)
+class PruneResult:
+    pruned: int  # tasks marked pruned
+
+
+def run(ctx: RunContext) -> PruneResult:
     """Mark a task pruned when its name's ROUGE-L with an earlier task (level order) is too high."""
     insert_start(ctx.store, ctx.config)  # pruning may run before exploration ever did
     cfg = ctx.config.prune
@@ -28,4 +35,4 @@ def run(ctx: RunContext) -> int:
                 decisions.append((node.id, nodes[dup].id, result.score[i]))
     with ctx.store.transaction():
         ctx.store.set_pruned(decisions)
-    return len(decisions)
+    return PruneResult(len(decisions))

@@ -15,10 +15,12 @@ when it ends (or stops), so a killed run resumed gives the data an uninterrupted
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 from explore_instruct.context import RunContext
 from explore_instruct.llm.base import Completion, CompletionRequest
 from explore_instruct.parse import RATING_SCHEMA, parse_rating
+from explore_instruct.prompting import PromptBuilder
 from explore_instruct.ratings import Rating
 from explore_instruct.runstore import ExampleRow, clear_ratings, save_rating
 from explore_instruct.stages import sample
@@ -27,16 +29,16 @@ from explore_instruct.tree import Example
 STAGE = "rate"
 
 
-def build_request(ctx: RunContext, key: str, example: Example, task_path: list[str]) -> CompletionRequest:
+def build_request(prompts: PromptBuilder, key: str, example: Example, task_path: list[str]) -> CompletionRequest:
     """The rating request for the example stored under `key`, with the judge's sampling settings."""
-    return ctx.prompt_request(
+    return prompts.request(
         "rate.txt",
-        seed=ctx.stable_seed(STAGE, key),
+        seed=prompts.stable_seed(STAGE, key),
         json_schema=RATING_SCHEMA,
         schema_name="rating",
-        llm=ctx.config.rate.judge(ctx.config.llm),
+        llm=prompts.config.rate.judge(prompts.config.llm),
         task_path=" > ".join(task_path),
-        rubric=ctx.profile.rubric,
+        rubric=prompts.profile.rubric,
         example=example,
     )
 
@@ -50,13 +52,18 @@ def drop_reason(threshold: int) -> str:
     return f"rated below {threshold}"
 
 
-async def run(ctx: RunContext) -> tuple[int, int]:
-    """Rate every example that reached the stage; returns (rated, dropped).
+@dataclass(frozen=True)
+class RateResult:
+    rated: int
+    dropped: int  # rated below rate.threshold
+
+
+async def run(ctx: RunContext) -> RateResult:
+    """Rate every example that reached the stage.
 
     With `rate.enabled` off, earlier ratings and the drops they made are undone (the call log keeps
     the replies, so enabling it again sends nothing new).
     """
-    ctx.store.require_tree()
     cfg = ctx.config.rate
     rows = ctx.store.reached(STAGE) if cfg.enabled else []
     view = ctx.store.tree_view()
@@ -72,7 +79,7 @@ async def run(ctx: RunContext) -> tuple[int, int]:
                 rated[row.key] = rating
 
             request = build_request(
-                ctx, row.key, Example(row.instruction, row.input, row.output), view.path(row.node_id)
+                ctx.prompts, row.key, Example(row.instruction, row.input, row.output), view.path(row.node_id)
             )
             await client.call(request, stage=STAGE, parse=parse_reply, commit=commit)
             ctx.progress.advance(STAGE)
@@ -85,7 +92,7 @@ async def run(ctx: RunContext) -> tuple[int, int]:
         ctx.progress.finish(STAGE)
     else:
         _apply(ctx, rows, rated)
-    return len(rated), sum(r.score < cfg.threshold for r in rated.values())
+    return RateResult(len(rated), sum(r.score < cfg.threshold for r in rated.values()))
 
 
 def _apply(ctx: RunContext, rows: list[ExampleRow], rated: dict[str, Rating]) -> None:

@@ -29,12 +29,17 @@ def _even_quotas(available: dict[str, int], size: int) -> dict[str, int]:
     return quotas
 
 
-def run(ctx: RunContext) -> int:
-    """Draw the sample and store it; returns its size."""
+@dataclass(frozen=True)
+class SampleResult:
+    size: int  # examples drawn (fewer than sample.size when the pool is short: `shortfall` says why)
+
+
+def run(ctx: RunContext) -> SampleResult:
+    """Draw the sample and store it."""
     chosen = draw(ctx)
     with ctx.store.transaction():
         ctx.store.set_sample(chosen)
-    return len(chosen)
+    return SampleResult(len(chosen))
 
 
 def redraw(ctx: RunContext) -> None:

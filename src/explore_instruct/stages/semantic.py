@@ -12,17 +12,16 @@ from __future__ import annotations
 from explore_instruct.context import RunContext
 from explore_instruct.semantic import semantic_filter
 from explore_instruct.stages import sample
-from explore_instruct.stages.filter import Drop, filter_candidates, greedy_drops
+from explore_instruct.stages.filter import DiversityResult, Drop, filter_candidates, greedy_drops
 
 STAGE = "semantic"
 
 
-async def run(ctx: RunContext) -> tuple[int, int]:
+async def run(ctx: RunContext) -> DiversityResult:
     """Drop instructions whose embedding's cosine similarity with a kept one exceeds the threshold.
 
-    Returns (kept, total). Dropped rows record the kept example they collided with and the similarity.
+    Dropped rows record the kept example they collided with and the similarity.
     """
-    ctx.store.require_tree()
     cfg = ctx.config.filter.semantic
     rows = filter_candidates(ctx, STAGE)
     drops: list[Drop] = []
@@ -51,4 +50,4 @@ async def run(ctx: RunContext) -> tuple[int, int]:
     with ctx.store.transaction():
         ctx.store.mark_dropped(STAGE, drops)
         sample.redraw(ctx)
-    return len(rows) - len(drops), len(rows)
+    return DiversityResult(len(rows) - len(drops), len(rows))

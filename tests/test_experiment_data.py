@@ -18,8 +18,7 @@ from explore_instruct.experiment.steps import (
     run_data,
     run_generate,
 )
-from explore_instruct.ratings import load_ratings
-from explore_instruct.runstore import RunStore
+from explore_instruct.runstore import RunStore, load_ratings
 from explore_instruct.stages import ALL_STAGES
 from tests.test_experiment_helpers import backends, write_study
 

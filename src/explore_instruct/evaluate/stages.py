@@ -7,7 +7,6 @@ endpoint). Every output is written atomically, and only once the stage has all i
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -95,23 +94,22 @@ def answer_file(
     gguf_file: str | None = None,
     backend: LLM | None = None,
     model_id: str | None = None,
-    batch_size: int = 8,
     endpoint: EndpointSettings | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> AnswerSummary:
     """Answer every question with a local model (`model`) or an endpoint backend (`backend`)."""
     if (model is None) == (backend is None):
-        raise UserError("give exactly one of --model PATH (a local model) or --base-url URL")
+        raise UserError("give exactly one of model (a local model) or base_url", settings=("model", "base_url"))
     questions = read_questions(questions_path)
     if backend is None:
         assert model is not None
         generated, described, fmt = answer_with_local_model(
-            model, gguf_file, questions, settings, batch_size=batch_size, progress=progress
+            model, gguf_file, questions, settings, batch_size=settings.batch_size, progress=progress
         )
-        settings = dataclasses.replace(settings, prompt_format=fmt)  # the answers record what was used
+        settings = settings.model_copy(update={"prompt_format": fmt})  # the answers record what was used
     else:
         described = backend.model_id
-        settings = dataclasses.replace(settings, prompt_format=endpoint_prompt_format(settings.prompt_format))
+        settings = settings.model_copy(update={"prompt_format": endpoint_prompt_format(settings.prompt_format)})
         client = _client(keep_truncated(backend), out, endpoint or EndpointSettings())
         generated, failures = asyncio.run(_run_with(client, lambda c: answer_with_client(c, questions, settings)))
         if failures:
@@ -155,20 +153,19 @@ def judge_files(
     *,
     table_path: str | Path | None = None,
     endpoint: EndpointSettings | None = None,
-    bootstrap: int = 2000,
-    seed: int = 0,
 ) -> JudgeOutcome:
     """Judge candidate against baseline on every question, in both orders; write JSON + Markdown."""
     questions = read_questions(questions_path)
     baseline_answers, candidate_answers = read_answers(baseline_path), read_answers(candidate_path)
     baseline = match_answers(questions, baseline_answers, baseline_path)
     candidate = match_answers(questions, candidate_answers, candidate_path)
-    # A review cut at --max-tokens is still stored and parsed (its verdict line may be missing).
+    # A review cut at max_tokens is still stored and parsed (its verdict line may be missing).
+    settings = settings.for_backend(backend)  # the verdict format `auto` means for this judge
     client = _client(keep_truncated(backend), out, endpoint or EndpointSettings())
     judged = asyncio.run(_run_with(client, lambda c: judge_pairs(c, questions, baseline, candidate, settings)))
 
     outcomes = [pair_outcome(p) for p in judged]
-    summaries = summarise(outcomes, resamples=bootstrap, seed=seed)
+    summaries = summarise(outcomes, resamples=settings.bootstrap, seed=settings.seed)
     names = {
         "baseline": _label(baseline_answers, baseline_path),
         "candidate": _label(candidate_answers, candidate_path),
@@ -191,7 +188,7 @@ def judge_files(
     result = {
         **names,
         "judge_model": backend.model_id,
-        "settings": asdict(settings),
+        "settings": settings.model_dump(),
         "not_judged": {"unparsed": unparsed, "failed": failed},
         "summary": [s.to_dict() for s in summaries],
         "pairs": pairs,

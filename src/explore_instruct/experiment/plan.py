@@ -252,11 +252,7 @@ def build_plan(spec: ExperimentSpec, config: RunConfig) -> Plan:
         judge = ev.judge
         judge_params = {
             "llm": {k: v for k, v in judge.llm.model_dump(mode="json").items() if k not in _NOT_IN_REQUEST},
-            "temperature": judge.temperature,
-            "max_tokens": judge.max_tokens,
-            "bootstrap": judge.bootstrap,
-            "seed": judge.seed,
-            "format": judge.format,
+            **judge.settings_dict(),
         }
         for cand_name, base, qi in comparisons:
             add(

@@ -111,7 +111,7 @@ def _answer(
     assert endpoint is not None and settings is not None  # filled in by with_settings
     if (model is None) and (endpoint.base_url is None):
         raise UserError(
-            "give model (a local model) or base_url with model (a served one)", settings=("model", "base_url")
+            "give model (a local folder or file) or base_url with model (a served one)", settings=("model", "base_url")
         )
     if endpoint.base_url:
         llm = _endpoint(endpoint, model, api_key_env, "text")

@@ -47,7 +47,8 @@ SETTING_SPELLINGS: dict[str, str] = {"--" + name.replace("_", "-"): flag for nam
 def flag_words(message: str, settings: tuple[str, ...]) -> str:
     """`message` with each setting name it uses (`settings`) written as the command line's flag."""
     for name in sorted(set(settings), key=len, reverse=True):  # longest first: max_length inside max_length_x
-        message = re.sub(rf"(?<![\w.-]){re.escape(name)}(?![\w-])", flag_of(name), message)
+        # A name inside a path or a longer word (`out/`, `seeds.json`, `liger-kernel`) is not the setting.
+        message = re.sub(rf"(?<![\w./-]){re.escape(name)}(?![\w/-]|\.\w)", flag_of(name), message)
     return message
 
 

@@ -279,7 +279,7 @@ def select_cells(plan: Plan, only: list[str] | None) -> set[str]:
         return set(names)
     unknown = [o for o in only if o not in names]
     if unknown:
-        raise UserError(f"--only {unknown[0]}: not a cell (cells: {', '.join(names)})")
+        raise UserError(f"only {unknown[0]}: not a cell (cells: {', '.join(names)})", settings=("only",))
     return set(only)
 
 

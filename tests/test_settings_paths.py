@@ -184,6 +184,25 @@ def test_a_bad_value_is_refused_by_the_command_and_the_spec_naming_the_same_sett
     assert f"{flag_of(name)} {problem}" in " ".join(cli_message.split())
 
 
+ENDPOINT_BAD = [
+    (name, bad_value(LLMConfig, name)) for name in ENDPOINT_SETTINGS if bad_value(LLMConfig, name) is not None
+]
+
+
+@pytest.mark.parametrize(("name", "bad"), ENDPOINT_BAD, ids=[n for n, _ in ENDPOINT_BAD])
+def test_a_bad_endpoint_value_is_refused_by_the_commands_and_the_spec_alike(
+    name: str, bad: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(ValidationError) as refused:
+        ExperimentSpec.model_validate(spec_data(judge={"llm": {"backend": "openai", "model": "judge", name: bad}}))
+    spec_message = _location(refused.value)
+    assert spec_message.startswith(f"evaluate.judge.llm.{name}: ")
+    problem = spec_message.removeprefix(f"evaluate.judge.llm.{name}: ")
+    for cmd in ("answer", "judge"):
+        assert main([cmd, *REQUIRED[cmd], "--base-url", URL, "--model", "m", flag_of(name), str(bad)]) == 2
+        assert f"{flag_of(name)} {problem}" in " ".join(capsys.readouterr().err.split())
+
+
 def test_a_library_message_names_the_setting_and_the_command_line_its_flag(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -107,7 +107,9 @@ def test_old_spellings_reach_the_new_options(tmp_path, capsys):
 
 
 PARAMS = [
-    p for p in typer.main.get_command(app).commands["answer"].params if p.name in ("base_url", "model", "max_tokens")
+    p
+    for p in typer.main.get_command(app).commands["answer"].params
+    if p.name in ("base_url", "model", "max_new_tokens")
 ]
 
 

@@ -496,8 +496,10 @@ def test_dry_run_of_a_new_study_estimates_work(
 
 
 def test_existing_folder_needs_resume(study: dict[str, Any]) -> None:
-    with pytest.raises(UserError, match="pass --resume"):
+    # The library names the setting; the command line prints it as --resume.
+    with pytest.raises(UserError, match="pass resume to continue it") as refused:
         run_experiment(study["spec"], study["out"], backends=backends())
+    assert refused.value.settings == ("resume",)
 
 
 @pytest.mark.parametrize("preset", sorted((REPO / "configs" / "experiments").glob("*.yaml")), ids=lambda p: p.stem)

@@ -224,7 +224,7 @@ def test_out_folder_empty_or_of_this_experiment_is_accepted(tmp_path: Path, caps
     (out / "spec.resolved.yaml").write_text(yaml.safe_dump({"name": "tiny", "seed": 99}))  # an edited spec
     (out / "explore_instruct.db").write_bytes(b"")
     check_out_dir(plan, out, resume=True)
-    with pytest.raises(UserError, match="pass --resume"):
+    with pytest.raises(UserError, match="pass resume"):
         check_out_dir(plan, out, resume=False)
     assert main(["experiment", str(spec), "--out", str(out), "--dry-run"]) == 0
     file_out = tmp_path / "a-file"

@@ -91,7 +91,7 @@ def test_defaults_cover_the_paper_domains():
         (lambda d: categories_for("cooking"), "no default SuperNI categories for domain 'cooking'"),
         (lambda d: sample_superni(d, ["Poem Generation"], 5), "no task matches"),
         (lambda d: sample_superni(d / "missing", ["Paraphrasing"], 5), "not a directory"),
-        (lambda d: sample_superni(d, ["Paraphrasing"], 0), "--sample-size must be a positive number"),
+        (lambda d: sample_superni(d, ["Paraphrasing"], 0), "sample_size must be a positive number"),
     ],
 )
 def test_bad_input(superni: Path, call, message):

@@ -159,7 +159,7 @@ def fair_judge(request: CompletionRequest) -> str:
 def test_fair_judge_in_both_orders(eval_files: tuple[Path, Path, Path], tmp_path: Path) -> None:
     q, base, cand = eval_files
     backend = ScriptedLLM(fair_judge, model_id="judge")
-    result = judge_files(q, base, cand, tmp_path / "res.json", backend, JudgeSettings(), bootstrap=200)
+    result = judge_files(q, base, cand, tmp_path / "res.json", backend, JudgeSettings(bootstrap=200))
     assert len(backend.requests) == 2 * len(QUALITY)  # every pair, both orders
     by_class = {s["cls"]: s for s in result.summaries}
     assert (by_class["rewrite"]["win"], by_class["rewrite"]["tie"], by_class["rewrite"]["lose"]) == (1, 1, 1)
@@ -181,7 +181,7 @@ def test_fair_judge_in_both_orders(eval_files: tuple[Path, Path, Path], tmp_path
 def test_position_biased_judge_yields_ties(eval_files: tuple[Path, Path, Path], tmp_path: Path) -> None:
     q, base, cand = eval_files
     backend = ScriptedLLM(lambda r: "Assistant 1 > Assistant 2", model_id="biased")
-    result = judge_files(q, base, cand, tmp_path / "res.json", backend, JudgeSettings(), bootstrap=200)
+    result = judge_files(q, base, cand, tmp_path / "res.json", backend, JudgeSettings(bootstrap=200))
     overall = result.summaries[-1]
     assert (overall["win"], overall["tie"], overall["lose"]) == (0, 5, 0)
     assert overall["disagreement_rate"] == 1.0
@@ -205,9 +205,8 @@ def test_unparseable_reviews_are_retried_then_counted_apart(
         cand,
         tmp_path / "res.json",
         backend,
-        JudgeSettings(),
+        JudgeSettings(bootstrap=200),
         endpoint=EndpointSettings(retries=2, retry_delay=0),
-        bootstrap=200,
     )
     overall = result.summaries[-1]
     assert overall["unparsed"] == 1 and overall["failed"] == 0
@@ -232,11 +231,11 @@ def test_failing_endpoint_resumes_from_the_cache(eval_files: tuple[Path, Path, P
         return fair_judge(request)
 
     first = judge_files(
-        q, base, cand, out, ScriptedLLM(flaky, model_id="judge"), JudgeSettings(), endpoint=endpoint, bootstrap=200
+        q, base, cand, out, ScriptedLLM(flaky, model_id="judge"), JudgeSettings(bootstrap=200), endpoint=endpoint
     )
     assert first.failed_pairs == 1
     again = ScriptedLLM(fair_judge, model_id="judge")
-    second = judge_files(q, base, cand, out, again, JudgeSettings(), endpoint=endpoint, bootstrap=200)
+    second = judge_files(q, base, cand, out, again, JudgeSettings(bootstrap=200), endpoint=endpoint)
     assert second.failed_pairs == 0
     assert len(again.requests) == 2  # only q4's two orders were asked again
     assert second.summaries[-1]["win"] == 3
@@ -259,7 +258,7 @@ def test_mismatched_answer_files_name_the_ids(
         match=r"3 question\(s\) have no answer: q3, q4, q5; 1 answer\(s\) match no "
         r"question: zz9",
     ):
-        judge_files(q, base, short, tmp_path / "r.json", ScriptedLLM(fair_judge), JudgeSettings())
+        judge_files(q, base, short, tmp_path / "r.json", ScriptedLLM(fair_judge), JudgeSettings(bootstrap=200))
     code = main(
         [
             "judge",
@@ -379,10 +378,10 @@ def test_truncated_review_is_kept_and_named(eval_files: tuple[Path, Path, Path],
     backend = ScriptedLLM(long_winded, model_id="judge")
     endpoint = EndpointSettings(retries=0, retry_delay=0)
     with pytest.raises(RunStopped, match="no pair could be judged"):
-        judge_files(q, base, cand, tmp_path / "res.json", backend, JudgeSettings(), endpoint=endpoint, bootstrap=200)
+        judge_files(q, base, cand, tmp_path / "res.json", backend, JudgeSettings(bootstrap=200), endpoint=endpoint)
     assert len(backend.requests) == 2 * len(QUALITY)  # stored on arrival, not retried as a failed call
     pair = json.loads((tmp_path / "res.json").read_text())["pairs"][0]
-    assert "cut at --max-tokens" in pair["candidate_first"]["error"]
+    assert "cut at max_tokens" in pair["candidate_first"]["error"]
     assert pair["candidate_first"]["review"].startswith("Let me weigh")
 
 

@@ -42,9 +42,9 @@ def test_embedded_judge_gives_a_verdict_for_every_order(tmp_path: Path) -> None:
     endpoint = EndpointSettings(concurrency=1, retries=0)
 
     judge = LocalLLM(n_ctx=2048)
-    settings = JudgeSettings(max_tokens=256, format=resolve_format("auto", judge))
+    settings = JudgeSettings(max_tokens=256, format=resolve_format("auto", judge), bootstrap=200)
     assert settings.format == "json"
-    result = judge_files(q, base, cand, out, judge, settings, endpoint=endpoint, bootstrap=200)
+    result = judge_files(q, base, cand, out, judge, settings, endpoint=endpoint)
 
     assert result.unparsed_pairs == 0 and result.failed_pairs == 0
     saved = json.loads(out.read_text())
@@ -62,5 +62,5 @@ def test_embedded_judge_gives_a_verdict_for_every_order(tmp_path: Path) -> None:
 
     # A rerun reads every review from the cache: the model is never loaded again.
     again = LocalLLM(n_ctx=2048)
-    judge_files(q, base, cand, out, again, settings, endpoint=endpoint, bootstrap=200)
+    judge_files(q, base, cand, out, again, settings, endpoint=endpoint)
     assert again._llama is None

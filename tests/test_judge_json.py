@@ -26,7 +26,7 @@ from explore_instruct.llm.openai_compat import OpenAICompatLLM
 from explore_instruct.llm.scripted import ScriptedLLM
 from tests.test_judge import QUALITY, SCORE, _answers_in, write_eval_files
 
-JSON = JudgeSettings(format="json")
+JSON = JudgeSettings(format="json", bootstrap=200)
 
 
 @pytest.fixture
@@ -124,7 +124,7 @@ def test_json_judge_in_both_orders_and_rerun_is_free(eval_files: tuple[Path, Pat
     q, base, cand = eval_files
     out = tmp_path / "res.json"
     backend = ScriptedLLM(scoring_judge, model_id="judge")
-    result = judge_files(q, base, cand, out, backend, JSON, bootstrap=200)
+    result = judge_files(q, base, cand, out, backend, JSON)
     assert len(backend.requests) == 2 * len(QUALITY)
     assert all(r.json_schema == VERDICT_SCHEMA for r in backend.requests)
     assert all("assistant_1_score" in r.messages[-1].content for r in backend.requests)
@@ -141,16 +141,16 @@ def test_json_judge_in_both_orders_and_rerun_is_free(eval_files: tuple[Path, Pat
     assert result.summaries[-1]["beat_rate"] == pytest.approx(3 / 4)
 
     again = ScriptedLLM(scoring_judge, model_id="judge")
-    judge_files(q, base, cand, out, again, JSON, bootstrap=200)
+    judge_files(q, base, cand, out, again, JSON)
     assert again.requests == []  # every review comes from the cache
 
 
 def test_json_and_text_reviews_are_cached_apart(eval_files: tuple[Path, Path, Path], tmp_path: Path) -> None:
     q, base, cand = eval_files
     out = tmp_path / "res.json"
-    judge_files(q, base, cand, out, ScriptedLLM(scoring_judge, model_id="judge"), JSON, bootstrap=200)
+    judge_files(q, base, cand, out, ScriptedLLM(scoring_judge, model_id="judge"), JSON)
     text_judge = ScriptedLLM(lambda r: "Assistant 1 = Assistant 2", model_id="judge")
-    result = judge_files(q, base, cand, out, text_judge, JudgeSettings(format="text"), bootstrap=200)
+    result = judge_files(q, base, cand, out, text_judge, JudgeSettings(format="text", bootstrap=200))
     assert len(text_judge.requests) == 2 * len(QUALITY)  # a text request is another request
     assert all(r.json_schema is None for r in text_judge.requests)
     assert result.summaries[-1]["tie"] == len(QUALITY)
@@ -168,7 +168,7 @@ def test_scoreless_json_reviews_are_kept_and_counted_unparsed(
 
     backend = ScriptedLLM(judge, model_id="judge")
     endpoint = EndpointSettings(retries=1, retry_delay=0)
-    result = judge_files(q, base, cand, tmp_path / "res.json", backend, JSON, endpoint=endpoint, bootstrap=200)
+    result = judge_files(q, base, cand, tmp_path / "res.json", backend, JSON, endpoint=endpoint)
     assert result.unparsed_pairs == 1 and result.failed_pairs == 0
     assert len(backend.requests) == 2 * 4 + 2 * 2  # q2's orders: the first seed and one retry each
     q2 = next(p for p in json.loads((tmp_path / "res.json").read_text())["pairs"] if p["question_id"] == "q2")
@@ -185,7 +185,6 @@ def test_scoreless_json_reviews_are_kept_and_counted_unparsed(
             ScriptedLLM(lambda r: "I like both.", model_id="judge"),
             JSON,
             endpoint=EndpointSettings(retries=0, retry_delay=0),
-            bootstrap=200,
         )
 
 

@@ -225,7 +225,9 @@ class ModelEndpoint(Strict):
     """Which model answers and where: the fields `llm` and `embeddings` share, validated once."""
 
     backend: Literal["local", "openai"] = "local"
-    base_url: Annotated[str, AfterValidator(check_base_url)] | None = None
+    base_url: Annotated[str, AfterValidator(check_base_url)] | None = Field(
+        None, description="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1."
+    )
     model: Name | None = None
     model_path: Name | None = Field(None, description="GGUF file for the local backend")
     api_key_env: str | None = Field(None, description="name of the environment variable holding the key")
@@ -250,13 +252,17 @@ class EmbeddingsConfig(ModelEndpoint):
     batch_size: int = Field(64, ge=1, le=2048, description="texts per embedding request")
 
 
+# The `llm` settings a command without a run config (`answer`, `judge`) takes as options.
+ENDPOINT_SETTINGS: tuple[str, ...] = ("base_url", "timeout", "max_concurrency", "retries")
+
+
 class LLMConfig(ModelEndpoint):
     temperature: float = Field(1.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     max_tokens: int = Field(2048, ge=16, le=1_000_000)
-    max_concurrency: int = Field(8, ge=1, le=512)
-    timeout: float = Field(120.0, gt=0, le=86_400, description="seconds per request")
-    retries: int = Field(4, ge=0, le=20)
+    max_concurrency: int = Field(8, ge=1, le=512, description="Requests in flight.")
+    timeout: float = Field(120.0, gt=0, le=86_400, description="Seconds per request.")
+    retries: int = Field(4, ge=0, le=20, description="Retries per request (errors and unparseable replies).")
     structured_output: StructuredSetting = "auto"
     batch: BatchConfig = Field(default_factory=BatchConfig)
     endpoints: list[EndpointConfig] | None = Field(None, description="several servers of llm.model (openai backend)")

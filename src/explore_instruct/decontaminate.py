@@ -79,7 +79,7 @@ class ContaminationIndex:
 def build_index(sources: Sequence[str | Path], ngram: int = DEFAULT_NGRAM) -> ContaminationIndex:
     """The index of every question file in `sources` (read and checked by `read_questions`)."""
     if ngram < 1:
-        raise UserError(f"--ngram must be at least 1, not {ngram}")
+        raise UserError(f"ngram must be at least 1, not {ngram}", settings=("ngram",))
     index = ContaminationIndex(ngram)
     for source in sources:
         for q in read_questions(source):

@@ -1,8 +1,12 @@
 """Errors that end a command with a clear one-line message.
 
 `UserError` is bad input (a config, a file, a flag): the CLI prints its message and exits with code 2.
+A message names settings by their setting names (`learning_rate`, `resume`), never by a flag; the
+names it uses are listed in `settings`, and the CLI rewrites each to its flag when it prints.
 `RunStopped` is a fault the run cannot work around (endpoint unreachable, credentials refused).
 """
+
+from collections.abc import Iterable
 
 
 class UserError(Exception):
@@ -10,11 +14,19 @@ class UserError(Exception):
 
     exit_code = 2
 
+    def __init__(self, *args: object, settings: Iterable[str] = ()) -> None:
+        super().__init__(*args)
+        self.settings = tuple(settings)  # the setting names the message uses, as written in it
+
 
 class RunStopped(Exception):
     """The run cannot go on (e.g. the LLM endpoint is unreachable); finished work is kept. Exit code 1."""
 
     exit_code = 1
+
+    def __init__(self, *args: object, settings: Iterable[str] = ()) -> None:
+        super().__init__(*args)
+        self.settings = tuple(settings)
 
 
 class MissingExtra(UserError):

@@ -37,13 +37,17 @@ class FilterFileOptions:
     def check(self) -> None:
         """Bad options are one clear line each, before any file is read."""
         if not 0.0 <= self.threshold <= 1.0:  # NaN fails this too
-            raise UserError(f"--threshold must be between 0 and 1, not {self.threshold}")
+            raise UserError(f"threshold must be between 0 and 1, not {self.threshold}", settings=("threshold",))
         if self.semantic is not None and not -1.0 <= self.semantic <= 1.0:
-            raise UserError(f"--semantic must be a cosine similarity between -1 and 1, not {self.semantic}")
+            raise UserError(
+                f"semantic must be a cosine similarity between -1 and 1, not {self.semantic}", settings=("semantic",)
+            )
         if self.tokenizer not in TOKENIZERS:
-            raise UserError(f"--tokenizer must be one of {', '.join(TOKENIZERS)}, not {self.tokenizer!r}")
+            raise UserError(
+                f"tokenizer must be one of {', '.join(TOKENIZERS)}, not {self.tokenizer!r}", settings=("tokenizer",)
+            )
         if self.workers is not None and self.workers < 1:
-            raise UserError("--workers must be at least 1")
+            raise UserError("workers must be at least 1", settings=("workers",))
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ def open_run(
     """
     if RunStore.exists(run_dir):
         if not resume:
-            raise UserError(f"{run_dir}: already holds a run; pass --resume to continue it")
+            raise UserError(f"{run_dir}: already holds a run; pass resume to continue it", settings=("resume",))
         store = RunStore.open(run_dir, write=True)
         try:
             if model_id is not None and not allow_model_change:
@@ -71,7 +71,8 @@ def _refuse_model_change(store: RunStore, model_id: str) -> None:
     if used:
         raise UserError(
             f"{store.run_dir}: its replies came from {', '.join(used)}, this run would use {model_id}; "
-            "pass --allow-model-change to mix the two models' data"
+            "pass allow_model_change to mix the two models' data",
+            settings=("allow_model_change",),
         )
 
 
@@ -145,7 +146,9 @@ async def run_stages_async(ctx: RunContext, stages: Sequence[str]) -> RunResults
                 ctx.store.require_tree()
             results.record(name, await stage.run(ctx))
     except FatalLLMError as exc:
-        raise RunStopped(f"{exc} (finished work is saved; fix it and rerun with --resume)") from None
+        raise RunStopped(
+            f"{exc} (finished work is saved; fix it and rerun with resume)", settings=("resume",)
+        ) from None
     finally:
         if ctx.store.nodes():  # exports reflect whatever finished, even when a stage stopped
             write_run_exports(ctx.store)
@@ -245,7 +248,7 @@ def import_tree(source_dir: str | Path, run_dir: str | Path, *, domain: str = "g
     )
     starting_tree(config)  # validates the whole tree before the run directory is created
     if RunStore.exists(run_dir):  # RunStore.create's hint names --resume, which import-tree does not have
-        raise UserError(f"{run_dir}: already holds a run; import into another --run-dir")
+        raise UserError(f"{run_dir}: already holds a run; import into another run_dir", settings=("run_dir",))
     store = RunStore.create(run_dir, config.to_yaml())
     insert_start(store, config)
     write_run_exports(store)

@@ -171,15 +171,17 @@ def load_seed_instructions(path: Path) -> list[str]:
         elif (path / META_FILE).exists():
             seeds = _root_instructions(load_upstream(path))
         else:
-            raise UserError(f"{path}: --seeds must be a record file, a tree directory or a run directory")
+            raise UserError(
+                f"{path}: seeds must be a record file, a tree directory or a run directory", settings=("seeds",)
+            )
     elif path.exists():
         raw, _fmt = read_records(path)
         seeds = [r["instruction"] for r in normalise_records(raw, str(path))]
     else:
-        raise UserError(f"{path}: no such file or directory (--seeds)")
+        raise UserError(f"{path}: no such file or directory (seeds)", settings=("seeds",))
     seeds = [s for s in seeds if s.strip()]
     if not seeds:
-        raise UserError(f"{path}: no seed instructions found (--seeds)")
+        raise UserError(f"{path}: no seed instructions found (seeds)", settings=("seeds",))
     return seeds
 
 

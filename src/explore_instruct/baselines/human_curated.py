@@ -70,12 +70,15 @@ def categories_for(domain: str, override: Sequence[str] | None = None) -> tuple[
     if override:
         cats = tuple(c.strip() for c in override if c.strip())
         if not cats:
-            raise UserError("--categories: no category names given")
+            raise UserError("categories: no category names given", settings=("categories",))
         return cats
     key = domain.strip().lower()
     if key not in DEFAULT_CATEGORIES:
         known = ", ".join(sorted(DEFAULT_CATEGORIES))
-        raise UserError(f"no default SuperNI categories for domain '{domain}' (known: {known}); pass --categories")
+        raise UserError(
+            f"no default SuperNI categories for domain '{domain}' (known: {known}); pass categories",
+            settings=("categories",),
+        )
     return DEFAULT_CATEGORIES[key]
 
 
@@ -151,7 +154,7 @@ def sample_superni(
     `num` yields all of them (the report says how many).
     """
     if num <= 0:
-        raise UserError("--sample-size must be a positive number")
+        raise UserError("sample_size must be a positive number", settings=("sample_size",))
     wanted = {c.strip().lower() for c in categories}
     files = sorted(tasks_dir(superni).glob("*.json"))
     pool: list[dict[str, str]] = []

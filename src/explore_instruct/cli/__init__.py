@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from explore_instruct.cli.vocabulary import Group
+from explore_instruct.cli.vocabulary import Group, flag_words
 from explore_instruct.errors import RunStopped, UserError
 from explore_instruct.text import refuse_invalid
 
@@ -105,10 +105,10 @@ def main(argv: list[str] | None = None) -> int:
             refuse_invalid(word, f"the argument {word!r}")
         code = app(args=argv, standalone_mode=False)
     except UserError as exc:
-        _one_line("error", str(exc))
+        _one_line("error", flag_words(str(exc), exc.settings))
         return exc.exit_code
     except RunStopped as exc:
-        _one_line("stopped", str(exc))
+        _one_line("stopped", flag_words(str(exc), exc.settings))
         return exc.exit_code
     except ClickException as exc:
         return _usage_error(exc)

@@ -9,11 +9,28 @@ Older spellings still work on every command that has the canonical option, but n
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from typer.core import TyperCommand, TyperGroup
+
+# setting name (`settings.py`'s models, the library's messages) -> its flag, where the flag is not the
+# name with dashes. The setting's own spelling is accepted too (a hidden alias below), so a study's
+# child process passes every setting under its name.
+SETTING_FLAGS: dict[str, str] = {
+    "learning_rate": "--lr",
+    "lora_target_modules": "--lora-targets",
+    "max_new_tokens": "--max-tokens",
+    "format": "--judge-format",
+}
+
+
+def flag_of(setting: str) -> str:
+    """The flag that sets `setting` (`learning_rate` -> `--lr`, `max_steps` -> `--max-steps`)."""
+    return SETTING_FLAGS.get(setting) or "--" + setting.replace("_", "-")
+
 
 # old spelling -> canonical spelling
 OLD_SPELLINGS: dict[str, str] = {
@@ -23,6 +40,16 @@ OLD_SPELLINGS: dict[str, str] = {
     "--processes": "--workers",
     "--num": "--sample-size",
 }
+# a setting's own name as a flag -> the flag (hidden, like the old spellings)
+SETTING_SPELLINGS: dict[str, str] = {"--" + name.replace("_", "-"): flag for name, flag in SETTING_FLAGS.items()}
+
+
+def flag_words(message: str, settings: tuple[str, ...]) -> str:
+    """`message` with each setting name it uses (`settings`) written as the command line's flag."""
+    for name in sorted(set(settings), key=len, reverse=True):  # longest first: max_length inside max_length_x
+        # A name inside a path or a longer word (`out/`, `seeds.json`, `liger-kernel`) is not the setting.
+        message = re.sub(rf"(?<![\w./-]){re.escape(name)}(?![\w/-]|\.\w)", flag_of(name), message)
+    return message
 
 
 def _takes_value(param: Any) -> bool:
@@ -45,7 +72,7 @@ def rewrite_old_spellings(args: list[str], params: list[Any]) -> list[str]:
             out.extend(args[i:])
             break
         head, eq, value = word.partition("=") if word.startswith("--") else (word, "", "")
-        new = OLD_SPELLINGS.get(head)
+        new = OLD_SPELLINGS.get(head) or SETTING_SPELLINGS.get(head)
         if new is not None and new in names:
             head, word = new, f"{new}{eq}{value}"
         out.append(word)
@@ -66,7 +93,7 @@ def _untyped_flags(params: list[Any]) -> list[Any]:
 
 
 class AliasedCommand(TyperCommand):
-    """A typer command that also accepts the old option spellings in `OLD_SPELLINGS`."""
+    """A typer command that also accepts the old option spellings in `OLD_SPELLINGS` (and `SETTING_SPELLINGS`)."""
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         return super().parse_args(ctx, rewrite_old_spellings(args, self.params))

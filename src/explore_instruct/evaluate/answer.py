@@ -10,16 +10,18 @@ the model's chat template when it has one, else Alpaca (a base model); for an en
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+from pydantic import ConfigDict, Field
 
 from explore_instruct.errors import UserError
 from explore_instruct.evaluate.questions import Question
 from explore_instruct.llm.base import CompletionRequest
 from explore_instruct.llm.client import LLMClient
+from explore_instruct.settings import Settings
 from explore_instruct.train.prompting import alpaca_chat_template, question_prompt
 
 PromptFormat = Literal["auto", "alpaca", "chat", "plain"]
@@ -29,16 +31,28 @@ STAGE = "answer"
 TRUNCATED = ("length", "max_tokens")
 
 
-@dataclass(frozen=True)
-class SamplingSettings:
-    temperature: float = 0.0  # 0 = greedy decoding
-    top_p: float = 1.0
-    max_new_tokens: int = 512
-    seed: int = 0
-    prompt_format: PromptFormat = "auto"
+class AnswerSettings(Settings):
+    """Every setting of answering: `answer`'s options and an experiment spec's `evaluate.answer:` section."""
+
+    model_config = ConfigDict(frozen=True)
+
+    temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature; 0 is greedy.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
+    max_new_tokens: int = Field(512, ge=1, description="Most tokens per answer.")
+    seed: int = Field(0, description="Sampling seed.")
+    prompt_format: PromptFormat = Field(
+        "auto",
+        description="auto, alpaca (the training template), chat (the tokenizer's template) or plain; auto: alpaca "
+        "for a model `train` wrote, else its chat template if any (local), plain for an endpoint.",
+    )
+    batch_size: int = Field(8, ge=1, description="Questions per generate() call (local model).")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """How the answers were sampled, as each answer record keeps it (the batch size changes no answer)."""
+        return self.model_dump(exclude={"batch_size"})
+
+
+SamplingSettings = AnswerSettings  # the name the evaluation functions and their callers have used
 
 
 @dataclass
@@ -73,7 +87,10 @@ def local_prompt_format(requested: PromptFormat, model_folder: str | Path, token
     """Resolve `auto` for a local model (see the module doc); `chat` needs a chat template."""
     template = getattr(tokenizer, "chat_template", None) or None
     if requested == "chat" and template is None:
-        raise UserError(f"{model_folder}: --prompt-format chat needs a tokenizer with a chat template (it has none)")
+        raise UserError(
+            f"{model_folder}: prompt_format chat needs a tokenizer with a chat template (it has none)",
+            settings=("prompt_format",),
+        )
     if requested != "auto":
         return requested
     if trained_here(model_folder, template):
@@ -85,7 +102,8 @@ def endpoint_prompt_format(requested: PromptFormat) -> PromptFormat:
     """Resolve `auto` for an endpoint: the bare question, which the server wraps in its chat template."""
     if requested == "chat":
         raise UserError(
-            "--prompt-format chat is for a local model; an endpoint applies its own chat template (use plain)"
+            "prompt_format chat is for a local model; an endpoint applies its own chat template (use plain)",
+            settings=("prompt_format",),
         )
     return "plain" if requested == "auto" else requested
 
@@ -129,7 +147,7 @@ def generate_local(
     model.eval()
     device = next(model.parameters()).device
     fmt = local_prompt_format(settings.prompt_format, tokenizer.name_or_path, tokenizer)
-    settings = dataclasses.replace(settings, prompt_format=fmt)
+    settings = settings.model_copy(update={"prompt_format": fmt})
     prompts = [render(q, fmt, tokenizer) for q in questions]
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     sample = settings.temperature > 0
@@ -190,7 +208,7 @@ def answer_with_local_model(
     src = resolve_source(model_path, gguf_file)
     tokenizer = load_tokenizer(src, padding_side="left")
     fmt = local_prompt_format(settings.prompt_format, src.path, tokenizer)
-    settings = dataclasses.replace(settings, prompt_format=fmt)
+    settings = settings.model_copy(update={"prompt_format": fmt})
     model = load_model(src)
     if torch.cuda.is_available():
         model = model.to("cuda")

@@ -28,10 +28,13 @@ from functools import cache
 from importlib import resources
 from typing import Any, Literal
 
+from pydantic import ConfigDict, Field
+
 from explore_instruct.evaluate.questions import Answer, Question
 from explore_instruct.llm.base import LLM, Completion, CompletionRequest, ParseError
 from explore_instruct.llm.client import RESEED_STEP, LLMClient
 from explore_instruct.parse import SCORE_SCHEMA, read_score
+from explore_instruct.settings import Settings
 
 STAGE = "judge"
 
@@ -149,13 +152,26 @@ def _raw_text(completion: Completion) -> Completion:
     return completion  # parsed after the client has cached it (see the module doc)
 
 
-@dataclass(frozen=True)
-class JudgeSettings:
-    temperature: float = 0.0
-    top_p: float = 1.0
-    max_tokens: int = 1024
-    seed: int | None = 0
-    format: VerdictFormat = "text"  # resolve "auto" for the backend first (resolve_format)
+class JudgeSettings(Settings):
+    """Every setting of judging: `judge`'s options and an experiment spec's `evaluate.judge:` section
+    (beside its `llm`, the endpoint)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    format: FormatChoice = Field(
+        "auto",
+        description="Verdict format: json (an explanation and two 1-10 scores, schema-constrained), text (a review "
+        "ending in 'Assistant 1 > Assistant 2'), or auto (json where the judge supports structured output).",
+    )
+    temperature: float = Field(0.0, ge=0, le=2, description="Judge sampling temperature.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Judge nucleus sampling mass.")
+    max_tokens: int = Field(1024, ge=16, le=1_000_000, description="Most tokens per review.")
+    bootstrap: int = Field(2000, ge=100, le=1_000_000, description="Bootstrap resamples for the 95 % interval.")
+    seed: int = Field(0, description="Seed of the judge requests and the bootstrap.")
+
+    def for_backend(self, backend: LLM) -> JudgeSettings:
+        """These settings with `auto` resolved to the verdict format `backend` takes."""
+        return self.model_copy(update={"format": resolve_format(self.format, backend)})
 
 
 @dataclass
@@ -183,8 +199,8 @@ def _retry_seed(seed: int | None, attempt: int) -> int | None:
 async def _judge_once(
     client: LLMClient, question: str, first: str, second: str, settings: JudgeSettings
 ) -> OrderResult:
-    as_json = settings.format == "json"
-    system, user = render_prompt(question, first, second, settings.format)
+    as_json = settings.format == "json"  # `auto` is resolved by judge_pairs
+    system, user = render_prompt(question, first, second, "json" if as_json else "text")
     request = CompletionRequest.chat(
         user,
         system=system,
@@ -211,7 +227,7 @@ async def _judge_once(
         except ParseError as exc:
             unparsed.append(completion.text)
             cut = completion.finish_reason in ("length", "max_tokens")
-            reason = f"{exc}{' (the review was cut at --max-tokens)' if cut else ''}"
+            reason = f"{exc}{' (the review was cut at max_tokens)' if cut else ''}"
     return OrderResult(None, unparsed[-1], f"unparsed: {reason} in {len(unparsed)} review(s)", unparsed)
 
 
@@ -223,6 +239,7 @@ async def judge_pairs(
     settings: JudgeSettings,
 ) -> list[PairJudgement]:
     """Judge every question's pair in both orders, all calls concurrently (the client bounds them)."""
+    settings = settings.for_backend(client.backend)
 
     async def one(q: Question) -> PairJudgement:
         base, cand = baseline[q.question_id].answer, candidate[q.question_id].answer

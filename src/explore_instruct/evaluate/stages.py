@@ -7,13 +7,13 @@ endpoint). Every output is written atomically, and only once the stage has all i
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from explore_instruct.config import ENDPOINT_SETTINGS, LLMConfig
 from explore_instruct.datafile import atomic_write_text, write_records
 from explore_instruct.errors import RunStopped, UserError
 from explore_instruct.evaluate.answer import (
@@ -35,6 +35,7 @@ from explore_instruct.evaluate.questions import (
 from explore_instruct.llm.base import LLM, FatalLLMError, StructuredSetting
 from explore_instruct.llm.client import LLMClient, RetryPolicy
 from explore_instruct.runstore import CallLog
+from explore_instruct.settings import build
 
 
 def default_cache(out: str | Path) -> Path:
@@ -51,47 +52,37 @@ class EndpointSettings:
     retry_delay: float = 1.0  # base of the exponential backoff, seconds
 
 
-def endpoint_backend(
-    base_url: str,
-    model: str | None,
-    api_key_env: str | None,
-    timeout: float,
-    structured_output: StructuredSetting = "text",
-) -> LLM:
-    """An OpenAI-compatible endpoint to answer or judge with (answers are free text: no structured output)."""
-    from explore_instruct.llm.factory import build_backend
-
+def endpoint_config(
+    endpoint: LLMConfig, model: str | None, api_key_env: str | None, structured_output: StructuredSetting
+) -> LLMConfig:
+    """The `llm` settings of an OpenAI-compatible endpoint to answer or judge with, validated as a config's are."""
     if not model:
-        raise UserError("--base-url needs --model NAME (the model name the server serves)")
-    return build_backend(
-        "openai",
-        base_url=base_url,
-        model=model,
-        api_key_env=api_key_env,
-        timeout=timeout,
-        structured_output=structured_output,
-    )
+        raise UserError("base_url needs model NAME (the name the server serves)", settings=("base_url", "model"))
+    values = {**endpoint.model_dump(include=set(ENDPOINT_SETTINGS)), "api_key_env": api_key_env}
+    return build(LLMConfig, backend="openai", model=model, structured_output=structured_output, **values)
 
 
 def judge_backend(
-    base_url: str | None,
-    model: str | None,
-    api_key_env: str | None,
-    config: Path | None,
-    timeout: float,
-    judge_format: str,
+    endpoint: LLMConfig, model: str | None, api_key_env: str | None, config: Path | None, judge_format: str
 ) -> LLM:
-    """The judge: an endpoint (base URL and model), else the `llm` section of a config file."""
+    """The judge: an endpoint (base_url and model), else the `llm` section of a config file."""
+    from explore_instruct.llm.factory import backend_from_config
+
     # A text verdict is free text: no structured output. Otherwise the endpoint finds out what it takes.
     structured: StructuredSetting | None = "text" if judge_format == "text" else None
-    if base_url or model:
-        if not (base_url and model):
-            raise UserError("the judge needs both --base-url and --model (or --config with an llm section)")
-        return endpoint_backend(base_url, model, api_key_env, timeout, structured or "auto")
+    if endpoint.base_url or model:
+        if not (endpoint.base_url and model):
+            raise UserError(
+                "the judge needs both base_url and model (or config with an llm section)",
+                settings=("base_url", "model", "config"),
+            )
+        return backend_from_config(endpoint_config(endpoint, model, api_key_env, structured or "auto"))
     if config is None:
-        raise UserError("no judge: give --base-url URL --model NAME, or --config FILE with an llm section")
+        raise UserError(
+            "no judge: give base_url and model, or config (a file with an llm section)",
+            settings=("base_url", "model", "config"),
+        )
     from explore_instruct.config import load_llm_config
-    from explore_instruct.llm.factory import backend_from_config
 
     return backend_from_config(load_llm_config(config), structured_output=structured)
 
@@ -137,23 +128,22 @@ def answer_file(
     gguf_file: str | None = None,
     backend: LLM | None = None,
     model_id: str | None = None,
-    batch_size: int = 8,
     endpoint: EndpointSettings | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> AnswerSummary:
     """Answer every question with a local model (`model`) or an endpoint backend (`backend`)."""
     if (model is None) == (backend is None):
-        raise UserError("give exactly one of --model PATH (a local model) or --base-url URL")
+        raise UserError("give exactly one of model (a local model) or base_url", settings=("model", "base_url"))
     questions = read_questions(questions_path)
     if backend is None:
         assert model is not None
         generated, described, fmt = answer_with_local_model(
-            model, gguf_file, questions, settings, batch_size=batch_size, progress=progress
+            model, gguf_file, questions, settings, batch_size=settings.batch_size, progress=progress
         )
-        settings = dataclasses.replace(settings, prompt_format=fmt)  # the answers record what was used
+        settings = settings.model_copy(update={"prompt_format": fmt})  # the answers record what was used
     else:
         described = backend.model_id
-        settings = dataclasses.replace(settings, prompt_format=endpoint_prompt_format(settings.prompt_format))
+        settings = settings.model_copy(update={"prompt_format": endpoint_prompt_format(settings.prompt_format)})
         client = _client(backend, out, endpoint or EndpointSettings())
         generated, failures = asyncio.run(_run_with(client, lambda c: answer_with_client(c, questions, settings)))
         if failures:
@@ -197,20 +187,19 @@ def judge_files(
     *,
     table_path: str | Path | None = None,
     endpoint: EndpointSettings | None = None,
-    bootstrap: int = 2000,
-    seed: int = 0,
 ) -> JudgeOutcome:
     """Judge candidate against baseline on every question, in both orders; write JSON + Markdown."""
     questions = read_questions(questions_path)
     baseline_answers, candidate_answers = read_answers(baseline_path), read_answers(candidate_path)
     baseline = match_answers(questions, baseline_answers, baseline_path)
     candidate = match_answers(questions, candidate_answers, candidate_path)
-    # A review cut at --max-tokens is still stored and parsed (its verdict line may be missing).
+    # A review cut at max_tokens is still stored and parsed (its verdict line may be missing).
+    settings = settings.for_backend(backend)  # the verdict format `auto` means for this judge
     client = _client(backend, out, endpoint or EndpointSettings())
     judged = asyncio.run(_run_with(client, lambda c: judge_pairs(c, questions, baseline, candidate, settings)))
 
     outcomes = [pair_outcome(p) for p in judged]
-    summaries = summarise(outcomes, resamples=bootstrap, seed=seed)
+    summaries = summarise(outcomes, resamples=settings.bootstrap, seed=settings.seed)
     names = {
         "baseline": _label(baseline_answers, baseline_path),
         "candidate": _label(candidate_answers, candidate_path),
@@ -234,7 +223,7 @@ def judge_files(
     result = {
         **names,
         "judge_model": backend.model_id,
-        "settings": asdict(settings),
+        "settings": settings.model_dump(),
         "not_judged": {"unparsed": unparsed, "failed": failed},
         "summary": summary_rows,
         "pairs": pairs,

@@ -252,11 +252,7 @@ def build_plan(spec: ExperimentSpec, config: RunConfig) -> Plan:
         judge = ev.judge
         judge_params = {
             "llm": {k: v for k, v in judge.llm.model_dump(mode="json").items() if k not in _NOT_IN_REQUEST},
-            "temperature": judge.temperature,
-            "max_tokens": judge.max_tokens,
-            "bootstrap": judge.bootstrap,
-            "seed": judge.seed,
-            "format": judge.format,
+            **judge.settings_dict(),
         }
         for cand_name, base, qi in comparisons:
             add(
@@ -283,7 +279,7 @@ def select_cells(plan: Plan, only: list[str] | None) -> set[str]:
         return set(names)
     unknown = [o for o in only if o not in names]
     if unknown:
-        raise UserError(f"--only {unknown[0]}: not a cell (cells: {', '.join(names)})")
+        raise UserError(f"only {unknown[0]}: not a cell (cells: {', '.join(names)})", settings=("only",))
     return set(only)
 
 

@@ -153,4 +153,4 @@ def check_out_dir(plan: Plan, out: Path, *, resume: bool) -> None:
         held_by = f"the experiment {name!r}" if isinstance(name, str) else f"a {SPEC_FILE} without a name"
         raise UserError(f"--out {out}: holds {held_by}, not {plan.spec.name!r}; choose a new or empty folder")
     if (out / DB_FILE).exists() and not resume:
-        raise UserError(f"{out}: already holds an experiment; pass --resume to continue it")
+        raise UserError(f"{out}: already holds an experiment; pass resume to continue it", settings=("resume",))

@@ -7,13 +7,17 @@ an empty axis, a baseline that is not a cell. Relative paths are read relative t
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from explore_instruct.config import LLMConfig, RunConfig, load_config, read_yaml_mapping
 from explore_instruct.errors import UserError
+from explore_instruct.evaluate.answer import AnswerSettings
+from explore_instruct.evaluate.judge import JudgeSettings
+from explore_instruct.settings import describe, location
+from explore_instruct.train.config import TrainSettings
 
 CELL_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 
@@ -89,54 +93,28 @@ class Axis(Strict):
         return list(getattr(self, self.name))
 
 
-class TrainSpec(Strict):
-    """Every `train` option, plus how to launch it (this Python in a child process, or a launcher for GPUs)."""
+class TrainSpec(TrainSettings):
+    """Every `train` setting (the one model, `train/config.py`), the base model, and how to launch it
+    (this Python in a child process, or a launcher for GPUs)."""
+
+    not_settings: ClassVar[frozenset[str]] = frozenset({"model", "launcher"})
 
     model: str = "embedded"
-    gguf_file: str | None = None
-    learning_rate: float = Field(2e-5, gt=0)  # as `train --lr`: any finite positive value
-    global_batch_size: int = Field(128, ge=1)
-    per_device_batch_size: int = Field(4, ge=1)
-    epochs: float = Field(3.0, gt=0, le=1000)
-    max_steps: int = Field(-1, ge=-1, description="> 0 overrides epochs; -1: train by epochs")
-    max_length: int = Field(512, ge=8)
-    weight_decay: float = Field(0.0, ge=0, le=1)
-    warmup_ratio: float = Field(0.03, ge=0, lt=1)
-    lr_scheduler: str = "cosine"
-    optim: str = "adamw_torch"
-    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
-    gradient_checkpointing: bool = False
-    seed: int = 42
-    max_examples: int | None = Field(None, ge=1)
-    lora: bool = False
-    lora_r: int = Field(16, ge=1)
-    lora_alpha: int = Field(32, ge=1)
-    lora_dropout: float = Field(0.05, ge=0, lt=1)
-    lora_target_modules: str = "all-linear"
-    merge_lora: bool = True
-    deepspeed: str | None = None
     launcher: str | None = Field(
         None, description="e.g. 'accelerate launch --config_file cfg.yaml'; default: this Python, in a child process"
     )
 
 
-class AnswerSpec(Strict):
-    temperature: float = Field(0.0, ge=0, le=2)
-    top_p: float = Field(1.0, gt=0, le=1)
-    max_new_tokens: int = Field(512, ge=1)
-    seed: int = 0
-    batch_size: int = Field(8, ge=1)
+# The answer settings are the `answer` command's, the same model.
+AnswerSpec = AnswerSettings
 
 
-class JudgeSpec(Strict):
+class JudgeSpec(JudgeSettings):
+    """The `judge` command's settings and the judge's endpoint (an `llm` section, as in a run config)."""
+
+    not_settings: ClassVar[frozenset[str]] = frozenset({"llm"})
+
     llm: LLMConfig
-    format: Literal["auto", "json", "text"] = Field(
-        "auto", description="verdict: json (two 1-10 scores, schema-constrained), text (a verdict line), auto"
-    )
-    temperature: float = Field(0.0, ge=0, le=2)
-    max_tokens: int = Field(1024, ge=16, le=1_000_000)
-    bootstrap: int = Field(2000, ge=100, le=1_000_000)
-    seed: int = 0
 
 
 class EvaluateSpec(Strict):
@@ -197,8 +175,8 @@ class ExperimentSpec(Strict):
 
 def _location(exc: ValidationError) -> str:
     err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"] if not str(p).endswith("Dataset"))
-    msg = err["msg"].removeprefix("Value error, ")
+    loc = ".".join(p for p in location(err) if not p.endswith("Dataset"))
+    msg, _ = describe(err)  # as the command line says it, the setting's path in place of its flag
     return f"{loc}: {msg}" if loc else msg  # a check across fields names its own field
 
 

@@ -16,13 +16,17 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from explore_instruct.config import RunConfig, build_config
 from explore_instruct.datafile import read_records, write_records
 from explore_instruct.experiment.plan import Plan, Step, generation_config
 from explore_instruct.experiment.spec import FileDataset, HumanCuratedDataset
 from explore_instruct.llm.base import LLM
+
+if TYPE_CHECKING:
+    from explore_instruct.evaluate.judge import JudgeSettings
+    from explore_instruct.train.config import TrainConfig
 
 DATA_FILE = "data.json"
 ANSWERS_FILE = "answers.jsonl"
@@ -244,26 +248,19 @@ def _embeddings(work: Path) -> Any:
 # --- training -----------------------------------------------------------------------------------
 
 
-def _train_config(step: Step, data: Path, out: Path) -> Any:
+def _train_config(step: Step, data: Path, out: Path) -> TrainConfig:
     from explore_instruct.train.config import TrainConfig
 
-    p = dict(step.params)
-    return TrainConfig(data=data, out=out, **p)
+    return TrainConfig(data=data, out=out, **step.params)
 
 
-def _train_command(launcher: str | None, cfg: Any) -> list[str]:
-    """The `train` command line for `cfg`: the options that differ from the command's defaults."""
+def train_command(launcher: str | None, cfg: TrainConfig) -> list[str]:
+    """The `train` command line for `cfg`: every setting, each under its own name (which `train` takes)."""
     from explore_instruct.experiment.child import command_line
-    from explore_instruct.train.config import TrainConfig
 
-    flag_names = {"learning_rate": "lr", "lora_target_modules": "lora_targets"}
-    defaults = TrainConfig(data=cfg.data, model=cfg.model, out=cfg.out)
-    options: dict[str, Any] = {"data": cfg.data, "model": cfg.model, "out": cfg.out}
-    for name, value in vars(cfg).items():
-        if name in ("data", "model", "out", "logging_steps", "overwrite") or value == getattr(defaults, name):
-            continue
-        options[flag_names.get(name, name)] = value
-    return command_line(launcher, "train", options)
+    return command_line(
+        launcher, "train", {"data": cfg.data, "model": cfg.model, "out": cfg.out, **cfg.settings_dict()}
+    )
 
 
 def _losses(model_dir: Path) -> list[float]:
@@ -286,7 +283,7 @@ def run_train(step: Step, ctx: StepContext) -> dict[str, Any]:
     data = ctx.input("data").path / DATA_FILE
     model_dir = ctx.work / MODEL_DIR
     cfg = _train_config(step, data, model_dir)
-    peak = run_child(_train_command(ctx.plan.spec.train.launcher, cfg), "train")
+    peak = run_child(train_command(ctx.plan.spec.train.launcher, cfg), "train")
     settings = json.loads((model_dir / SETTINGS_FILE).read_text(encoding="utf-8"))
     losses = _losses(model_dir)
     result = settings.get("result", {})
@@ -312,28 +309,29 @@ def questions_path(step: Step, ctx: StepContext) -> str:
     return ev.questions[int(step.id.rsplit(":", 1)[1])]
 
 
+def answer_command(step: Step, ctx: StepContext, out: Path) -> list[str]:
+    """The `answer` command line of a step: the cell's model and every answer setting of the spec."""
+    from explore_instruct.experiment.child import command_line
+
+    options = {
+        "questions": questions_path(step, ctx),
+        "out": out,
+        "model": ctx.input("train").path / MODEL_DIR,
+        **ctx.plan.spec.evaluate.answer.settings_dict(),
+        "model_id": step.cells[0],
+    }
+    return command_line(None, "answer", options)
+
+
 def run_answer(step: Step, ctx: StepContext) -> dict[str, Any]:
     """Answer in a child process (`child.py`): `python -m explore_instruct answer ...`."""
-    from explore_instruct.experiment.child import command_line, run_child
+    from explore_instruct.experiment.child import run_child
 
-    a = ctx.plan.spec.evaluate.answer
     model = ctx.input("train").path / MODEL_DIR
     if not (model / "config.json").is_file():
         raise StepFailed(f"{model}: the model's weights are gone (deleted after answering); its train step reruns")
     out = ctx.work / ANSWERS_FILE
-    options = {
-        "questions": questions_path(step, ctx),
-        "out": out,
-        "model": model,
-        "prompt_format": "alpaca",
-        "temperature": a.temperature,
-        "top_p": a.top_p,
-        "max_tokens": a.max_new_tokens,
-        "seed": a.seed,
-        "batch_size": a.batch_size,
-        "model_id": step.cells[0],
-    }
-    peak = run_child(command_line(None, "answer", options), "answer")
+    peak = run_child(answer_command(step, ctx, out), "answer")
     records, _ = read_records(out)
     truncated = sum(r.get("finish_reason") == "length" for r in records)
     return {"answered": len(records), "truncated": truncated, "peak_rss_gib": peak, "file": ANSWERS_FILE}
@@ -350,23 +348,29 @@ def judge_backend(ctx: StepContext) -> LLM:
     return backend_from_config(judge.llm, structured_output="text" if judge.format == "text" else None)
 
 
+def judge_settings(ctx: StepContext) -> JudgeSettings:
+    """The judge settings of the spec: every one of the `judge` command's settings."""
+    from explore_instruct.evaluate.judge import JudgeSettings
+
+    judge = ctx.plan.spec.evaluate.judge
+    assert judge is not None
+    return JudgeSettings(**judge.settings_dict())
+
+
 def run_judge(step: Step, ctx: StepContext) -> dict[str, Any]:
-    from explore_instruct.evaluate.judge import JudgeSettings, resolve_format
     from explore_instruct.evaluate.stages import EndpointSettings, judge_files
 
     judge = ctx.plan.spec.evaluate.judge
     assert judge is not None
     baseline, candidate = (ctx.inputs[d].path / ANSWERS_FILE for d in step.deps)
     out = ctx.work / "judge.json"
-    backend = judge_backend(ctx)
-    fmt = resolve_format(judge.format, backend)
     outcome = judge_files(
         questions_path(step, ctx),
         baseline,
         candidate,
         out,
-        backend,
-        JudgeSettings(temperature=judge.temperature, max_tokens=judge.max_tokens, seed=judge.seed, format=fmt),
+        judge_backend(ctx),
+        judge_settings(ctx),
         table_path=ctx.work / "judge.md",
         # The judge's call cache lives outside the step's folder, so a judge that failed part-way resumes
         # without paying again. One file per comparison: two judges writing the same request into one
@@ -376,8 +380,6 @@ def run_judge(step: Step, ctx: StepContext) -> dict[str, Any]:
             retries=judge.llm.retries,
             cache=ctx.out_dir / "cache" / f"judge-{ctx.key[:16]}.sqlite",
         ),
-        bootstrap=judge.bootstrap,
-        seed=judge.seed,
     )
     if outcome.failed_pairs:
         raise StepFailed(

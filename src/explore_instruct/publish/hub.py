@@ -49,11 +49,15 @@ def read_token(env_name: str) -> str:
     A name that is not a variable name (a token pasted there by mistake) is refused without echoing it.
     """
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", env_name) or env_name.startswith("hf_"):  # tokens: hf_...
-        raise UserError("--token-env takes the NAME of an environment variable (e.g. HF_TOKEN), not a token")
+        raise UserError(
+            "token_env takes the NAME of an environment variable (e.g. HF_TOKEN), not a token", settings=("token_env",)
+        )
     token = os.environ.get(env_name, "").strip()
     if not token:
-        hint = "" if env_name != DEFAULT_TOKEN_ENV else " (or name another variable with --token-env)"
-        raise UserError(f"no Hugging Face token: set the environment variable {env_name}{hint}")
+        hint = "" if env_name != DEFAULT_TOKEN_ENV else " (or name another variable with token_env)"
+        raise UserError(
+            f"no Hugging Face token: set the environment variable {env_name}{hint}", settings=("token_env",)
+        )
     return token
 
 

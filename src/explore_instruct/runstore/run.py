@@ -216,7 +216,10 @@ class RunStore:
         """Start a new run directory (it must not hold a run already)."""
         d = _not_a_file(Path(run_dir))
         if (d / DB_FILE).exists():
-            raise UserError(f"{d}: already holds a run; pass --resume to continue it or pick another --run-dir")
+            raise UserError(
+                f"{d}: already holds a run; pass resume to continue it or pick another run_dir",
+                settings=("resume", "run_dir"),
+            )
         try:
             d.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

@@ -10,67 +10,82 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from explore_instruct.errors import UserError
+from pydantic import Field, model_validator
+
+from explore_instruct.settings import SettingProblem, Settings
 
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
-BATCHING = ("auto", "packed", "grouped", "padded")
+Batching = Literal["auto", "packed", "grouped", "padded"]
+BATCHING: tuple[str, ...] = ("auto", "packed", "grouped", "padded")
 
 
-@dataclass
-class TrainConfig:
+class TrainSettings(Settings):
+    """Every setting of a training run: `train`'s options and an experiment spec's `train:` section."""
+
+    gguf_file: str | None = Field(None, description="GGUF file name inside the model folder.")
+    learning_rate: float = Field(2e-5, gt=0, description="Peak learning rate.")
+    global_batch_size: int = Field(128, ge=1, description="Per-device batch x accumulation x devices.")
+    per_device_batch_size: int = Field(
+        4, ge=1, description="Rows per micro-batch with padded batching; on CPU also sets the token budget."
+    )
+    epochs: float = Field(3.0, ge=0, le=1000, description="Passes over the data.")
+    max_steps: int = Field(-1, ge=-1, description="Stop after this many optimizer steps (> 0 overrides epochs).")
+    max_length: int = Field(512, ge=8, description="Tokens per sequence (longer ones are cut).")
+    weight_decay: float = Field(0.0, ge=0, le=1, description="AdamW weight decay.")
+    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Share of steps for linear warm-up.")
+    lr_scheduler: str = Field("cosine", description="Learning-rate schedule (transformers name).")
+    optim: str = Field(
+        "auto", description="Optimizer (transformers name); auto: adamw_torch_fused on CUDA, else adamw_torch."
+    )
+    precision: Precision = Field("auto", description="auto (bf16 where supported, else fp32), bf16, fp16, fp32.")
+    gradient_checkpointing: bool | None = Field(
+        None, description="Trade compute for activation memory (default: only when memory requires it)."
+    )
+    batching: Batching = Field(
+        "auto", description="auto (packed where attention keeps examples apart, else grouped), packed, grouped, padded."
+    )
+    max_tokens_per_batch: int | None = Field(
+        None, ge=1, description="Token budget of a micro-batch (rows x longest row); default from the device."
+    )
+    liger: bool | None = Field(None, description="Liger kernels (default: on CUDA when installed).")
+    seed: int = Field(42, description="Random seed.")
+    max_examples: int | None = Field(None, ge=1, description="Train on the first N records only.")
+    lora: bool = Field(False, description="Train LoRA adapters (PEFT) instead of all weights.")
+    lora_r: int = Field(16, ge=1, description="LoRA rank.")
+    lora_alpha: int = Field(32, ge=1, description="LoRA alpha.")
+    lora_dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout.")
+    lora_target_modules: str = Field("all-linear", description="'all-linear' or comma-separated module names.")
+    merge_lora: bool = Field(True, description="Save a merged full model (else the adapter only).")
+    deepspeed: str | None = Field(None, description="DeepSpeed JSON, or 'zero3' for the shipped one.")
+
+    @model_validator(mode="after")
+    def _across_settings(self) -> TrainSettings:
+        if self.epochs <= 0 and self.max_steps <= 0:
+            raise SettingProblem("must be positive (or max_steps above 0)", setting="epochs", mentions=("max_steps",))
+        if self.max_tokens_per_batch is not None and self.max_tokens_per_batch < self.max_length:
+            raise SettingProblem(
+                f"must be at least max_length (one full row), not {self.max_tokens_per_batch} < {self.max_length}",
+                setting="max_tokens_per_batch",
+                mentions=("max_length",),
+            )
+        return self
+
+
+class TrainConfig(TrainSettings):
+    """One training run: its settings plus the data, the base model and the output folder."""
+
+    not_settings: ClassVar[frozenset[str]] = frozenset({"data", "model", "out", "logging_steps", "overwrite"})
+
     data: Path
     model: str
     out: Path
-    gguf_file: str | None = None
-    learning_rate: float = 2e-5
-    global_batch_size: int = 128
-    per_device_batch_size: int = 4
-    epochs: float = 3.0
-    max_steps: int = -1  # > 0 overrides epochs (smoke runs)
-    max_length: int = 512
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.03
-    lr_scheduler: str = "cosine"
-    optim: str = "auto"  # adamw_torch_fused on CUDA, adamw_torch elsewhere
-    precision: Precision = "auto"
-    gradient_checkpointing: bool | None = None  # None: only when memory requires it
-    batching: str = "auto"  # packed rows where attention keeps them apart, else grouped; or padded
-    max_tokens_per_batch: int | None = None  # per micro-batch; None: from the device (see runtime.py)
-    liger: bool | None = None  # None: Liger kernels on CUDA when installed
-    seed: int = 42
     logging_steps: int = 1
-    max_examples: int | None = None  # train on the first N records only (smoke runs)
-    lora: bool = False
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    lora_target_modules: str = "all-linear"
-    merge_lora: bool = True  # save a merged full model (loadable by transformers and vLLM alike)
-    deepspeed: str | None = None  # a DeepSpeed JSON path, or "zero3" for the shipped config
     overwrite: bool = False
 
-    def validate(self) -> None:
-        checks = [
-            (self.learning_rate > 0, "--lr must be positive"),
-            (self.global_batch_size >= 1, "--global-batch-size must be at least 1"),
-            (self.per_device_batch_size >= 1, "--per-device-batch-size must be at least 1"),
-            (self.epochs > 0 or self.max_steps > 0, "--epochs must be positive"),
-            (self.max_length >= 8, "--max-length must be at least 8"),
-            (0 <= self.warmup_ratio < 1, "--warmup-ratio must lie in [0, 1)"),
-            (self.weight_decay >= 0, "--weight-decay must not be negative"),
-            (self.max_examples is None or self.max_examples >= 1, "--max-examples must be at least 1"),
-            (self.lora_r >= 1, "--lora-r must be at least 1"),
-            (self.batching in BATCHING, f"--batching must be one of {', '.join(BATCHING)}"),
-            (
-                self.max_tokens_per_batch is None or self.max_tokens_per_batch >= self.max_length,
-                "--max-tokens-per-batch must be at least --max-length (one full row)",
-            ),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise UserError(message)
+    def settings(self) -> TrainSettings:
+        return TrainSettings(**{k: getattr(self, k) for k in TrainSettings.setting_names()})
 
 
 @dataclass
@@ -129,7 +144,7 @@ class ResolvedSettings:
     def from_parts(
         cfg: TrainConfig, batch: dict[str, Any], precision: str, device: str, n: int, versions: dict[str, str]
     ) -> ResolvedSettings:
-        config = {k: (str(v.resolve()) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
+        config = {k: (str(v.resolve()) if isinstance(v, Path) else v) for k, v in dict(cfg).items()}
         return ResolvedSettings(config, batch, precision, device, n, versions)
 
     def to_dict(self) -> dict[str, Any]:

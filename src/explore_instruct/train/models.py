@@ -51,7 +51,9 @@ def resolve_source(model: str, gguf_file: str | None = None) -> ModelSource:
             raise UserError(f"{p / gguf_file}: no such GGUF file")
         return ModelSource(str(p), gguf_file)
     if not (p / "config.json").is_file():
-        raise UserError(f"{p}: no config.json (pass --gguf-file NAME for a folder holding a GGUF file)")
+        raise UserError(
+            f"{p}: no config.json (pass gguf_file NAME for a folder holding a GGUF file)", settings=("gguf_file",)
+        )
     return ModelSource(str(p))
 
 

@@ -147,13 +147,18 @@ def choose(
     if checkpointing is None:
         checkpointing, checkpointing_reason = False, "not needed"
     if budget is not None and budget < cfg.max_length:
-        raise UserError(f"--max-tokens-per-batch {budget} must be at least --max-length {cfg.max_length}")
+        raise UserError(
+            f"max_tokens_per_batch {budget} must be at least max_length {cfg.max_length}",
+            settings=("max_tokens_per_batch", "max_length"),
+        )
     optim = cfg.optim
     if optim == "auto":
         optim = "adamw_torch_fused" if cuda else "adamw_torch"
     liger = cfg.liger if cfg.liger is not None else (cuda and liger_installed())
     if liger and not liger_installed():
-        raise UserError("--liger: liger-kernel is not installed: pip install 'explore-instruct[gpu]'")
+        raise UserError(
+            "liger: liger-kernel is not installed: pip install 'explore-instruct[gpu]'", settings=("liger",)
+        )
     return RuntimeChoice(
         batching, batching_reason, budget, budget_reason, checkpointing, checkpointing_reason, optim, liger, attention
     )

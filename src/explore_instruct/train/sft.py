@@ -95,7 +95,9 @@ def _deepspeed_path(value: str | None) -> str | None:
     if value == "zero3":
         return str(shipped_config("deepspeed_zero3.json"))
     if not Path(value).is_file():
-        raise UserError(f"--deepspeed {value}: no such file (or use 'zero3' for the shipped config)")
+        raise UserError(
+            f"deepspeed {value}: no such file (or use 'zero3' for the shipped config)", settings=("deepspeed",)
+        )
     return value
 
 
@@ -118,9 +120,9 @@ def resolve_precision(requested: str) -> str:
     if requested == "auto":
         return "bf16" if has_bf16 else "fp32"
     if requested == "bf16" and not has_bf16:
-        raise UserError("--precision bf16: no GPU with bf16 support here (use auto or fp32)")
+        raise UserError("precision bf16: no GPU with bf16 support here (use auto or fp32)", settings=("precision",))
     if requested == "fp16" and not torch.cuda.is_available():
-        raise UserError("--precision fp16 needs a GPU (use auto or fp32)")
+        raise UserError("precision fp16 needs a GPU (use auto or fp32)", settings=("precision",))
     return requested
 
 
@@ -138,7 +140,9 @@ def _versions() -> dict[str, str]:
 
 def _check_out(out: Path, overwrite: bool) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise UserError(f"{out}: already exists and is not empty (pass --overwrite to replace it)")
+        raise UserError(
+            f"{out}: already exists and is not empty (pass overwrite to replace it)", settings=("overwrite",)
+        )
 
 
 def load_pairs(cfg: TrainConfig) -> list[dict[str, str]]:
@@ -330,7 +334,6 @@ def prepare(cfg: TrainConfig) -> Prepared:
     """Validate everything, tokenize the data, choose the per-device settings, plan the batches and
     build the trainer."""
     require(*TRAIN_MODULES)
-    cfg.validate()
     import torch
     from datasets import Dataset
     from trl import SFTConfig
@@ -347,7 +350,10 @@ def prepare(cfg: TrainConfig) -> Prepared:
     tokenizer = load_tokenizer(src)
     tokenized = tokenize_pairs(pairs, tokenizer, cfg.max_length)
     if not tokenized.examples:
-        raise UserError(f"{cfg.data}: no example keeps a response token within --max-length {cfg.max_length}")
+        raise UserError(
+            f"{cfg.data}: no example keeps a response token within max_length {cfg.max_length}",
+            settings=("max_length",),
+        )
     lengths = tokenized.lengths
 
     # Under DeepSpeed ZeRO-3 the trainer's arguments must exist before the model loads (they switch on

@@ -89,7 +89,7 @@ def create_study(
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"{out}: already exists and is not an empty folder; choose another --out")
     if raters < 1:
-        raise UserError("--raters must be at least 1")
+        raise UserError("raters must be at least 1", settings=("raters",))
     questions = read_questions(questions_path)
     baseline_answers, candidate_answers = read_answers(baseline_path), read_answers(candidate_path)
     baseline = match_answers(questions, baseline_answers, baseline_path)
@@ -97,14 +97,15 @@ def create_study(
     n = len(questions)
     k = n if per_rater is None else per_rater
     if not 1 <= k <= n:
-        raise UserError(f"--per-rater {k}: must be between 1 and the number of questions ({n})")
+        raise UserError(f"per_rater {k}: must be between 1 and the number of questions ({n})", settings=("per_rater",))
     votes = min_votes if min_votes is not None else (raters if per_rater is None else max(1, raters * k // n))
     if not 1 <= votes <= raters:
-        raise UserError(f"--min-votes {votes}: must be between 1 and --raters ({raters})")
+        raise UserError(f"min_votes {votes}: must be between 1 and raters ({raters})", settings=("min_votes", "raters"))
     if raters * k < votes * n:
         raise UserError(
             f"{raters} raters x {k} items each cannot give each of the {n} questions {votes} vote(s); "
-            f"raise --per-rater to at least {-(-votes * n // raters)}"
+            f"raise per_rater to at least {-(-votes * n // raters)}",
+            settings=("per_rater",),
         )
     rng = random.Random(seed)
     lists = assign(n, raters, k, rng)

@@ -65,7 +65,7 @@ def _from_answer_line(text: str) -> str:
         return inner
     numbers = _NUMBER.findall(text)
     if len(_PROSE_WORD.findall(text)) >= 3 and numbers:
-        return numbers[-1].replace(",", "").replace(" ", "")
+        return str(numbers[-1]).replace(",", "").replace(" ", "")
     return text
 
 
@@ -81,7 +81,7 @@ def extract_answer(text: str) -> tuple[str | None, str]:
             return _from_answer_line(cleaned), "answer-line"
     numbers = _NUMBER.findall(text)
     if numbers:
-        return numbers[-1].replace(",", "").replace(" ", ""), "last-number"
+        return str(numbers[-1]).replace(",", "").replace(" ", ""), "last-number"
     return None, "none"
 
 

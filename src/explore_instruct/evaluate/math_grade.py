@@ -84,20 +84,15 @@ def compare(reference: str, predicted: str, timeout: int = 5) -> tuple[bool, str
 def grade_item(item: MathItem, timeout: int = 5) -> MathVerdict:
     reference = extract_reference(item.std_answer)
     predicted, how = extract_answer(item.answer)
-    base = {
-        "question_id": item.question_id,
-        "level": item.level,
-        "type": item.type,
-        "reference": reference,
-        "predicted": predicted,
-        "extracted_by": how,
-    }
+
+    def verdict(correct: bool | None, method: str, note: str) -> MathVerdict:
+        return MathVerdict(item.question_id, item.level, item.type, reference, predicted, how, correct, method, note)
+
     if reference is None:
-        return MathVerdict(**base, correct=None, method="no-reference", note="no final answer in std_answer")
+        return verdict(None, "no-reference", "no final answer in std_answer")
     if predicted is None:
-        return MathVerdict(**base, correct=False, method="no-answer", note="no final answer in the answer")
-    equal, method, note = compare(reference, predicted, timeout)
-    return MathVerdict(**base, correct=equal, method=method, note=note)
+        return verdict(False, "no-answer", "no final answer in the answer")
+    return verdict(*compare(reference, predicted, timeout))
 
 
 def _grade_in_this_process(items: Sequence[MathItem], timeout: int) -> list[MathVerdict]:

@@ -134,7 +134,7 @@ def test_budget_holds_back_a_call_whose_worst_case_could_cross_it() -> None:
     budget = Budget(BudgetConfig(max_tokens=1000), None, Usage(400, 100))
     small = CompletionRequest.chat("hi", max_tokens=400)
     held = budget.reserve(small)  # 500 spent + ~5 + 400 fits
-    with pytest.raises(BudgetReached, match="--resume"):
+    with pytest.raises(BudgetReached, match="rerun with resume to go on"):
         budget.reserve(small)  # a second one in flight could cross it
     budget.settle(held, Usage(5, 50))
     assert budget.spent.total_tokens == 555

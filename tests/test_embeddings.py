@@ -75,7 +75,7 @@ def test_retries_running_out_stop_with_finished_batches_kept(tmp_path: Path) -> 
             return await super().embed(texts)
 
     c = client(tmp_path, FailSecond(), batch_size=1, max_concurrency=1)
-    with pytest.raises(EmbeddingFailed, match="rerun with --resume"):
+    with pytest.raises(EmbeddingFailed, match="rerun with resume"):
         asyncio.run(c.embed(["first text", "second text"]))
     rows = c.cache.conn.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0]
     assert rows == 1

@@ -68,7 +68,7 @@ async def test_unlisted_name_that_a_lenient_server_answers_warns(caplog: pytest.
     await llm.aclose()
     assert len(chats) == 1
     (line,) = warnings_in(caplog)
-    assert f"does not list model 'gpt-4o-typo' (it lists '{LOADED}')" in line and "check --model" in line
+    assert f"does not list model 'gpt-4o-typo' (it lists '{LOADED}')" in line and "check the model name given" in line
 
 
 async def test_listed_name_is_silent_and_costs_no_completion(caplog: pytest.LogCaptureFixture) -> None:

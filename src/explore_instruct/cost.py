@@ -77,7 +77,7 @@ class Budget:
             over = self.cost() + self._reserved_cost + reservation.cost > (self.limit.max_cost or 0.0)
         if over or self.reached:
             self.reached = True
-            raise BudgetReached(self._stop_line())
+            raise BudgetReached(self._stop_line(), settings=("resume",))
         self._reserved_tokens += reservation.tokens
         self._reserved_cost += reservation.cost
         return reservation
@@ -95,11 +95,10 @@ class Budget:
         if self.limit.max_tokens is not None:
             return (
                 f"budget reached: {tokens} spent of llm.budget.max_tokens {self.limit.max_tokens:,}; the next call "
-                "could cross it. Finished work is saved: rerun with --resume and a higher "
-                "--set llm.budget.max_tokens=N to go on"
+                "could cross it. Finished work is saved: raise llm.budget.max_tokens and rerun with resume to go on"
             )
         return (
             f"budget reached: {self.cost():.4f} spent ({tokens}) of llm.budget.max_cost {self.limit.max_cost:g}; "
-            "the next call could cross it. Finished work is saved: rerun with --resume and a higher "
-            "--set llm.budget.max_cost=X to go on"
+            "the next call could cross it. Finished work is saved: raise llm.budget.max_cost and rerun with resume "
+            "to go on"
         )

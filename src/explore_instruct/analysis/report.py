@@ -288,7 +288,7 @@ def build_sections(
     else:
         ov_sec.blocks.append(
             Text(
-                "No seed instructions: pass --seeds (a record file or a tree directory) "
+                "No seed instructions: give seeds (a record file or a tree directory) "
                 "or analyse a tree, whose root examples are its seeds."
             )
         )

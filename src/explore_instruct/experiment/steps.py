@@ -384,7 +384,7 @@ def run_judge(step: Step, ctx: StepContext) -> dict[str, Any]:
     if outcome.failed_pairs:
         raise StepFailed(
             f"{outcome.failed_pairs} pair(s) not judged (the judge kept failing); finished reviews are cached, "
-            "rerun with --resume to retry the rest"
+            "resume the experiment to retry the rest"
         )
     overall = next(s for s in outcome.summaries if s["cls"] == "overall")
     return {

@@ -237,7 +237,7 @@ def pending_message(run_dir: Path, rows: list[BatchRow], model: str) -> str:
         f"batch input waiting for results: {written} ({count} requests, no key inside). Run{each} where the "
         f"model is served, e.g. `vllm run-batch -i {first} -o {out} --model {model}`, then "
         f"`explore-instruct batch import -r {run_dir} {out}`{' for each output' if each else ''}, "
-        "and rerun with --resume"
+        "and rerun with resume"
     )
 
 
@@ -510,7 +510,7 @@ class BatchTransport:
         if self.openai is None:  # files: a batch is answered once `batch import` checked and filed its results
             unanswered = [row for row in rows if row.status != "done"]
             if unanswered:
-                raise BatchPending(pending_message(self.run_dir, unanswered, self.api.model))
+                raise BatchPending(pending_message(self.run_dir, unanswered, self.api.model), settings=("resume",))
             for row in rows:
                 self._hand_out(row, by_row[row.id], results_of(self.run_dir, row.id), "imported")
             return

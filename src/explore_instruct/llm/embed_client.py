@@ -134,7 +134,8 @@ class EmbeddingClient:
                 self._log(request, None, attempts=self.retry.retries + 1, reasons=reasons, start=start, error=fault)
                 raise EmbeddingFailed(
                     f"an embedding request failed after {self.retry.retries + 1} attempts ({fault}); "
-                    "vectors finished so far are saved: rerun with --resume"
+                    "vectors finished so far are saved: rerun with resume",
+                    settings=("resume",),
                 )
         vectors = result.vectors
         if vectors.shape[0] != len(texts):

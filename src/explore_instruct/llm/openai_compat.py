@@ -473,10 +473,12 @@ def served_model_note(url: str, asked: str, listed: list[str] | None, answered: 
         said = f"; the reply came from {answered!r}" if answered and answered not in (asked, *listed) else ""
         return (
             f"warning: {url} does not list model {asked!r} (it lists {shown}) but answered for it{said}: "
-            "it may serve whatever it loaded under any name; check --model"
+            "it may serve whatever it loaded under any name; check the model name given"
         )
     if answered and not answered.startswith(asked):  # "gpt-4o-2024-08-06" answering "gpt-4o" agrees
-        return f"warning: {url} answered a request for model {asked!r} as model {answered!r}; check --model"
+        return (
+            f"warning: {url} answered a request for model {asked!r} as model {answered!r}; check the model name given"
+        )
     return None
 
 

@@ -12,14 +12,11 @@ from typing import Any
 from explore_instruct.estimate import estimate_vs_spent
 from explore_instruct.llm.client import ClientStats
 from explore_instruct.runstore import ExampleRow, RunStore, load_ratings
-from explore_instruct.stages import RunResults
 
 
-def run_summary(
-    store: RunStore, session: ClientStats | None = None, results: RunResults | None = None
-) -> dict[str, Any]:
-    """The run's figures; with `session` (the client's stats) and `results` (what the stages that
-    just ran reported) also this session's calls and the quality verdicts a resume recomputed."""
+def run_summary(store: RunStore, session: ClientStats | None = None) -> dict[str, Any]:
+    """The run's figures, with the quality verdicts later sessions recomputed; with `session` (the
+    client's stats) also this session's calls."""
     nodes = store.nodes()
     examples = store.examples()
     produced = [e for e in examples if e.origin != "seed"]
@@ -48,7 +45,7 @@ def run_summary(
         "endpoints": store.calls.usage_by_endpoint(),
         "estimate_vs_spent": estimate_vs_spent(store),
     }
-    if results is not None and (changed := results.verdicts_changed()):
+    if changed := store.verdicts_recomputed():
         summary["quality_verdicts_recomputed"] = changed  # a quality rule changed since they were stored
     if session is not None:
         summary["this_session"] = {

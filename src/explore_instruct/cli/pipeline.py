@@ -16,7 +16,7 @@ from explore_instruct.config import RunConfig, load_config, parse_override
 from explore_instruct.errors import UserError
 from explore_instruct.pipeline import import_tree, run_stages, stored_config
 from explore_instruct.runstore import CONFIG_FILE, RunStore
-from explore_instruct.stages import ALL_STAGES, BY_NAME, RunResults
+from explore_instruct.stages import ALL_STAGES, BY_NAME
 from explore_instruct.summary import run_summary
 
 console = Console(stderr=True)
@@ -78,10 +78,8 @@ def _later_drops(e: dict[str, int]) -> str:
     return "".join(parts)
 
 
-def print_summary(
-    store: RunStore, session: Any = None, to: Console = console, *, results: RunResults | None = None
-) -> None:
-    s = run_summary(store, session, results)
+def print_summary(store: RunStore, session: Any = None, to: Console = console) -> None:
+    s = run_summary(store, session)
     table = Table(title=f"run {store.run_dir}", show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
@@ -198,7 +196,7 @@ def _run(
             config, run_dir, stages, resume=resume, progress=progress, allow_model_change=allow_model_change
         )
     session = ctx.client.stats if ctx.client else None
-    print_summary(ctx.store, session, results=results)
+    print_summary(ctx.store, session)
     redrawn = results.ran("filter", "semantic", "decontaminate", "rate") and ctx.store.sample_ids()
     if results.sample is not None or redrawn:  # a stage that drops examples redraws a sample
         from explore_instruct.stages.sample import shortfall

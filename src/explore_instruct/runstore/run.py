@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections import defaultdict
+import time
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -362,7 +363,7 @@ class RunStore:
         the stage judged it again with the current rules, and the stored verdict must be that same one.
         Returns how many stored rows changed.
         """
-        changed = 0
+        changed: Counter[str] = Counter()
         for new in found:
             inserted = self.conn.total_changes
             self.add_example(
@@ -374,8 +375,18 @@ class RunStore:
                 drop_reason=new.drop_reason,
             )
             if self.conn.total_changes == inserted:  # already stored
-                changed += self._rejudge(new)
-        return changed
+                changed[new.origin] += self._rejudge(new)
+        now = time.time()
+        for origin, count in sorted(changed.items()):
+            if count:  # kept, so `stats` can say so after the session that made the change
+                self.conn.execute(
+                    "INSERT INTO verdict_changes (origin, changed, at) VALUES (?, ?, ?)", (origin, count, now)
+                )
+        return sum(changed.values())
+
+    def verdicts_recomputed(self) -> int:
+        """How many stored quality verdicts later sessions changed, over the run's life."""
+        return int(self.conn.execute("SELECT COALESCE(SUM(changed), 0) FROM verdict_changes").fetchone()[0])
 
     def _rejudge(self, new: NewExample) -> int:
         """Give the stored row of `new.key` the verdict and text of `new`; 1 if that changed it.

@@ -182,8 +182,21 @@ def _run_layout(conn: sqlite3.Connection) -> None:
     _cache_layout(conn)
 
 
+# How many stored quality verdicts a session's current rules changed (a rule changed between runs).
+VERDICT_CHANGES = """
+CREATE TABLE verdict_changes (
+    id INTEGER PRIMARY KEY,
+    origin TEXT NOT NULL,          -- explore | generate: the stage that judged again
+    changed INTEGER NOT NULL,
+    at REAL NOT NULL               -- unix time
+)
+"""
+
 RUN_MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "the layout of 0.1.0, every table it created as it went, the call log's added columns", _run_layout),
+    Migration(
+        2, "verdict_changes: stored quality verdicts a later session's rules changed", statements(VERDICT_CHANGES)
+    ),
 )
 CACHE_MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "the call log, structured-output modes and vectors of 0.1.0", _cache_layout),

@@ -90,7 +90,3 @@ class RunResults:
     def ran(self, *stages: str) -> bool:
         """Whether any of `stages` ran."""
         return any(getattr(self, s) is not None for s in stages)
-
-    def verdicts_changed(self) -> int:
-        """Stored quality verdicts the current rules changed (a resume after a rule changed)."""
-        return sum(r.verdicts_changed for r in (self.explore, self.generate) if r is not None)

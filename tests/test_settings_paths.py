@@ -302,3 +302,41 @@ def test_the_endpoint_flags_reach_the_backend_settings(
     assert "stops here" in capsys.readouterr().err
     (config,) = built
     assert {name: getattr(config, name) for name in ENDPOINT_SETTINGS} == llm
+
+
+def test_runs_llm_options_come_from_the_llm_section(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """`run`'s LLM options are derived from LLMConfig: same help, and each reaches the config as llm.NAME."""
+    from explore_instruct.cli import pipeline as cli_pipeline
+
+    params = {p.name: p for p in command("run").params}
+    for name in cli_pipeline.RUN_LLM_OVERRIDES:
+        assert flag_of(name) in params[name].opts
+        assert params[name].help == LLMConfig.model_fields[name].description
+        assert params[name].default is None  # not given: the config's value stands
+    values = {"backend": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "served", "max_tokens": 77}
+    given = {name: values.get(name, 3) for name in cli_pipeline.RUN_LLM_OVERRIDES}
+    build(LLMConfig, **given)  # a valid llm section
+    seen: dict[str, Any] = {}
+
+    def config(_path: Path, _run_dir: Path, _resume: bool, overrides: dict[str, Any]) -> None:
+        seen.update(overrides)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(cli_pipeline, "_config", config)
+    argv = [f"{flag_of(name)}={value}" for name, value in given.items()]
+    with pytest.raises(SystemExit):
+        main(["run", str(tmp_path / "c.yaml"), *argv])
+    assert all(isinstance(v, int | str) for v in seen.values())
+    assert seen == {f"llm.{name}": value for name, value in given.items()}
+
+
+def test_no_derived_option_shows_a_python_type_in_help(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A validated field (Annotated) is shown by the type Typer parses, not by its Python spelling."""
+    monkeypatch.setenv("COLUMNS", "400")
+    for name in ("run", "answer", "judge", "train"):
+        main([name, "--help"])
+        shown = capsys.readouterr().out
+        assert "--base-url" in shown or name == "train"
+        assert "typing." not in shown and "Validator" not in shown, name

@@ -224,11 +224,11 @@ class BudgetConfig(Strict):
 class ModelEndpoint(Strict):
     """Which model answers and where: the fields `llm` and `embeddings` share, validated once."""
 
-    backend: Literal["local", "openai"] = "local"
+    backend: Literal["local", "openai"] = Field("local", description="LLM backend: local | openai.")
     base_url: Annotated[str, AfterValidator(check_base_url)] | None = Field(
         None, description="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1."
     )
-    model: Name | None = None
+    model: Name | None = Field(None, description="Model name at the endpoint.")
     model_path: Name | None = Field(None, description="GGUF file for the local backend")
     api_key_env: str | None = Field(None, description="name of the environment variable holding the key")
 
@@ -259,7 +259,7 @@ ENDPOINT_SETTINGS: tuple[str, ...] = ("base_url", "timeout", "max_concurrency", 
 class LLMConfig(ModelEndpoint):
     temperature: float = Field(1.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
-    max_tokens: int = Field(2048, ge=16, le=1_000_000)
+    max_tokens: int = Field(2048, ge=16, le=1_000_000, description="Most tokens per reply.")
     max_concurrency: int = Field(8, ge=1, le=512, description="Requests in flight.")
     timeout: float = Field(120.0, gt=0, le=86_400, description="Seconds per request.")
     retries: int = Field(4, ge=0, le=20, description="Retries per request (errors and unparseable replies).")

@@ -11,13 +11,18 @@ from rich.console import Console
 from rich.table import Table
 
 from explore_instruct.cli.progress import LOCAL_FIRST_REPLY_HINT, REMOTE_FIRST_REPLY_HINT, StageProgress
+from explore_instruct.cli.settings_options import with_overrides
 from explore_instruct.cli.vocabulary import AliasedCommand, api_key_env_option
-from explore_instruct.config import RunConfig, load_config, parse_override
+from explore_instruct.config import LLMConfig, RunConfig, load_config, parse_override
 from explore_instruct.errors import UserError
 from explore_instruct.pipeline import import_tree, run_stages, stored_config
 from explore_instruct.runstore import CONFIG_FILE, RunStore
 from explore_instruct.stages import ALL_STAGES, BY_NAME
 from explore_instruct.summary import run_summary
+
+# The `llm` settings `run` takes as options (the rest through --set llm.NAME=VALUE); help and type
+# come from LLMConfig. `api_key_env` has its own option, which refuses a pasted key unechoed.
+RUN_LLM_OVERRIDES = ("backend", "base_url", "model", "max_tokens", "max_concurrency")
 
 console = Console(stderr=True)
 out = Console()
@@ -220,6 +225,7 @@ def _run(
 
 def register(app: typer.Typer) -> None:
     @app.command(cls=AliasedCommand)
+    @with_overrides(LLMConfig, "llm", RUN_LLM_OVERRIDES, param="llm")
     def run(
         config: Annotated[Path, typer.Argument(metavar="CONFIG", help="The run config (YAML).")],
         run_dir: Annotated[Path | None, typer.Option("--run-dir", "-r", help="Default: runs/<config name>.")] = None,
@@ -230,16 +236,12 @@ def register(app: typer.Typer) -> None:
             ),
         ] = False,
         sets: Sets = None,
-        backend: Annotated[str | None, typer.Option(help="LLM backend: local | openai.")] = None,
-        base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint.")] = None,
-        model: Annotated[str | None, typer.Option(help="Model name at the endpoint.")] = None,
+        llm: dict[str, Any] | None = None,  # the options of RUN_LLM_OVERRIDES (with_overrides)
         api_key_env: Annotated[
             str | None, api_key_env_option("Environment variable holding the endpoint's key (its NAME).")
         ] = None,
-        max_tokens: Annotated[int | None, typer.Option(help="Most tokens per reply.")] = None,
         max_depth: Annotated[int | None, typer.Option(help="Max depth K.")] = None,
         sample_size: Annotated[int | None, typer.Option(help="Examples to sample.")] = None,
-        max_concurrency: Annotated[int | None, typer.Option(help="LLM calls in flight.")] = None,
         allow_model_change: AllowModelChange = False,
         dry_run: Annotated[
             bool, typer.Option("--dry-run", help="Print the first prompts and the estimated calls, tokens and cost.")
@@ -249,16 +251,8 @@ def register(app: typer.Typer) -> None:
         directory = run_dir or Path("runs") / config.stem
         overrides = _overrides(
             sets,
-            **{
-                "llm.backend": backend,
-                "llm.base_url": base_url,
-                "llm.model": model,
-                "llm.api_key_env": api_key_env,
-                "llm.max_tokens": max_tokens,
-                "explore.max_depth": max_depth,
-                "sample.size": sample_size,
-                "llm.max_concurrency": max_concurrency,
-            },
+            **(llm or {}),
+            **{"llm.api_key_env": api_key_env, "explore.max_depth": max_depth, "sample.size": sample_size},
         )
         cfg = _config(config, directory, resume, overrides)
         if dry_run:

@@ -27,6 +27,8 @@ from explore_instruct.settings import Settings, build
 def _cli_type(annotation: Any) -> Any:
     """The type Typer parses: a Literal's choices are read as text (the model says which are allowed)."""
     args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is Annotated:  # a validated type: Typer parses the type under it
+        return _cli_type(args[0])
     if typing.get_origin(annotation) is Literal:
         return str
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
@@ -82,6 +84,46 @@ def with_settings(
         def command(**kwargs: Any) -> Any:
             values = {name: kwargs.pop(name) for name in chosen}
             return fn(**kwargs, **{param: build(model, **values)})
+
+        del command.__wrapped__  # Typer must read the signature below, not `fn`'s
+        command.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        return command
+
+    return wrap
+
+
+def override_parameters(model: type[BaseModel], names: Sequence[str]) -> list[inspect.Parameter]:
+    """Options that override settings of a config section: each defaults to None (keep the config's)."""
+    params = []
+    for name in names:
+        field = model.model_fields[name]
+        option = typer.Option(*_declarations(name, field.annotation), help=field.description, show_default=False)
+        annotation = Annotated[typing.Optional[_cli_type(field.annotation)], option]  # type: ignore[valid-type]  # noqa: UP045
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation))
+    return params
+
+
+def with_overrides(
+    model: type[BaseModel], section: str, names: Sequence[str], *, param: str = "overrides"
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Replace `fn`'s parameter `param` by one option per setting `names` of `model` (the config's
+    `section`); the command gets the options given as overrides (`{"section.name": value}`), which the
+    config validates like any other value."""
+
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        signature = inspect.signature(fn, eval_str=True)
+        params: list[inspect.Parameter] = []
+        for p in signature.parameters.values():
+            if p.name == param:
+                params += override_parameters(model, names)
+            else:
+                params.append(p.replace(kind=inspect.Parameter.KEYWORD_ONLY))
+
+        @functools.wraps(fn)
+        def command(**kwargs: Any) -> Any:
+            given = {f"{section}.{name}": kwargs.pop(name) for name in names}
+            return fn(**kwargs, **{param: {key: value for key, value in given.items() if value is not None}})
 
         del command.__wrapped__  # Typer must read the signature below, not `fn`'s
         command.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]

@@ -64,26 +64,25 @@ def setting_parameters(model: type[BaseModel], names: Sequence[str] | None = Non
     return params
 
 
-def with_settings(
-    model: type[BaseModel], *, names: Sequence[str] | None = None, param: str = "settings"
+def _replacing(
+    param: str, options: list[inspect.Parameter], make: Callable[[dict[str, Any]], Any]
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Replace `fn`'s parameter `param` by the options of `model`'s settings (all, or `names`); the
-    command gets them as one `model`, validated."""
-    chosen = _names(model, names)
+    """Replace `fn`'s parameter `param` by `options`; the command gets `make(their values)` as `param`."""
+    names = [option.name for option in options]
 
     def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
         signature = inspect.signature(fn, eval_str=True)
         params: list[inspect.Parameter] = []
         for p in signature.parameters.values():
             if p.name == param:
-                params += setting_parameters(model, chosen)
+                params += options
             else:
                 params.append(p.replace(kind=inspect.Parameter.KEYWORD_ONLY))
 
         @functools.wraps(fn)
         def command(**kwargs: Any) -> Any:
-            values = {name: kwargs.pop(name) for name in chosen}
-            return fn(**kwargs, **{param: build(model, **values)})
+            values = {name: kwargs.pop(name) for name in names}
+            return fn(**kwargs, **{param: make(values)})
 
         del command.__wrapped__  # Typer must read the signature below, not `fn`'s
         command.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
@@ -91,6 +90,15 @@ def with_settings(
         return command
 
     return wrap
+
+
+def with_settings(
+    model: type[BaseModel], *, names: Sequence[str] | None = None, param: str = "settings"
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Replace `fn`'s parameter `param` by the options of `model`'s settings (all, or `names`); the
+    command gets them as one `model`, validated."""
+    chosen = _names(model, names)
+    return _replacing(param, setting_parameters(model, chosen), lambda values: build(model, **values))
 
 
 def override_parameters(model: type[BaseModel], names: Sequence[str]) -> list[inspect.Parameter]:
@@ -110,24 +118,8 @@ def with_overrides(
     """Replace `fn`'s parameter `param` by one option per setting `names` of `model` (the config's
     `section`); the command gets the options given as overrides (`{"section.name": value}`), which the
     config validates like any other value."""
-
-    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
-        signature = inspect.signature(fn, eval_str=True)
-        params: list[inspect.Parameter] = []
-        for p in signature.parameters.values():
-            if p.name == param:
-                params += override_parameters(model, names)
-            else:
-                params.append(p.replace(kind=inspect.Parameter.KEYWORD_ONLY))
-
-        @functools.wraps(fn)
-        def command(**kwargs: Any) -> Any:
-            given = {f"{section}.{name}": kwargs.pop(name) for name in names}
-            return fn(**kwargs, **{param: {key: value for key, value in given.items() if value is not None}})
-
-        del command.__wrapped__  # Typer must read the signature below, not `fn`'s
-        command.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
-        command.__annotations__ = {p.name: p.annotation for p in params}
-        return command
-
-    return wrap
+    return _replacing(
+        param,
+        override_parameters(model, names),
+        lambda values: {f"{section}.{name}": value for name, value in values.items() if value is not None},
+    )

@@ -189,6 +189,6 @@ def test_a_run_with_the_embedded_embedding_model_offline_and_its_rerun(tmp_path:
     assert requests >= 1 and len(model) == 1 and model[0][0].startswith("local-embed:SmolLM2")  # the real GGUF
     ctx.store.close()
     ctx, again = run_stages(cfg, tmp_path / "run", ["semantic"], resume=True)
-    assert again["semantic"] == (kept, total)
+    assert again.semantic is not None and (again.semantic.kept, again.semantic.judged) == (kept, total)
     assert run_summary(ctx.store)["calls"]["embed"]["calls"] == requests  # every vector from the run's cache
     ctx.store.close()

@@ -184,7 +184,7 @@ def _run_layout(conn: sqlite3.Connection) -> None:
 
 # How many stored quality verdicts a session's current rules changed (a rule changed between runs).
 VERDICT_CHANGES = """
-CREATE TABLE verdict_changes (
+CREATE TABLE IF NOT EXISTS verdict_changes (
     id INTEGER PRIMARY KEY,
     origin TEXT NOT NULL,          -- explore | generate: the stage that judged again
     changed INTEGER NOT NULL,
